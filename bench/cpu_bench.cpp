@@ -1,0 +1,202 @@
+// CPU backend benchmarks: paged append and gather against memcpy of the same
+// bytes in the same iteration, block pool throughput, and the bookkeeping of
+// a decode step.
+//
+//   kvcache_cpu_bench [--smoke] [google benchmark flags]
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "bench_common.hpp"
+#include "kvcache/kvcache.hpp"
+
+namespace kvcache::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::vector<std::byte> random_bytes(std::size_t bytes, std::uint64_t seed) {
+  std::vector<std::byte> data(bytes);
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = 0; i + 8 <= bytes; i += 8) {
+    const std::uint64_t x = rng() & 0x3fff3fff3fff3fffULL;  // finite fp16 values
+    std::memcpy(data.data() + i, &x, 8);
+  }
+  return data;
+}
+
+std::int64_t bench_tokens(benchmark::State& state) {
+  return smoke() ? 256 : state.range(0);
+}
+
+void BM_CpuAppend(benchmark::State& state, KVLayout layout) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  HostBackend backend;
+  Buffer arena =
+      backend.allocate(static_cast<std::size_t>(bench_view(nullptr, pages).page_bytes * pages));
+  const PagedKVView view = bench_view(arena.bytes_data(), pages, layout);
+  const auto bytes = static_cast<std::size_t>(tokens * view.row_bytes() * view.num_heads);
+  const auto k = random_bytes(bytes, 1), v = random_bytes(bytes, 2);
+  std::vector<std::byte> copy_k(bytes), copy_v(bytes);
+  std::memset(arena.data(), 0, arena.size());  // touch every page once
+  const auto slots = shuffled_slots(pages, 16, tokens);
+  kernels::AppendParams params;
+  params.cache = view;
+  params.k = k.data();
+  params.v = v.data();
+  params.src_head_bytes = view.row_bytes();
+  params.src_token_bytes = view.row_bytes() * view.num_heads;
+  params.slot_mapping = slots.data();
+  params.num_tokens = static_cast<std::int32_t>(tokens);
+  RatioCounter ratio;
+  for (auto _ : state) {
+    auto start = Clock::now();
+    kernels::cpu::append(params);
+    const double kernel = seconds_since(start);
+    benchmark::ClobberMemory();
+    start = Clock::now();
+    std::memcpy(copy_k.data(), k.data(), bytes);
+    std::memcpy(copy_v.data(), v.data(), bytes);
+    benchmark::ClobberMemory();
+    ratio.copy_seconds += seconds_since(start);
+    ratio.kernel_seconds += kernel;
+    state.SetIterationTime(kernel);
+  }
+  ratio.publish(state, 2.0 * 2.0 * static_cast<double>(bytes), "memcpy");
+  state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+void BM_CpuGather(benchmark::State& state, KVLayout layout) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  HostBackend backend;
+  Buffer arena =
+      backend.allocate(static_cast<std::size_t>(bench_view(nullptr, pages).page_bytes * pages));
+  const PagedKVView view = bench_view(arena.bytes_data(), pages, layout);
+  const auto bytes = static_cast<std::size_t>(tokens * view.row_bytes() * view.num_heads);
+  std::memcpy(arena.data(), random_bytes(arena.size(), 3).data(), arena.size());
+  std::vector<std::byte> out_k(bytes), out_v(bytes), copy_k(bytes), copy_v(bytes);
+  std::memset(out_k.data(), 0, bytes);
+  std::memset(out_v.data(), 0, bytes);
+  const std::int32_t batch = 64;
+  const auto slots = shuffled_slots(pages, 16, tokens);
+  const GatherTable table = gather_table(slots, 16, batch, tokens / batch);
+  kernels::GatherParams params;
+  params.cache = view;
+  params.page_indptr = table.indptr.data();
+  params.page_indices = table.indices.data();
+  params.last_page_len = table.last_page_len.data();
+  params.out_row_offset = table.out_row_offset.data();
+  params.k_out = out_k.data();
+  params.v_out = out_v.data();
+  params.batch_size = batch;
+  params.total_pages = table.indptr.back();
+  // The copy moves the same number of bytes: the whole arena (every page's
+  // K and V region) into two separate buffers.
+  const std::byte* arena_k = arena.bytes_data();
+  const std::byte* arena_v = arena.bytes_data() + bytes;
+  RatioCounter ratio;
+  for (auto _ : state) {
+    auto start = Clock::now();
+    kernels::cpu::gather(params);
+    const double kernel = seconds_since(start);
+    benchmark::ClobberMemory();
+    start = Clock::now();
+    std::memcpy(copy_k.data(), arena_k, bytes);
+    std::memcpy(copy_v.data(), arena_v, bytes);
+    benchmark::ClobberMemory();
+    ratio.copy_seconds += seconds_since(start);
+    ratio.kernel_seconds += kernel;
+    state.SetIterationTime(kernel);
+  }
+  ratio.publish(state, 2.0 * 2.0 * static_cast<double>(bytes), "memcpy");
+  state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+// Allocate then free a batch of blocks: pairs per second.
+void BM_BlockPoolAllocateFree(benchmark::State& state) {
+  const std::int64_t batch = smoke() ? 64 : state.range(0);
+  BlockPool pool(1 << 20);
+  std::vector<BlockId> ids(static_cast<std::size_t>(batch));
+  for (auto _ : state) {
+    for (auto& id : ids)
+      id = *pool.try_allocate();
+    for (auto id : ids)
+      pool.release(id);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["alloc+free/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
+}
+
+// The host-side bookkeeping of one decode step of 256 sequences: reserve one
+// token each, prepare the batch (slot mapping), commit. No K/V is moved.
+void BM_ManagerDecodeStep(benchmark::State& state) {
+  const std::int32_t batch = smoke() ? 16 : 256;
+  CacheConfig config;
+  config.shape = ModelShape::gqa(1, 8, 128, DType::kF16);
+  config.block_size = 16;
+  config.num_blocks = 65536;
+  KVCacheManager<> manager(config);
+  std::vector<SeqId> seqs;
+  for (std::int32_t i = 0; i < batch; ++i)
+    seqs.push_back(manager.create_sequence());
+  const std::vector<std::int32_t> ones(static_cast<std::size_t>(batch), 1);
+  std::int64_t steps = 0;
+  for (auto _ : state) {
+    for (SeqId seq : seqs) {
+      if (manager.try_reserve(seq, 1) != ReserveStatus::kOk) state.SkipWithError("pool full");
+    }
+    AppendBatch step = manager.prepare_append(seqs, ones);
+    manager.commit(step);
+    if (++steps % 2048 == 0) {  // keep sequences short: release and recreate
+      state.PauseTiming();
+      for (auto& seq : seqs) {
+        manager.release(seq);
+        seq = manager.create_sequence();
+      }
+      state.ResumeTiming();
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["steps/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(BM_CpuAppend, NHD, KVLayout::kNHD)
+    ->Arg(16384)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuAppend, HND, KVLayout::kHND)
+    ->Arg(16384)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuGather, NHD, KVLayout::kNHD)
+    ->Arg(16384)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuGather, HND, KVLayout::kHND)
+    ->Arg(16384)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BlockPoolAllocateFree)->Arg(1024);
+BENCHMARK(BM_ManagerDecodeStep)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace kvcache::bench
+
+int main(int argc, char** argv) {
+  kvcache::bench::parse_smoke(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

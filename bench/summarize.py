@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Print a Markdown table from Google Benchmark JSON output.
+
+usage: summarize.py RESULT.json [...]
+
+Columns: benchmark, time per iteration, GB/s (read + write), the copy's GB/s
+measured in the same iterations, and the ratio; rate counters (items/s,
+steps/s, ...) fill the last column for benchmarks without a ratio.
+"""
+import json
+import sys
+
+
+def fmt(value, digits=2):
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main(paths):
+    print("| benchmark | time | GB/s | copy GB/s | ratio | other |")
+    print("|---|---|---|---|---|---|")
+    for path in paths:
+        with open(path) as handle:
+            data = json.load(handle)
+        for bench in data.get("benchmarks", []):
+            if bench.get("run_type") == "aggregate" and bench.get("aggregate_name") != "median":
+                continue
+            name = bench["name"].replace("/manual_time", "")
+            time = f'{bench["real_time"]:.3g} {bench["time_unit"]}'
+            copy = next((v for k, v in bench.items() if k.endswith("_GB/s") and k != "GB/s"), None)
+            other = []
+            for key in ("alloc+free/s", "steps/s", "requests/s", "items_per_second"):
+                if key in bench and "ratio" not in bench:
+                    other.append(f"{key}={bench[key] / 1e6:.3g}M")
+                    break
+            print(f'| {name} | {time} | {fmt(bench.get("GB/s"))} | {fmt(copy)} | '
+                  f'{fmt(bench.get("ratio"), 3)} | {" ".join(other)} |')
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,13 @@
+# Warnings for kvcache's own targets (never for consumers or dependencies).
+function(kvcache_set_warnings target)
+  set(cxx_flags -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused)
+  if(KVCACHE_WARNINGS_AS_ERRORS)
+    list(APPEND cxx_flags -Werror)
+  endif()
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${cxx_flags}>)
+  set(cuda_flags -Xcompiler=-Wall,-Wextra)
+  if(KVCACHE_WARNINGS_AS_ERRORS)
+    list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)
+  endif()
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${cuda_flags}>)
+endfunction()

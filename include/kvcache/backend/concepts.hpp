@@ -1,0 +1,41 @@
+// What the manager needs from a memory backend.
+//
+// A backend allocates buffers in its memory (the arena in one allocation at
+// construction), moves bytes between host and its memory, and runs the cache
+// kernels. Staging areas carry small host-built tables (slot mappings, page
+// tables) to the kernels: the host writes into host_data(), then upload()
+// returns the pointer the kernels read, ordered before the next launch.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <string_view>
+
+#include "kvcache/buffer.hpp"
+#include "kvcache/kernels/params.hpp"
+
+namespace kvcache {
+
+template <class B>
+concept MemoryBackend = requires(B& backend, const B& const_backend, void* dst, const void* src,
+                                 std::size_t bytes, typename B::Staging& staging,
+                                 const kernels::AppendParams& append,
+                                 const kernels::GatherParams& gather,
+                                 const kernels::CopyBlocksParams& copy) {
+  { B::kDeviceMemory } -> std::convertible_to<bool>;
+  { const_backend.name() } -> std::convertible_to<std::string_view>;
+  { backend.allocate(bytes) } -> std::same_as<Buffer>;
+  { backend.make_staging(bytes) } -> std::same_as<typename B::Staging>;
+  { backend.staging_host(staging) } -> std::same_as<void*>;
+  { backend.upload(staging, bytes) } -> std::same_as<const void*>;
+  backend.copy_to_backend(dst, src, bytes);
+  backend.copy_to_host(dst, src, bytes);
+  backend.copy_within(dst, src, bytes);
+  backend.fill_zero(dst, bytes);
+  backend.append(append);
+  backend.gather(gather);
+  backend.copy_blocks(copy);
+  backend.synchronize();
+};
+
+}  // namespace kvcache

@@ -1,0 +1,102 @@
+// Fixed-size blocks carved from one arena: O(1) allocate and free, reference
+// counts for sharing. The pool holds only metadata (ids and counts); the bytes
+// live in the backend's arena, block id b at b x page_bytes.
+//
+// Free blocks are kept on a LIFO stack so a block freed now is the next one
+// handed out (warm in cache). Nothing here allocates after construction.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "kvcache/error.hpp"
+
+namespace kvcache {
+
+using BlockId = std::int32_t;
+
+class BlockPool {
+ public:
+  static constexpr std::int64_t kMaxBlocks = (std::int64_t{1} << 31) - 1;
+
+  explicit BlockPool(std::int64_t num_blocks) {
+    if (num_blocks < 1 || num_blocks > kMaxBlocks) {
+      detail::raise<InvalidArgument>("BlockPool: num_blocks {} is outside [1, {}]", num_blocks,
+                                     kMaxBlocks);
+    }
+    const auto count = static_cast<std::size_t>(num_blocks);
+    free_stack_.resize(count);
+    ref_counts_.assign(count, 0);
+    // Hand out low ids first: block 0 is on top of the stack.
+    for (std::size_t i = 0; i < count; ++i) {
+      free_stack_[i] = static_cast<BlockId>(count - 1 - i);
+    }
+    free_top_ = num_blocks;
+  }
+
+  std::int64_t capacity() const noexcept { return static_cast<std::int64_t>(ref_counts_.size()); }
+  std::int64_t num_free() const noexcept { return free_top_; }
+  std::int64_t num_used() const noexcept { return capacity() - free_top_; }
+
+  // A free block with reference count 1, or nullopt when the pool is full.
+  std::optional<BlockId> try_allocate() noexcept {
+    if (free_top_ == 0) return std::nullopt;
+    const BlockId id = free_stack_[static_cast<std::size_t>(--free_top_)];
+    ref_counts_[static_cast<std::size_t>(id)] = 1;
+    return id;
+  }
+
+  // All of `out.size()` blocks or none: false (and nothing taken) when fewer
+  // are free.
+  bool try_allocate(std::span<BlockId> out) noexcept {
+    if (static_cast<std::int64_t>(out.size()) > free_top_) return false;
+    for (BlockId& id : out)
+      id = *try_allocate();
+    return true;
+  }
+
+  // One more owner of an allocated block (sharing).
+  void retain(BlockId id) {
+    check_allocated(id, "retain");
+    ++ref_counts_[static_cast<std::size_t>(id)];
+  }
+
+  // One owner fewer; returns true when that freed the block.
+  bool release(BlockId id) {
+    check_allocated(id, "release");
+    auto& count = ref_counts_[static_cast<std::size_t>(id)];
+    if (--count > 0) return false;
+    free_stack_[static_cast<std::size_t>(free_top_++)] = id;
+    return true;
+  }
+
+  std::int32_t ref_count(BlockId id) const {
+    check_range(id, "ref_count");
+    return ref_counts_[static_cast<std::size_t>(id)];
+  }
+
+  bool is_free(BlockId id) const { return ref_count(id) == 0; }
+
+ private:
+  void check_range(BlockId id, const char* what) const {
+    if (id < 0 || id >= capacity()) {
+      detail::raise<OutOfRange>("BlockPool::{}: block id {} is outside [0, {})", what, id,
+                                capacity());
+    }
+  }
+  void check_allocated(BlockId id, const char* what) const {
+    check_range(id, what);
+    if (ref_counts_[static_cast<std::size_t>(id)] <= 0) {
+      detail::raise<InvalidArgument>("BlockPool::{}: block {} is free (reference count 0)", what,
+                                     id);
+    }
+  }
+
+  std::vector<BlockId> free_stack_;
+  std::vector<std::int32_t> ref_counts_;
+  std::int64_t free_top_ = 0;
+};
+
+}  // namespace kvcache

@@ -1,0 +1,129 @@
+// The CPU backend's kernels: the same index math as kernels/*.cu, run with
+// memcpy over contiguous rows. Callers validate the parameters first.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kvcache/kernels/page_math.hpp"
+#include "kvcache/kernels/params.hpp"
+
+namespace kvcache::kernels::cpu {
+
+namespace detail {
+
+// Copies `count` rows of kRow bytes; the fixed size lets the compiler inline
+// the copy as vector moves instead of calling memcpy per row.
+template <std::int64_t kRow>
+inline void copy_rows(std::byte* dst, std::int64_t dst_stride, const std::byte* src,
+                      std::int64_t src_stride, std::int32_t count) {
+  for (std::int32_t i = 0; i < count; ++i) {
+    std::memcpy(dst + i * dst_stride, src + i * src_stride, kRow);
+  }
+}
+
+inline void copy_strided_rows(std::byte* dst, std::int64_t dst_stride, const std::byte* src,
+                              std::int64_t src_stride, std::int32_t count, std::int64_t row_bytes) {
+  switch (row_bytes) {
+    case 128:
+      return copy_rows<128>(dst, dst_stride, src, src_stride, count);
+    case 256:
+      return copy_rows<256>(dst, dst_stride, src, src_stride, count);
+    case 512:
+      return copy_rows<512>(dst, dst_stride, src, src_stride, count);
+    default:
+      for (std::int32_t i = 0; i < count; ++i) {
+        std::memcpy(dst + i * dst_stride, src + i * src_stride,
+                    static_cast<std::size_t>(row_bytes));
+      }
+  }
+}
+
+// A [tokens][heads] grid of rows, each side with its own strides. The inner
+// loop runs along the source's smaller stride so reads stay sequential; when
+// both sides are packed the grid is one memcpy.
+struct RowGrid {
+  std::int64_t token_stride;
+  std::int64_t head_stride;
+};
+
+inline void copy_grid(std::byte* dst, RowGrid dst_grid, const std::byte* src, RowGrid src_grid,
+                      std::int32_t tokens, std::int32_t heads, std::int64_t row_bytes) {
+  const std::int64_t packed_token = row_bytes * heads;
+  if (dst_grid.head_stride == row_bytes && src_grid.head_stride == row_bytes &&
+      ((dst_grid.token_stride == packed_token && src_grid.token_stride == packed_token) ||
+       tokens == 1)) {
+    std::memcpy(dst, src, static_cast<std::size_t>(packed_token * tokens));
+    return;
+  }
+  if (src_grid.head_stride <= src_grid.token_stride) {
+    for (std::int32_t t = 0; t < tokens; ++t) {
+      copy_strided_rows(dst + t * dst_grid.token_stride, dst_grid.head_stride,
+                        src + t * src_grid.token_stride, src_grid.head_stride, heads, row_bytes);
+    }
+  } else {
+    for (std::int32_t h = 0; h < heads; ++h) {
+      copy_strided_rows(dst + h * dst_grid.head_stride, dst_grid.token_stride,
+                        src + h * src_grid.head_stride, src_grid.token_stride, tokens, row_bytes);
+    }
+  }
+}
+
+}  // namespace detail
+
+inline void append(const AppendParams& p) {
+  const PagedKVView& cache = p.cache;
+  const std::int64_t row = cache.row_bytes();
+  const detail::RowGrid src_grid{p.src_token_bytes, p.src_head_bytes};
+  const detail::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
+  const auto* k = static_cast<const std::byte*>(p.k);
+  const auto* v = static_cast<const std::byte*>(p.v);
+  for (std::int32_t token = 0; token < p.num_tokens; ++token) {
+    const std::int64_t slot = p.slot_mapping[token];
+    if (slot < 0) continue;
+    const std::int64_t src = token * p.src_token_bytes;
+    detail::copy_grid(cache.data + cache.slot_offset(slot, p.layer, 0, 0), cache_grid, k + src,
+                      src_grid, 1, cache.num_heads, row);
+    detail::copy_grid(cache.data + cache.slot_offset(slot, p.layer, 1, 0), cache_grid, v + src,
+                      src_grid, 1, cache.num_heads, row);
+  }
+}
+
+inline void gather(const GatherParams& p) {
+  const PagedKVView& cache = p.cache;
+  const std::int64_t row = cache.row_bytes();
+  const std::int64_t out_token_bytes = row * cache.num_heads;
+  const detail::RowGrid out_grid{out_token_bytes, row};
+  const detail::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
+  auto* k_out = static_cast<std::byte*>(p.k_out);
+  auto* v_out = static_cast<std::byte*>(p.v_out);
+  for (std::int32_t b = 0; b < p.batch_size; ++b) {
+    const std::int32_t first = p.page_indptr[b];
+    const std::int32_t num_pages = p.page_indptr[b + 1] - first;
+    for (std::int32_t i = 0; i < num_pages; ++i) {
+      const std::int64_t page = p.page_indices[first + i];
+      const std::int32_t tokens = tokens_in_page(i, num_pages, p.last_page_len[b], cache.page_size);
+      const std::int64_t out =
+          (p.out_row_offset[b] + static_cast<std::int64_t>(i) * cache.page_size) * out_token_bytes;
+      detail::copy_grid(k_out + out, out_grid,
+                        cache.data + cache.row_offset(page, p.layer, 0, 0, 0), cache_grid, tokens,
+                        cache.num_heads, row);
+      detail::copy_grid(v_out + out, out_grid,
+                        cache.data + cache.row_offset(page, p.layer, 1, 0, 0), cache_grid, tokens,
+                        cache.num_heads, row);
+    }
+  }
+}
+
+inline void copy_blocks(const CopyBlocksParams& p) {
+  const PagedKVView& cache = p.cache;
+  for (std::int32_t i = 0; i < p.num_pairs; ++i) {
+    const std::int64_t src = p.pairs[2 * i];
+    const std::int64_t dst = p.pairs[2 * i + 1];
+    std::memmove(cache.data + dst * cache.page_bytes, cache.data + src * cache.page_bytes,
+                 static_cast<std::size_t>(cache.page_bytes));
+  }
+}
+
+}  // namespace kvcache::kernels::cpu

@@ -1,0 +1,46 @@
+// Page-table arithmetic shared by the CUDA kernels and the CPU backend.
+#pragma once
+
+#include <cstdint>
+
+#include "kvcache/config.hpp"
+
+namespace kvcache::kernels {
+
+// The sequence that owns flat page `page` of a page table: the b with
+// indptr[b] <= page < indptr[b + 1]. indptr is non-decreasing, so empty
+// sequences (indptr[b] == indptr[b + 1]) are skipped.
+KVCACHE_HD std::int32_t owning_sequence(const std::int32_t* indptr, std::int32_t batch_size,
+                                        std::int32_t page) {
+  std::int32_t low = 0;
+  std::int32_t high = batch_size;  // answer in [low, high)
+  while (high - low > 1) {
+    const std::int32_t mid = low + (high - low) / 2;
+    if (indptr[mid] <= page) {
+      low = mid;
+    } else {
+      high = mid;
+    }
+  }
+  return low;
+}
+
+// Tokens held by the `page_in_sequence`-th page of a sequence of `num_pages`
+// pages whose last page holds `last_page_len` tokens.
+KVCACHE_HD std::int32_t tokens_in_page(std::int32_t page_in_sequence, std::int32_t num_pages,
+                                       std::int32_t last_page_len, std::int32_t page_size) {
+  return page_in_sequence + 1 == num_pages ? last_page_len : page_size;
+}
+
+// Number of pages and last-page length for a sequence of `tokens` tokens.
+KVCACHE_HD std::int32_t pages_for_tokens(std::int64_t tokens, std::int32_t page_size) {
+  return static_cast<std::int32_t>((tokens + page_size - 1) / page_size);
+}
+
+KVCACHE_HD std::int32_t last_page_length(std::int64_t tokens, std::int32_t page_size) {
+  if (tokens == 0) return 0;
+  return static_cast<std::int32_t>(tokens - (pages_for_tokens(tokens, page_size) - 1) *
+                                                static_cast<std::int64_t>(page_size));
+}
+
+}  // namespace kvcache::kernels

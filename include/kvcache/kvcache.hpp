@@ -1,0 +1,15 @@
+// The whole public interface of kvcache (header-only parts and the backends).
+#pragma once
+
+#include "kvcache/backend/cuda.hpp"
+#include "kvcache/backend/host.hpp"
+#include "kvcache/block_pool.hpp"
+#include "kvcache/config.hpp"
+#include "kvcache/dtype.hpp"
+#include "kvcache/error.hpp"
+#include "kvcache/layout.hpp"
+#include "kvcache/manager.hpp"
+#include "kvcache/model_shape.hpp"
+#include "kvcache/page_table.hpp"
+#include "kvcache/policy/paged.hpp"
+#include "kvcache/tensor.hpp"

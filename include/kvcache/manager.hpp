@@ -1,0 +1,651 @@
+// KVCacheManager: one preallocated block pool and the sequences that use it.
+//
+// An engine step, for a batch of sequences:
+//
+//   for each sequence: manager.try_reserve(seq, new_tokens)    // may say kPoolFull
+//   AppendBatch batch = manager.prepare_append(seqs, new_tokens);
+//   auto table = manager.export_flashinfer(batch);   // or export_vllm(batch)
+//   for each layer: manager.append(layer, batch, k, v);  // then attention
+//   manager.commit(batch);                               // lengths advance
+//
+// The manager owns the arena (one allocation at construction) and the
+// staging buffers that carry slot mappings and page tables to the kernels,
+// so nothing on the append path allocates. Every method that throws leaves
+// the manager as it was before the call.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kvcache/backend/concepts.hpp"
+#include "kvcache/backend/host.hpp"
+#include "kvcache/block_pool.hpp"
+#include "kvcache/error.hpp"
+#include "kvcache/kernels/page_math.hpp"
+#include "kvcache/kernels/params.hpp"
+#include "kvcache/layout.hpp"
+#include "kvcache/model_shape.hpp"
+#include "kvcache/page_table.hpp"
+#include "kvcache/policy/paged.hpp"
+#include "kvcache/tensor.hpp"
+
+namespace kvcache {
+
+using SeqId = std::uint64_t;
+
+struct CacheConfig {
+  ModelShape shape;
+  std::int32_t block_size = 16;  // tokens per block: a power of two in [1, 1024]
+  // The pool's size: set exactly one of the two.
+  std::int64_t num_blocks = 0;
+  std::int64_t budget_bytes = 0;
+  KVLayout layout = KVLayout::kNHD;
+  std::int32_t max_batch_tokens = 8192;     // most new tokens in one append batch
+  std::int32_t max_batch_sequences = 1024;  // most sequences in one append batch
+};
+
+enum class ReserveStatus { kOk, kPoolFull };
+
+struct SequenceInfo {
+  SeqId id = 0;
+  std::int64_t num_tokens = 0;       // committed tokens
+  std::int64_t reserved_tokens = 0;  // capacity of its blocks
+  std::vector<BlockId> blocks;
+};
+
+struct MemoryStats {
+  std::int64_t arena_bytes = 0;
+  std::int64_t bytes_per_block = 0;
+  std::int64_t num_blocks = 0;
+  std::int64_t used_blocks = 0;
+  std::int64_t free_blocks = 0;
+  std::int64_t num_sequences = 0;
+  std::int64_t stored_tokens = 0;    // committed tokens over all sequences
+  std::int64_t reserved_tokens = 0;  // token capacity of the used blocks
+  std::int64_t used_bytes() const { return used_blocks * bytes_per_block; }
+};
+
+template <class Policy, MemoryBackend Backend>
+class KVCacheManager;
+
+// The new tokens of one engine step. Valid until commit() or until a call
+// that changes block tables (try_reserve, release); the spans point into the
+// manager's staging memory.
+class AppendBatch {
+ public:
+  std::span<const SeqId> sequences() const { return sequences_; }
+  std::span<const std::int32_t> new_tokens() const { return new_tokens_; }
+  std::int32_t num_tokens() const { return num_tokens_; }
+  // Slot of every new token, in batch order (host copy).
+  std::span<const std::int64_t> slot_mapping() const { return {host_slots_, size()}; }
+  // The same slots in the backend's memory, for the engine's own kernels.
+  const std::int64_t* backend_slot_mapping() const { return backend_slots_; }
+
+ private:
+  template <class P, MemoryBackend B>
+  friend class KVCacheManager;
+  std::size_t size() const { return static_cast<std::size_t>(num_tokens_); }
+
+  std::uint64_t generation_ = 0;
+  std::span<const SeqId> sequences_;
+  std::span<const std::int32_t> new_tokens_;
+  std::int32_t num_tokens_ = 0;
+  const std::int64_t* host_slots_ = nullptr;
+  const std::int64_t* backend_slots_ = nullptr;
+};
+
+// The strategy bundle a manager is built from; later axes (eviction, prefix
+// sharing, codec) join the allocation policy here.
+template <class Allocation = PagedAllocation>
+struct CachePolicy {
+  using allocation = Allocation;
+};
+
+template <class Policy = CachePolicy<>, MemoryBackend Backend = HostBackend>
+class KVCacheManager;
+
+template <class Policy, MemoryBackend Backend>
+class KVCacheManager {
+ public:
+  using policy_type = Policy;
+  using backend_type = Backend;
+
+  explicit KVCacheManager(const CacheConfig& config, Backend backend = Backend())
+      : config_(validated(config)),
+        backend_(std::move(backend)),
+        allocation_(config_.num_blocks),
+        arena_(
+            backend_.allocate(static_cast<std::size_t>(bytes_per_block() * config_.num_blocks))) {
+    view_ = make_plain_view(arena_.bytes_data(), static_cast<std::int32_t>(config_.num_blocks),
+                            config_.block_size, shape().num_layers, shape().num_kv_heads,
+                            shape().head_dim, shape().dtype, config_.layout);
+    slot_staging_ = backend_.make_staging(sizeof(std::int64_t) *
+                                          static_cast<std::size_t>(config_.max_batch_tokens));
+    table_staging_ = backend_.make_staging(table_staging_bytes());
+    batch_sequences_.reserve(static_cast<std::size_t>(config_.max_batch_sequences));
+    batch_tokens_.reserve(static_cast<std::size_t>(config_.max_batch_sequences));
+  }
+
+  KVCacheManager(const KVCacheManager&) = delete;
+  KVCacheManager& operator=(const KVCacheManager&) = delete;
+
+  // ---- configuration and state -------------------------------------------
+
+  const CacheConfig& config() const { return config_; }
+  const ModelShape& shape() const { return config_.shape; }
+  std::int32_t block_size() const { return config_.block_size; }
+  std::int64_t bytes_per_block() const { return shape().bytes_per_token() * config_.block_size; }
+  std::int64_t num_blocks() const { return allocation_.num_blocks(); }
+  std::int64_t num_free_blocks() const { return allocation_.num_free(); }
+  std::int64_t num_sequences() const { return static_cast<std::int64_t>(sequences_.size()); }
+  bool contains(SeqId seq) const { return sequences_.count(seq) != 0; }
+  Backend& backend() { return backend_; }
+  const PagedKVView& view() const { return view_; }
+  const BlockPool& pool() const { return allocation_.pool(); }
+
+  SequenceInfo sequence(SeqId seq) const {
+    const Sequence& s = find(seq, "sequence");
+    return SequenceInfo{seq, s.num_tokens, capacity_of(s), s.blocks};
+  }
+
+  MemoryStats memory() const {
+    MemoryStats stats;
+    stats.arena_bytes = static_cast<std::int64_t>(arena_.size());
+    stats.bytes_per_block = bytes_per_block();
+    stats.num_blocks = num_blocks();
+    stats.used_blocks = num_blocks() - num_free_blocks();
+    stats.free_blocks = num_free_blocks();
+    stats.num_sequences = num_sequences();
+    for (const auto& [id, s] : sequences_)
+      stats.stored_tokens += s.num_tokens;
+    stats.reserved_tokens = stats.used_blocks * config_.block_size;
+    return stats;
+  }
+
+  // ---- sequences -----------------------------------------------------------
+
+  SeqId create_sequence() {
+    const SeqId id = next_id_;
+    Sequence& s = sequences_[id];
+    s.blocks.reserve(16);
+    ++next_id_;
+    return id;
+  }
+
+  // Frees the sequence's blocks (those it shares stay with their other owners).
+  void release(SeqId seq) {
+    auto it = find_iterator(seq, "release");
+    allocation_.release(it->second.blocks);
+    sequences_.erase(it);
+    invalidate_batch();
+  }
+
+  // Makes room for `tokens` more tokens; kPoolFull (nothing taken) when the
+  // pool has too few free blocks.
+  ReserveStatus try_reserve(SeqId seq, std::int64_t tokens) {
+    Sequence& s = find(seq, "try_reserve");
+    if (tokens < 0) {
+      detail::raise<InvalidArgument>("try_reserve: token count {} for sequence {} is negative",
+                                     tokens, seq);
+    }
+    const std::int64_t needed_pages =
+        kernels::pages_for_tokens(s.num_tokens + tokens, block_size());
+    const std::int64_t missing = needed_pages - static_cast<std::int64_t>(s.blocks.size());
+    if (missing <= 0) return ReserveStatus::kOk;
+    if (!allocation_.try_extend(s.blocks, missing)) return ReserveStatus::kPoolFull;
+    invalidate_batch();
+    return ReserveStatus::kOk;
+  }
+
+  // ---- the append path -----------------------------------------------------
+
+  // Validates a step's batch and computes its slot mapping. Nothing changes
+  // until commit(); a new prepare_append replaces an uncommitted batch.
+  AppendBatch prepare_append(std::span<const SeqId> seqs, std::span<const std::int32_t> counts) {
+    if (seqs.size() != counts.size()) {
+      detail::raise<InvalidArgument>(
+          "prepare_append: {} sequence ids but {} token counts; they must match", seqs.size(),
+          counts.size());
+    }
+    if (seqs.size() > static_cast<std::size_t>(config_.max_batch_sequences)) {
+      detail::raise<InvalidArgument>("prepare_append: {} sequences exceed max_batch_sequences {}",
+                                     seqs.size(), config_.max_batch_sequences);
+    }
+    const std::uint64_t mark = ++generation_;
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      Sequence& s = find(seqs[i], "prepare_append");
+      if (s.batch_mark == mark) {
+        detail::raise<InvalidArgument>("prepare_append: sequence {} appears twice in the batch",
+                                       seqs[i]);
+      }
+      s.batch_mark = mark;
+      if (counts[i] < 0) {
+        detail::raise<InvalidArgument>("prepare_append: token count {} for sequence {} is negative",
+                                       counts[i], seqs[i]);
+      }
+      const std::int64_t room = capacity_of(s) - s.num_tokens;
+      if (counts[i] > room) {
+        detail::raise<ReservationError>(
+            "prepare_append: sequence {} appends {} tokens but has room for {} (holds {} of {} "
+            "reserved); call try_reserve first",
+            seqs[i], counts[i], room, s.num_tokens, capacity_of(s));
+      }
+      total += counts[i];
+    }
+    if (total > config_.max_batch_tokens) {
+      detail::raise<InvalidArgument>("prepare_append: {} new tokens exceed max_batch_tokens {}",
+                                     total, config_.max_batch_tokens);
+    }
+    // Validated: from here on nothing throws but the backend.
+    batch_sequences_.assign(seqs.begin(), seqs.end());
+    batch_tokens_.assign(counts.begin(), counts.end());
+    auto* slots = static_cast<std::int64_t*>(backend_.staging_host(slot_staging_));
+    std::int64_t next = 0;
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      const Sequence& s = sequences_.find(seqs[i])->second;
+      for (std::int64_t t = 0; t < counts[i]; ++t)
+        slots[next++] = slot_of(s, s.num_tokens + t);
+    }
+    AppendBatch batch;
+    batch.generation_ = mark;
+    batch.sequences_ = batch_sequences_;
+    batch.new_tokens_ = batch_tokens_;
+    batch.num_tokens_ = static_cast<std::int32_t>(total);
+    batch.host_slots_ = slots;
+    batch.backend_slots_ = static_cast<const std::int64_t*>(
+        backend_.upload(slot_staging_, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
+    open_batch_ = mark;
+    return batch;
+  }
+
+  // Writes one layer's new K and V ([batch.num_tokens()][kv_heads][head_dim],
+  // in the backend's memory) into the batch's slots, in one launch.
+  void append(std::int32_t layer, const AppendBatch& batch, const TensorView& k,
+              const TensorView& v) {
+    check_batch(batch, "append");
+    check_layer(layer, "append");
+    check_tensor(k, batch.num_tokens(), "append", "k");
+    check_tensor(v, batch.num_tokens(), "append", "v");
+    if (k.effective_token_stride() != v.effective_token_stride() ||
+        k.effective_head_stride() != v.effective_head_stride()) {
+      detail::raise<InvalidArgument>(
+          "append: k strides (token {}, head {}) differ from v strides (token {}, head {})",
+          k.effective_token_stride(), k.effective_head_stride(), v.effective_token_stride(),
+          v.effective_head_stride());
+    }
+    kernels::AppendParams params;
+    params.cache = view_;
+    params.layer = layer;
+    params.k = k.data;
+    params.v = v.data;
+    params.src_token_bytes = k.effective_token_stride() * dtype_size(k.dtype);
+    params.src_head_bytes = k.effective_head_stride() * dtype_size(k.dtype);
+    params.slot_mapping = batch.backend_slots_;
+    params.num_tokens = batch.num_tokens();
+    backend_.append(params);
+  }
+
+  // The batch's tokens become part of their sequences.
+  void commit(const AppendBatch& batch) {
+    check_batch(batch, "commit");
+    for (std::size_t i = 0; i < batch_sequences_.size(); ++i) {
+      sequences_.find(batch_sequences_[i])->second.num_tokens += batch_tokens_[i];
+    }
+    invalidate_batch();
+  }
+
+  // ---- reading the cache ---------------------------------------------------
+
+  // Copies the committed K and V of `seqs` for one layer into packed buffers
+  // ([sum of lengths][kv_heads][head_dim], sequences in order).
+  void gather(std::span<const SeqId> seqs, std::int32_t layer, const TensorView& k_out,
+              const TensorView& v_out) {
+    check_layer(layer, "gather");
+    std::int64_t total = 0;
+    for (SeqId seq : seqs)
+      total += find(seq, "gather").num_tokens;
+    check_tensor(k_out, total, "gather", "k_out");
+    check_tensor(v_out, total, "gather", "v_out");
+    if (!k_out.is_packed() || !v_out.is_packed()) {
+      detail::raise<InvalidArgument>("gather: outputs must be packed [tokens][heads][head_dim]");
+    }
+    std::int64_t out_row = 0;
+    std::size_t next = 0;
+    while (next < seqs.size())
+      next = gather_chunk(seqs, next, layer, k_out, v_out, out_row);
+  }
+
+  void gather(SeqId seq, std::int32_t layer, const TensorView& k_out, const TensorView& v_out) {
+    gather(std::span<const SeqId>(&seq, 1), layer, k_out, v_out);
+  }
+
+  // ---- page tables for the engine's attention kernels ----------------------
+
+  // Committed tokens of `seqs`.
+  FlashInferPageTable export_flashinfer(std::span<const SeqId> seqs) const {
+    for (SeqId seq : seqs)
+      find(seq, "export_flashinfer");
+    return flashinfer_table(seqs, [](std::size_t) { return std::int64_t{0}; });
+  }
+
+  // Committed tokens plus the batch's new ones: the table the attention of
+  // this step reads after append().
+  FlashInferPageTable export_flashinfer(const AppendBatch& batch) const {
+    check_batch(batch, "export_flashinfer");
+    return flashinfer_table(batch.sequences(),
+                            [&](std::size_t i) { return std::int64_t{batch.new_tokens()[i]}; });
+  }
+
+  // vLLM's form for this step; slot_mapping padded with -1 to
+  // `pad_tokens_to` entries (at least the batch's token count).
+  VllmPageTable export_vllm(const AppendBatch& batch, std::int64_t pad_tokens_to = 0) const {
+    check_batch(batch, "export_vllm");
+    if (pad_tokens_to != 0 && pad_tokens_to < batch.num_tokens()) {
+      detail::raise<InvalidArgument>("export_vllm: pad_tokens_to {} is below the batch's {} tokens",
+                                     pad_tokens_to, batch.num_tokens());
+    }
+    VllmPageTable table;
+    table.cache = addressing();
+    const auto seqs = batch.sequences();
+    std::int32_t widest = 0;
+    for (SeqId seq : seqs) {
+      const Sequence& s = sequences_.find(seq)->second;
+      widest = std::max(widest, static_cast<std::int32_t>(s.blocks.size()));
+    }
+    table.max_blocks_per_seq = widest;
+    table.block_table.assign(seqs.size() * static_cast<std::size_t>(widest), -1);
+    table.query_start_loc.push_back(0);
+    for (std::size_t b = 0; b < seqs.size(); ++b) {
+      const Sequence& s = sequences_.find(seqs[b])->second;
+      std::copy(s.blocks.begin(), s.blocks.end(),
+                table.block_table.begin() + static_cast<std::ptrdiff_t>(b * widest));
+      table.seq_lens.push_back(static_cast<std::int32_t>(s.num_tokens + batch.new_tokens()[b]));
+      table.query_start_loc.push_back(table.query_start_loc.back() + batch.new_tokens()[b]);
+    }
+    table.slot_mapping.assign(batch.slot_mapping().begin(), batch.slot_mapping().end());
+    table.slot_mapping.resize(
+        static_cast<std::size_t>(std::max<std::int64_t>(pad_tokens_to, batch.num_tokens())), -1);
+    return table;
+  }
+
+  CacheAddressing addressing() const {
+    CacheAddressing a;
+    const std::int64_t element = dtype_size(shape().dtype);
+    a.base = view_.data;
+    a.layer_stride_bytes = view_.layer_bytes;
+    a.kv_stride_bytes = view_.kv_bytes;
+    a.stride_page = view_.page_bytes / element;
+    a.stride_token = view_.token_bytes / element;
+    a.stride_head = view_.head_bytes / element;
+    a.num_pages = view_.num_pages;
+    a.page_size = view_.page_size;
+    a.num_heads = view_.num_heads;
+    a.head_dim = view_.head_dim;
+    a.dtype = view_.dtype;
+    a.layout = config_.layout;
+    return a;
+  }
+
+  // Throws Error describing the first broken invariant: every block's
+  // reference count equals the number of block tables holding it, free
+  // blocks are in no table, and the counts add up.
+  void check_invariants() const {
+    std::vector<std::int32_t> owners(static_cast<std::size_t>(num_blocks()), 0);
+    for (const auto& [id, s] : sequences_) {
+      if (capacity_of(s) < s.num_tokens) {
+        detail::raise<Error>("invariant: sequence {} holds {} tokens in {} blocks", id,
+                             s.num_tokens, s.blocks.size());
+      }
+      for (BlockId block : s.blocks)
+        ++owners[static_cast<std::size_t>(block)];
+    }
+    std::int64_t used = 0;
+    for (BlockId block = 0; block < num_blocks(); ++block) {
+      const std::int32_t expected = owners[static_cast<std::size_t>(block)];
+      if (pool().ref_count(block) != expected) {
+        detail::raise<Error>("invariant: block {} has reference count {} but {} owners", block,
+                             pool().ref_count(block), expected);
+      }
+      used += expected > 0 ? 1 : 0;
+    }
+    if (used != pool().num_used() || used + pool().num_free() != num_blocks()) {
+      detail::raise<Error>("invariant: {} blocks in use, pool says {} used and {} free", used,
+                           pool().num_used(), pool().num_free());
+    }
+  }
+
+ private:
+  struct Sequence {
+    std::vector<BlockId> blocks;
+    std::int64_t num_tokens = 0;
+    std::uint64_t batch_mark = 0;  // generation of the last batch that listed it
+  };
+
+  static bool is_power_of_two(std::int64_t value) {
+    return value > 0 && (value & (value - 1)) == 0;
+  }
+
+  static CacheConfig validated(CacheConfig config) {
+    config.shape.validate();
+    const ModelShape& shape = config.shape;
+    const std::int64_t row_bytes = std::int64_t{shape.head_dim} * dtype_size(shape.dtype);
+    if (row_bytes % 16 != 0) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: head_dim {} x {} bytes ({}) = {} bytes per row is not a multiple of 16; "
+          "allowed head_dim for {} is a multiple of {}",
+          shape.head_dim, dtype_size(shape.dtype), dtype_name(shape.dtype), row_bytes,
+          dtype_name(shape.dtype), 16 / dtype_size(shape.dtype));
+    }
+    if (!is_power_of_two(config.block_size) || config.block_size > 1024) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: block_size {} must be a power of two in [1, 1024]", config.block_size);
+    }
+    if (config.layout != KVLayout::kNHD && config.layout != KVLayout::kHND) {
+      detail::raise<InvalidArgument>("CacheConfig: layout {} is not NHD (0) or HND (1)",
+                                     static_cast<int>(config.layout));
+    }
+    if ((config.num_blocks == 0) == (config.budget_bytes == 0)) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: set exactly one of num_blocks ({}) and budget_bytes ({})",
+          config.num_blocks, config.budget_bytes);
+    }
+    const std::int64_t block_bytes = shape.bytes_per_token() * config.block_size;
+    if (config.budget_bytes != 0) {
+      if (config.budget_bytes < block_bytes) {
+        detail::raise<InvalidArgument>(
+            "CacheConfig: budget_bytes {} is below one block of {} bytes ({} tokens x {} "
+            "bytes per token)",
+            config.budget_bytes, block_bytes, config.block_size, shape.bytes_per_token());
+      }
+      config.num_blocks = size_cache(shape, config.block_size, config.budget_bytes).num_blocks;
+    }
+    if (config.num_blocks < 1 || config.num_blocks > BlockPool::kMaxBlocks) {
+      detail::raise<InvalidArgument>("CacheConfig: num_blocks {} is outside [1, {}]",
+                                     config.num_blocks, BlockPool::kMaxBlocks);
+    }
+    if (config.max_batch_tokens < 1 || config.max_batch_sequences < 1) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: max_batch_tokens {} and max_batch_sequences {} must be at least 1",
+          config.max_batch_tokens, config.max_batch_sequences);
+    }
+    return config;
+  }
+
+  // Gather tables: indptr and last_page_len of up to max_batch_sequences
+  // sequences, the page indices of up to num_blocks pages, output offsets.
+  std::size_t table_staging_bytes() const {
+    const auto batch = static_cast<std::size_t>(config_.max_batch_sequences);
+    const std::size_t int32s = (batch + 1) + batch + static_cast<std::size_t>(num_blocks());
+    return (int32s * sizeof(std::int32_t) + 7) / 8 * 8 + batch * sizeof(std::int64_t);
+  }
+
+  std::int64_t capacity_of(const Sequence& s) const {
+    return static_cast<std::int64_t>(s.blocks.size()) * block_size();
+  }
+
+  std::int64_t slot_of(const Sequence& s, std::int64_t position) const {
+    const std::int64_t page = position / block_size();
+    return std::int64_t{s.blocks[static_cast<std::size_t>(page)]} * block_size() +
+           (position - page * block_size());
+  }
+
+  using SequenceMap = std::unordered_map<SeqId, Sequence>;
+
+  typename SequenceMap::iterator find_iterator(SeqId seq, const char* what) {
+    auto it = sequences_.find(seq);
+    if (it == sequences_.end()) {
+      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created or released)", what,
+                                     seq);
+    }
+    return it;
+  }
+  Sequence& find(SeqId seq, const char* what) { return find_iterator(seq, what)->second; }
+  const Sequence& find(SeqId seq, const char* what) const {
+    auto it = sequences_.find(seq);
+    if (it == sequences_.end()) {
+      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created or released)", what,
+                                     seq);
+    }
+    return it->second;
+  }
+
+  void invalidate_batch() { open_batch_ = 0; }
+
+  void check_batch(const AppendBatch& batch, const char* what) const {
+    if (batch.generation_ == 0 || batch.generation_ != open_batch_) {
+      detail::raise<ReservationError>(
+          "{}: the append batch is stale (committed, replaced, or invalidated by a "
+          "try_reserve/release since prepare_append)",
+          what);
+    }
+  }
+
+  void check_layer(std::int32_t layer, const char* what) const {
+    if (layer < 0 || layer >= shape().num_layers) {
+      detail::raise<OutOfRange>("{}: layer {} is outside [0, {})", what, layer, shape().num_layers);
+    }
+  }
+
+  void check_tensor(const TensorView& t, std::int64_t tokens, const char* what,
+                    const char* name) const {
+    if (t.data == nullptr && tokens > 0) {
+      detail::raise<InvalidArgument>("{}: {} is a null pointer", what, name);
+    }
+    if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) {
+      detail::raise<InvalidArgument>("{}: {} at {} is not 16-byte aligned", what, name,
+                                     static_cast<const void*>(t.data));
+    }
+    if (t.dtype != shape().dtype) {
+      detail::raise<InvalidArgument>("{}: {} has dtype {}, the cache holds {}", what, name,
+                                     dtype_name(t.dtype), dtype_name(shape().dtype));
+    }
+    if (t.num_heads != shape().num_kv_heads) {
+      detail::raise<InvalidArgument>("{}: {} has {} heads, the model has {} KV heads", what, name,
+                                     t.num_heads, shape().num_kv_heads);
+    }
+    if (t.head_dim != shape().head_dim) {
+      detail::raise<InvalidArgument>("{}: {} has head_dim {}, the model has {}", what, name,
+                                     t.head_dim, shape().head_dim);
+    }
+    if (t.num_tokens != tokens) {
+      detail::raise<InvalidArgument>("{}: {} has {} tokens, expected {}", what, name, t.num_tokens,
+                                     tokens);
+    }
+    const std::int64_t element = dtype_size(t.dtype);
+    if ((t.effective_token_stride() * element) % 16 != 0 ||
+        (t.effective_head_stride() * element) % 16 != 0 || t.effective_head_stride() < t.head_dim) {
+      detail::raise<InvalidArgument>(
+          "{}: {} strides (token {}, head {} elements) must be multiples of 16 bytes and the "
+          "head stride at least head_dim {}",
+          what, name, t.effective_token_stride(), t.effective_head_stride(), t.head_dim);
+    }
+  }
+
+  template <class ExtraTokens>
+  FlashInferPageTable flashinfer_table(std::span<const SeqId> seqs, ExtraTokens extra) const {
+    FlashInferPageTable table;
+    table.cache = addressing();
+    table.indptr.reserve(seqs.size() + 1);
+    table.indptr.push_back(0);
+    for (std::size_t b = 0; b < seqs.size(); ++b) {
+      const Sequence& s = sequences_.find(seqs[b])->second;
+      const std::int64_t tokens = s.num_tokens + extra(b);
+      const std::int32_t pages = kernels::pages_for_tokens(tokens, block_size());
+      table.indices.insert(table.indices.end(), s.blocks.begin(), s.blocks.begin() + pages);
+      table.indptr.push_back(table.indptr.back() + pages);
+      table.last_page_len.push_back(kernels::last_page_length(tokens, block_size()));
+    }
+    return table;
+  }
+
+  // Stages and launches the gather of seqs[first..] that fit the staging
+  // tables; returns the index of the first sequence not gathered.
+  std::size_t gather_chunk(std::span<const SeqId> seqs, std::size_t first, std::int32_t layer,
+                           const TensorView& k_out, const TensorView& v_out,
+                           std::int64_t& out_row) {
+    const auto max_batch = static_cast<std::size_t>(config_.max_batch_sequences);
+    auto* base = static_cast<std::byte*>(backend_.staging_host(table_staging_));
+    auto* indptr = reinterpret_cast<std::int32_t*>(base);
+    auto* last = indptr + max_batch + 1;
+    auto* indices = last + max_batch;
+    auto* offsets = reinterpret_cast<std::int64_t*>(
+        base +
+        ((2 * max_batch + 1 + static_cast<std::size_t>(num_blocks())) * sizeof(std::int32_t) + 7) /
+            8 * 8);
+    std::size_t end = first;
+    std::int32_t pages = 0;
+    indptr[0] = 0;
+    while (end < seqs.size() && end - first < max_batch) {
+      const Sequence& s = sequences_.find(seqs[end])->second;
+      const std::int32_t n = kernels::pages_for_tokens(s.num_tokens, block_size());
+      if (pages + n > num_blocks()) break;
+      std::copy(s.blocks.begin(), s.blocks.begin() + n, indices + pages);
+      const std::size_t b = end - first;
+      pages += n;
+      indptr[b + 1] = pages;
+      last[b] = kernels::last_page_length(s.num_tokens, block_size());
+      offsets[b] = out_row;
+      out_row += s.num_tokens;
+      ++end;
+    }
+    const std::size_t used = reinterpret_cast<std::byte*>(offsets + (end - first)) - base;
+    const auto* device = static_cast<const std::byte*>(backend_.upload(table_staging_, used));
+    kernels::GatherParams params;
+    params.cache = view_;
+    params.layer = layer;
+    params.page_indptr = reinterpret_cast<const std::int32_t*>(device);
+    params.last_page_len = params.page_indptr + max_batch + 1;
+    params.page_indices = params.last_page_len + max_batch;
+    params.out_row_offset = reinterpret_cast<const std::int64_t*>(
+        device + (reinterpret_cast<std::byte*>(offsets) - base));
+    params.k_out = k_out.data;
+    params.v_out = v_out.data;
+    params.batch_size = static_cast<std::int32_t>(end - first);
+    params.total_pages = pages;
+    backend_.gather(params);
+    return end;
+  }
+
+  CacheConfig config_;
+  Backend backend_;
+  typename Policy::allocation allocation_;
+  Buffer arena_;
+  PagedKVView view_;
+  typename Backend::Staging slot_staging_;
+  typename Backend::Staging table_staging_;
+  SequenceMap sequences_;
+  SeqId next_id_ = 1;
+  std::uint64_t generation_ = 0;
+  std::uint64_t open_batch_ = 0;
+  std::vector<SeqId> batch_sequences_;
+  std::vector<std::int32_t> batch_tokens_;
+};
+
+}  // namespace kvcache

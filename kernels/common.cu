@@ -1,0 +1,33 @@
+#include <atomic>
+
+#include "common.cuh"
+#include "kvcache/kernels/cuda.hpp"
+
+namespace kvcache::kernels::cuda {
+
+namespace {
+std::atomic<bool> g_debug_sync{false};
+}  // namespace
+
+void set_debug_sync(bool enabled) {
+  g_debug_sync.store(enabled, std::memory_order_relaxed);
+}
+
+bool debug_sync() {
+  return g_debug_sync.load(std::memory_order_relaxed);
+}
+
+namespace detail {
+
+cudaError_t finish_launch(cudaStream_t stream) {
+  cudaError_t status = cudaPeekAtLastError();
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free launch error
+    return status;
+  }
+  if (debug_sync()) status = cudaStreamSynchronize(stream);
+  return status;
+}
+
+}  // namespace detail
+}  // namespace kvcache::kernels::cuda

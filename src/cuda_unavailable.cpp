@@ -1,0 +1,65 @@
+// The CUDA backend of a build without CUDA: it reports, it never pretends.
+#include "kvcache/backend/cuda.hpp"
+#include "kvcache/error.hpp"
+
+namespace kvcache {
+namespace {
+[[noreturn]] void unsupported() {
+  throw Unsupported(
+      "this build of kvcache has no CUDA backend (configured with KVCACHE_CUDA=OFF or without "
+      "nvcc); use HostBackend or rebuild with -DKVCACHE_CUDA=ON");
+}
+}  // namespace
+
+bool built_with_cuda() noexcept {
+  return false;
+}
+int cuda_device_count() noexcept {
+  return 0;
+}
+
+CudaBackend::Staging::Staging(Staging&&) noexcept = default;
+CudaBackend::Staging& CudaBackend::Staging::operator=(Staging&&) noexcept = default;
+CudaBackend::Staging::~Staging() = default;
+
+CudaBackend::CudaBackend(int, Stream) {
+  unsupported();
+}
+Buffer CudaBackend::allocate(std::size_t) {
+  unsupported();
+}
+CudaBackend::Staging CudaBackend::make_staging(std::size_t) {
+  unsupported();
+}
+void* CudaBackend::staging_host(Staging&) {
+  unsupported();
+}
+const void* CudaBackend::upload(Staging&, std::size_t) {
+  unsupported();
+}
+void CudaBackend::copy_to_backend(void*, const void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::copy_to_host(void*, const void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::copy_within(void*, const void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::fill_zero(void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::append(const kernels::AppendParams&) {
+  unsupported();
+}
+void CudaBackend::gather(const kernels::GatherParams&) {
+  unsupported();
+}
+void CudaBackend::copy_blocks(const kernels::CopyBlocksParams&) {
+  unsupported();
+}
+void CudaBackend::synchronize() {
+  unsupported();
+}
+
+}  // namespace kvcache
