@@ -3,6 +3,7 @@
 
 #include "kvcache/backend/cuda.hpp"
 #include "kvcache/backend/host.hpp"
+#include "kvcache/backend/metadata.hpp"
 #include "kvcache/block_pool.hpp"
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
@@ -11,5 +12,5 @@
 #include "kvcache/manager.hpp"
 #include "kvcache/model_shape.hpp"
 #include "kvcache/page_table.hpp"
-#include "kvcache/policy/paged.hpp"
+#include "kvcache/policy/cache_policy.hpp"
 #include "kvcache/tensor.hpp"

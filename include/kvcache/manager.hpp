@@ -12,14 +12,21 @@
 // staging buffers that carry slot mappings and page tables to the kernels,
 // so nothing on the append path allocates. Every method that throws leaves
 // the manager as it was before the call.
+//
+// Its behaviour comes from the CachePolicy it is built with (allocation,
+// eviction, prefix sharing; see policy/cache_policy.hpp); the API is the same
+// for every policy.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -32,7 +39,7 @@
 #include "kvcache/layout.hpp"
 #include "kvcache/model_shape.hpp"
 #include "kvcache/page_table.hpp"
-#include "kvcache/policy/paged.hpp"
+#include "kvcache/policy/cache_policy.hpp"
 #include "kvcache/tensor.hpp"
 
 namespace kvcache {
@@ -48,14 +55,18 @@ struct CacheConfig {
   KVLayout layout = KVLayout::kNHD;
   std::int32_t max_batch_tokens = 8192;     // most new tokens in one append batch
   std::int32_t max_batch_sequences = 1024;  // most sequences in one append batch
+  // DynamicAllocation: capacity of a new sequence's region, in tokens.
+  std::int64_t initial_tokens = 256;
 };
 
 enum class ReserveStatus { kOk, kPoolFull };
 
 struct SequenceInfo {
   SeqId id = 0;
-  std::int64_t num_tokens = 0;       // committed tokens
+  std::int64_t num_tokens = 0;       // committed tokens (after create: the cached prefix)
   std::int64_t reserved_tokens = 0;  // capacity of its blocks
+  std::int64_t known_tokens = 0;     // token ids known (prompt and appended)
+  bool parked = false;
   std::vector<BlockId> blocks;
 };
 
@@ -63,9 +74,11 @@ struct MemoryStats {
   std::int64_t arena_bytes = 0;
   std::int64_t bytes_per_block = 0;
   std::int64_t num_blocks = 0;
-  std::int64_t used_blocks = 0;
+  std::int64_t used_blocks = 0;    // referenced by a sequence
+  std::int64_t cached_blocks = 0;  // unreferenced, kept for prefix reuse (evictable)
   std::int64_t free_blocks = 0;
   std::int64_t num_sequences = 0;
+  std::int64_t parked_sequences = 0;
   std::int64_t stored_tokens = 0;    // committed tokens over all sequences
   std::int64_t reserved_tokens = 0;  // token capacity of the used blocks
   std::int64_t used_bytes() const { return used_blocks * bytes_per_block; }
@@ -73,6 +86,36 @@ struct MemoryStats {
 
 template <class Policy, MemoryBackend Backend>
 class KVCacheManager;
+
+// Counters over the manager's life.
+struct CacheStats {
+  std::int64_t prefix_lookups = 0;           // create_sequence calls with a prompt
+  std::int64_t prefix_blocks_requested = 0;  // full blocks in those prompts
+  std::int64_t prefix_blocks_hit = 0;        // ... found cached, up to the first miss
+  std::int64_t evicted_blocks = 0;           // cached prefix blocks dropped
+  std::int64_t evicted_sequences = 0;        // parked sequences dropped
+  std::int64_t unpark_hits = 0;              // unpark found the sequence
+  std::int64_t unpark_misses = 0;            // unpark found it evicted
+  std::int64_t copy_on_write = 0;            // shared blocks copied before a write
+  std::int64_t blocks_copied = 0;            // blocks moved by the copy kernel (COW, growth, fork)
+  AllocationStats allocation;
+  double prefix_hit_rate() const {
+    return prefix_blocks_requested == 0 ? 0.0
+                                        : static_cast<double>(prefix_blocks_hit) /
+                                              static_cast<double>(prefix_blocks_requested);
+  }
+};
+
+enum class EvictionKind { kBlock, kSequence };
+
+// What an eviction took away: a cached prefix block (its id and key) or a
+// parked sequence (its id; unpark will report the miss).
+struct EvictionEvent {
+  EvictionKind kind = EvictionKind::kBlock;
+  SeqId sequence = 0;
+  BlockId block = -1;
+  EvictionKey key = 0;
+};
 
 // The new tokens of one engine step. Valid until commit() or until a call
 // that changes block tables (try_reserve, release); the spans point into the
@@ -100,13 +143,6 @@ class AppendBatch {
   const std::int64_t* backend_slots_ = nullptr;
 };
 
-// The strategy bundle a manager is built from; later axes (eviction, prefix
-// sharing, codec) join the allocation policy here.
-template <class Allocation = PagedAllocation>
-struct CachePolicy {
-  using allocation = Allocation;
-};
-
 template <class Policy = CachePolicy<>, MemoryBackend Backend = HostBackend>
 class KVCacheManager;
 
@@ -115,11 +151,16 @@ class KVCacheManager {
  public:
   using policy_type = Policy;
   using backend_type = Backend;
+  using Allocation = typename Policy::allocation;
+  using Eviction = typename Policy::eviction;
+  using Sharing = typename Policy::sharing;
 
   explicit KVCacheManager(const CacheConfig& config, Backend backend = Backend())
       : config_(validated(config)),
         backend_(std::move(backend)),
-        allocation_(config_.num_blocks),
+        allocation_(config_.num_blocks,
+                    kernels::pages_for_tokens(config_.initial_tokens, config_.block_size)),
+        eviction_(config_.num_blocks),
         arena_(
             backend_.allocate(static_cast<std::size_t>(bytes_per_block() * config_.num_blocks))) {
     view_ = make_plain_view(arena_.bytes_data(), static_cast<std::int32_t>(config_.num_blocks),
@@ -128,8 +169,14 @@ class KVCacheManager {
     slot_staging_ = backend_.make_staging(sizeof(std::int64_t) *
                                           static_cast<std::size_t>(config_.max_batch_tokens));
     table_staging_ = backend_.make_staging(table_staging_bytes());
+    copy_staging_ = backend_.make_staging(2 * sizeof(std::int32_t) *
+                                          static_cast<std::size_t>(config_.num_blocks));
     batch_sequences_.reserve(static_cast<std::size_t>(config_.max_batch_sequences));
     batch_tokens_.reserve(static_cast<std::size_t>(config_.max_batch_sequences));
+    batch_token_ids_.reserve(static_cast<std::size_t>(config_.max_batch_tokens));
+    moves_.reserve(static_cast<std::size_t>(config_.num_blocks));
+    if constexpr (Sharing::kEnabled)
+      block_key_.assign(static_cast<std::size_t>(config_.num_blocks), 0);
   }
 
   KVCacheManager(const KVCacheManager&) = delete;
@@ -143,15 +190,19 @@ class KVCacheManager {
   std::int64_t bytes_per_block() const { return shape().bytes_per_token() * config_.block_size; }
   std::int64_t num_blocks() const { return allocation_.num_blocks(); }
   std::int64_t num_free_blocks() const { return allocation_.num_free(); }
+  std::int64_t num_cached_blocks() const { return allocation_.num_cached(); }
   std::int64_t num_sequences() const { return static_cast<std::int64_t>(sequences_.size()); }
   bool contains(SeqId seq) const { return sequences_.count(seq) != 0; }
+  std::int32_t ref_count(BlockId block) const { return allocation_.ref_count(block); }
   Backend& backend() { return backend_; }
   const PagedKVView& view() const { return view_; }
-  const BlockPool& pool() const { return allocation_.pool(); }
+  const Allocation& allocation() const { return allocation_; }
 
   SequenceInfo sequence(SeqId seq) const {
     const Sequence& s = find(seq, "sequence");
-    return SequenceInfo{seq, s.num_tokens, capacity_of(s), s.blocks};
+    return SequenceInfo{
+        seq,      s.num_tokens, capacity_of(s), static_cast<std::int64_t>(s.tokens.size()),
+        s.parked, s.blocks};
   }
 
   MemoryStats memory() const {
@@ -159,55 +210,172 @@ class KVCacheManager {
     stats.arena_bytes = static_cast<std::int64_t>(arena_.size());
     stats.bytes_per_block = bytes_per_block();
     stats.num_blocks = num_blocks();
-    stats.used_blocks = num_blocks() - num_free_blocks();
     stats.free_blocks = num_free_blocks();
+    stats.cached_blocks = num_cached_blocks();
+    stats.used_blocks = num_blocks() - stats.free_blocks - stats.cached_blocks;
     stats.num_sequences = num_sequences();
-    for (const auto& [id, s] : sequences_)
+    for (const auto& [id, s] : sequences_) {
       stats.stored_tokens += s.num_tokens;
-    stats.reserved_tokens = stats.used_blocks * config_.block_size;
+      stats.reserved_tokens += capacity_of(s);
+      stats.parked_sequences += s.parked ? 1 : 0;
+    }
     return stats;
+  }
+
+  CacheStats stats() const {
+    CacheStats stats = stats_;
+    stats.allocation = allocation_.stats();
+    return stats;
+  }
+
+  // Called for every eviction, inside the call that needed the room; it must
+  // not throw (an exception from it is dropped) nor call back into the manager.
+  void set_eviction_listener(std::function<void(const EvictionEvent&)> listener) {
+    listener_ = std::move(listener);
   }
 
   // ---- sequences -----------------------------------------------------------
 
-  SeqId create_sequence() {
-    const SeqId id = next_id_;
-    Sequence& s = sequences_[id];
+  SeqId create_sequence() { return create_sequence(std::span<const std::int32_t>()); }
+
+  // A sequence whose prompt is `prompt` (token ids). With prefix sharing the
+  // longest cached prefix of full blocks is reused at once: sequence(id)
+  // .num_tokens then says how many prompt tokens are already in the cache, and
+  // the engine appends the rest (their ids are known, so full blocks become
+  // shareable as they complete).
+  SeqId create_sequence(std::span<const std::int32_t> prompt) {
+    Sequence s;
     s.blocks.reserve(16);
+    s.tokens.assign(prompt.begin(), prompt.end());
+    if constexpr (Sharing::kEnabled) {
+      if (!prompt.empty()) match_prefix(s);
+    }
+    const SeqId id = next_id_;
+    sequences_.emplace(id, std::move(s));
     ++next_id_;
     return id;
   }
 
-  // Frees the sequence's blocks (those it shares stay with their other owners).
+  // A child sharing the parent's tokens (parallel sampling, beam search).
+  // Paged: the blocks are shared and copied on the first write. Dynamic: the
+  // child gets its own region and a copy now; nullopt when there is no room.
+  std::optional<SeqId> fork(SeqId parent_id) {
+    const Sequence& parent = find_active(parent_id, "fork");
+    Sequence child;
+    child.num_tokens = parent.num_tokens;
+    child.tokens = parent.tokens;
+    child.hashes = parent.hashes;
+    child.hashable = parent.hashable;
+    const std::int32_t used = kernels::pages_for_tokens(parent.num_tokens, block_size());
+    if constexpr (Allocation::kContiguous) {
+      if (used > 0) {
+        moves_.clear();
+        if (!grow_with_eviction(child.blocks, 0, used)) return std::nullopt;
+        const Sequence& source = sequences_.find(parent_id)->second;
+        moves_.clear();
+        for (std::int32_t i = 0; i < used; ++i) {
+          moves_.emplace_back(source.blocks[static_cast<std::size_t>(i)],
+                              child.blocks[static_cast<std::size_t>(i)]);
+        }
+        run_moves();
+      }
+    } else {
+      child.blocks.assign(parent.blocks.begin(), parent.blocks.begin() + used);
+      for (BlockId block : child.blocks)
+        allocation_.pool().retain(block);
+    }
+    const SeqId id = next_id_;
+    sequences_.emplace(id, std::move(child));
+    ++next_id_;
+    invalidate_batch();
+    return id;
+  }
+
+  // Drops the sequence. Its blocks go to their other owners; unshared full
+  // blocks with a prefix key stay cached when the eviction policy keeps
+  // entries (tail first, so deeper blocks are evicted before their parents).
   void release(SeqId seq) {
     auto it = find_iterator(seq, "release");
-    allocation_.release(it->second.blocks);
+    Sequence s = std::move(it->second);
+    if (s.parked && Eviction::kRetains) eviction_.forget(sequence_key(seq));
     sequences_.erase(it);
+    release_blocks(s);
     invalidate_batch();
   }
 
-  // Makes room for `tokens` more tokens; kPoolFull (nothing taken) when the
-  // pool has too few free blocks.
+  // The engine is done with the sequence for now (a finished conversation
+  // turn) but may continue it: with an evicting policy it becomes a
+  // candidate for eviction; unpark() says whether it survived.
+  void park(SeqId seq) {
+    Sequence& s = find(seq, "park");
+    if (s.parked) detail::raise<InvalidArgument>("park: sequence {} is already parked", seq);
+    s.parked = true;
+    if constexpr (Eviction::kRetains) {
+      eviction_.on_access(sequence_key(seq));
+      eviction_.insert(sequence_key(seq));
+    }
+    invalidate_batch();
+  }
+
+  // True (a hit) when the parked sequence is still cached, and it is active
+  // again; false (a miss) when it was evicted, after which its id is gone.
+  bool unpark(SeqId seq) {
+    auto it = sequences_.find(seq);
+    if (it != sequences_.end()) {
+      if (!it->second.parked)
+        detail::raise<InvalidArgument>("unpark: sequence {} is not parked", seq);
+      it->second.parked = false;
+      if constexpr (Eviction::kRetains) eviction_.erase(sequence_key(seq));
+      ++stats_.unpark_hits;
+      return true;
+    }
+    if (evicted_.erase(seq) != 0) {
+      ++stats_.unpark_misses;
+      return false;
+    }
+    detail::raise<UnknownSequence>("unpark: sequence {} is unknown (never created or released)",
+                                   seq);
+  }
+
+  // Makes room for `tokens` more tokens (copying a shared block that would be
+  // written first). With an evicting policy, evicts what it must; kPoolFull
+  // when even that is not enough (then the sequence is unchanged).
   ReserveStatus try_reserve(SeqId seq, std::int64_t tokens) {
-    Sequence& s = find(seq, "try_reserve");
+    Sequence& s = find_active(seq, "try_reserve");
     if (tokens < 0) {
       detail::raise<InvalidArgument>("try_reserve: token count {} for sequence {} is negative",
                                      tokens, seq);
     }
-    const std::int64_t needed_pages =
-        kernels::pages_for_tokens(s.num_tokens + tokens, block_size());
-    const std::int64_t missing = needed_pages - static_cast<std::int64_t>(s.blocks.size());
-    if (missing <= 0) return ReserveStatus::kOk;
-    if (!allocation_.try_extend(s.blocks, missing)) return ReserveStatus::kPoolFull;
+    const std::int64_t needed = kernels::pages_for_tokens(s.num_tokens + tokens, block_size());
+    const std::int64_t missing =
+        std::max<std::int64_t>(0, needed - static_cast<std::int64_t>(s.blocks.size()));
+    const bool copy = tokens > 0 && shared_write_block(s) >= 0;
+    if (missing == 0 && !copy) return ReserveStatus::kOk;
+    if constexpr (Allocation::kContiguous) {
+      moves_.clear();
+      if (!grow_with_eviction(s.blocks, kernels::pages_for_tokens(s.num_tokens, block_size()),
+                              needed)) {
+        return ReserveStatus::kPoolFull;
+      }
+      run_moves();
+    } else {
+      if (!make_room(missing + (copy ? 1 : 0))) return ReserveStatus::kPoolFull;
+      if (copy) copy_on_write(s);
+      moves_.clear();
+      allocation_.try_grow(s.blocks, 0, needed, moves_);
+    }
     invalidate_batch();
     return ReserveStatus::kOk;
   }
 
   // ---- the append path -----------------------------------------------------
 
-  // Validates a step's batch and computes its slot mapping. Nothing changes
-  // until commit(); a new prepare_append replaces an uncommitted batch.
-  AppendBatch prepare_append(std::span<const SeqId> seqs, std::span<const std::int32_t> counts) {
+  // Validates a step's batch and computes its slot mapping. `token_ids`
+  // (optional; all new tokens in batch order) lets prefix sharing key the
+  // blocks they complete. Nothing changes until commit(); a new
+  // prepare_append replaces an uncommitted batch.
+  AppendBatch prepare_append(std::span<const SeqId> seqs, std::span<const std::int32_t> counts,
+                             std::span<const std::int32_t> token_ids = {}) {
     if (seqs.size() != counts.size()) {
       detail::raise<InvalidArgument>(
           "prepare_append: {} sequence ids but {} token counts; they must match", seqs.size(),
@@ -220,7 +388,7 @@ class KVCacheManager {
     const std::uint64_t mark = ++generation_;
     std::int64_t total = 0;
     for (std::size_t i = 0; i < seqs.size(); ++i) {
-      Sequence& s = find(seqs[i], "prepare_append");
+      Sequence& s = find_active(seqs[i], "prepare_append");
       if (s.batch_mark == mark) {
         detail::raise<InvalidArgument>("prepare_append: sequence {} appears twice in the batch",
                                        seqs[i]);
@@ -237,15 +405,29 @@ class KVCacheManager {
             "reserved); call try_reserve first",
             seqs[i], counts[i], room, s.num_tokens, capacity_of(s));
       }
+      if (counts[i] > 0) {
+        if (const BlockId shared = shared_write_block(s); shared >= 0) {
+          detail::raise<ReservationError>(
+              "prepare_append: sequence {} would write into block {} shared by {} sequences; call "
+              "try_reserve first (it copies the block)",
+              seqs[i], shared, allocation_.ref_count(shared));
+        }
+      }
       total += counts[i];
     }
     if (total > config_.max_batch_tokens) {
       detail::raise<InvalidArgument>("prepare_append: {} new tokens exceed max_batch_tokens {}",
                                      total, config_.max_batch_tokens);
     }
+    if (!token_ids.empty() && static_cast<std::int64_t>(token_ids.size()) != total) {
+      detail::raise<InvalidArgument>(
+          "prepare_append: {} token ids for {} new tokens; pass one id per token or none",
+          token_ids.size(), total);
+    }
     // Validated: from here on nothing throws but the backend.
     batch_sequences_.assign(seqs.begin(), seqs.end());
     batch_tokens_.assign(counts.begin(), counts.end());
+    batch_token_ids_.assign(token_ids.begin(), token_ids.end());
     auto* slots = static_cast<std::int64_t*>(backend_.staging_host(slot_staging_));
     std::int64_t next = 0;
     for (std::size_t i = 0; i < seqs.size(); ++i) {
@@ -292,11 +474,26 @@ class KVCacheManager {
     backend_.append(params);
   }
 
-  // The batch's tokens become part of their sequences.
+  // The batch's tokens become part of their sequences; with prefix sharing,
+  // blocks they complete get their keys.
   void commit(const AppendBatch& batch) {
     check_batch(batch, "commit");
+    std::size_t next_id = 0;
     for (std::size_t i = 0; i < batch_sequences_.size(); ++i) {
-      sequences_.find(batch_sequences_[i])->second.num_tokens += batch_tokens_[i];
+      Sequence& s = sequences_.find(batch_sequences_[i])->second;
+      const std::int64_t count = batch_tokens_[i];
+      if (!batch_token_ids_.empty()) {
+        s.tokens.resize(static_cast<std::size_t>(s.num_tokens));
+        s.tokens.insert(s.tokens.end(),
+                        batch_token_ids_.begin() + static_cast<std::ptrdiff_t>(next_id),
+                        batch_token_ids_.begin() +
+                            static_cast<std::ptrdiff_t>(next_id + static_cast<std::size_t>(count)));
+        next_id += static_cast<std::size_t>(count);
+      } else if (static_cast<std::int64_t>(s.tokens.size()) < s.num_tokens + count) {
+        s.hashable = false;  // ids of these tokens are unknown: no further keys
+      }
+      s.num_tokens += count;
+      if constexpr (Sharing::kEnabled) register_full_blocks(s);
     }
     invalidate_batch();
   }
@@ -394,30 +591,74 @@ class KVCacheManager {
   }
 
   // Throws Error describing the first broken invariant: every block's
-  // reference count equals the number of block tables holding it, free
-  // blocks are in no table, and the counts add up.
+  // reference count equals the number of block tables holding it; a block is
+  // exactly one of in use, cached, free; cached blocks are keyed and
+  // evictable; the counts add up.
   void check_invariants() const {
     std::vector<std::int32_t> owners(static_cast<std::size_t>(num_blocks()), 0);
+    std::int64_t parked = 0;
     for (const auto& [id, s] : sequences_) {
       if (capacity_of(s) < s.num_tokens) {
         detail::raise<Error>("invariant: sequence {} holds {} tokens in {} blocks", id,
                              s.num_tokens, s.blocks.size());
       }
-      for (BlockId block : s.blocks)
+      parked += s.parked ? 1 : 0;
+      for (std::size_t i = 0; i < s.blocks.size(); ++i) {
+        const BlockId block = s.blocks[i];
+        if (block < 0 || block >= num_blocks()) {
+          detail::raise<Error>("invariant: sequence {} holds block id {}", id, block);
+        }
+        if (Allocation::kContiguous && block != s.blocks.front() + static_cast<BlockId>(i)) {
+          detail::raise<Error>("invariant: sequence {}'s region is not contiguous at {}", id, i);
+        }
         ++owners[static_cast<std::size_t>(block)];
+      }
     }
-    std::int64_t used = 0;
+    std::int64_t used = 0, cached = 0, keyed = 0;
     for (BlockId block = 0; block < num_blocks(); ++block) {
       const std::int32_t expected = owners[static_cast<std::size_t>(block)];
-      if (pool().ref_count(block) != expected) {
+      if (allocation_.ref_count(block) != expected) {
         detail::raise<Error>("invariant: block {} has reference count {} but {} owners", block,
-                             pool().ref_count(block), expected);
+                             allocation_.ref_count(block), expected);
       }
       used += expected > 0 ? 1 : 0;
+      if constexpr (!Allocation::kContiguous) {
+        const bool is_cached = allocation_.pool().is_cached(block);
+        if (is_cached && expected > 0)
+          detail::raise<Error>("invariant: block {} is cached and in use", block);
+        cached += is_cached ? 1 : 0;
+        if constexpr (Sharing::kEnabled) {
+          const EvictionKey key = block_key_[static_cast<std::size_t>(block)];
+          if (key != 0) {
+            ++keyed;
+            auto it = index_.find(key);
+            if (it == index_.end() || it->second != block) {
+              detail::raise<Error>(
+                  "invariant: block {} has key {} that the index does not map to it", block, key);
+            }
+          } else if (is_cached) {
+            detail::raise<Error>("invariant: cached block {} has no key", block);
+          }
+        }
+      }
     }
-    if (used != pool().num_used() || used + pool().num_free() != num_blocks()) {
-      detail::raise<Error>("invariant: {} blocks in use, pool says {} used and {} free", used,
-                           pool().num_used(), pool().num_free());
+    if constexpr (Sharing::kEnabled) {
+      if (keyed != static_cast<std::int64_t>(index_.size())) {
+        detail::raise<Error>("invariant: {} keyed blocks but {} index entries", keyed,
+                             index_.size());
+      }
+    }
+    if (cached != allocation_.num_cached() ||
+        used + cached + allocation_.num_free() != num_blocks()) {
+      detail::raise<Error>("invariant: {} used + {} cached + {} free blocks != {}", used, cached,
+                           allocation_.num_free(), num_blocks());
+    }
+    if constexpr (Eviction::kRetains) {
+      if (eviction_.size() != cached + parked) {
+        detail::raise<Error>(
+            "invariant: eviction policy holds {} entries, expected {} cached + {} parked",
+            eviction_.size(), cached, parked);
+      }
     }
   }
 
@@ -425,12 +666,14 @@ class KVCacheManager {
   struct Sequence {
     std::vector<BlockId> blocks;
     std::int64_t num_tokens = 0;
-    std::uint64_t batch_mark = 0;  // generation of the last batch that listed it
+    std::uint64_t batch_mark = 0;      // generation of the last batch that listed it
+    std::vector<std::int32_t> tokens;  // known token ids (may run ahead: the prompt)
+    std::vector<EvictionKey> hashes;   // prefix key of each full block, in order
+    bool hashable = true;              // every committed token's id is known
+    bool parked = false;
   };
 
-  static bool is_power_of_two(std::int64_t value) {
-    return value > 0 && (value & (value - 1)) == 0;
-  }
+  static EvictionKey sequence_key(SeqId seq) { return kSequenceKeyBit | seq; }
 
   static CacheConfig validated(CacheConfig config) {
     config.shape.validate();
@@ -443,10 +686,7 @@ class KVCacheManager {
           shape.head_dim, dtype_size(shape.dtype), dtype_name(shape.dtype), row_bytes,
           dtype_name(shape.dtype), 16 / dtype_size(shape.dtype));
     }
-    if (!is_power_of_two(config.block_size) || config.block_size > 1024) {
-      detail::raise<InvalidArgument>(
-          "CacheConfig: block_size {} must be a power of two in [1, 1024]", config.block_size);
-    }
+    Allocation::validate_block_size(config.block_size);
     if (config.layout != KVLayout::kNHD && config.layout != KVLayout::kHND) {
       detail::raise<InvalidArgument>("CacheConfig: layout {} is not NHD (0) or HND (1)",
                                      static_cast<int>(config.layout));
@@ -475,6 +715,10 @@ class KVCacheManager {
           "CacheConfig: max_batch_tokens {} and max_batch_sequences {} must be at least 1",
           config.max_batch_tokens, config.max_batch_sequences);
     }
+    if (config.initial_tokens < 1) {
+      detail::raise<InvalidArgument>("CacheConfig: initial_tokens {} must be at least 1",
+                                     config.initial_tokens);
+    }
     return config;
   }
 
@@ -496,13 +740,25 @@ class KVCacheManager {
            (position - page * block_size());
   }
 
+  // The block the next token goes into, when it is partly written and shared
+  // with another sequence (after fork); -1 otherwise.
+  BlockId shared_write_block(const Sequence& s) const {
+    if constexpr (Allocation::kContiguous) {
+      return -1;
+    } else {
+      if (s.num_tokens % block_size() == 0) return -1;  // the next token starts a block
+      const BlockId block = s.blocks[static_cast<std::size_t>(s.num_tokens / block_size())];
+      return allocation_.ref_count(block) > 1 ? block : -1;
+    }
+  }
+
   using SequenceMap = std::unordered_map<SeqId, Sequence>;
 
   typename SequenceMap::iterator find_iterator(SeqId seq, const char* what) {
     auto it = sequences_.find(seq);
     if (it == sequences_.end()) {
-      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created or released)", what,
-                                     seq);
+      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created, released{})", what,
+                                     seq, evicted_.count(seq) ? " or evicted" : "");
     }
     return it;
   }
@@ -510,10 +766,18 @@ class KVCacheManager {
   const Sequence& find(SeqId seq, const char* what) const {
     auto it = sequences_.find(seq);
     if (it == sequences_.end()) {
-      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created or released)", what,
-                                     seq);
+      detail::raise<UnknownSequence>("{}: sequence {} is unknown (never created, released{})", what,
+                                     seq, evicted_.count(seq) ? " or evicted" : "");
     }
     return it->second;
+  }
+  // A sequence that may change: known and not parked.
+  Sequence& find_active(SeqId seq, const char* what) {
+    Sequence& s = find(seq, what);
+    if (s.parked) {
+      detail::raise<InvalidArgument>("{}: sequence {} is parked; unpark it first", what, seq);
+    }
+    return s;
   }
 
   void invalidate_batch() { open_batch_ = 0; }
@@ -522,7 +786,7 @@ class KVCacheManager {
     if (batch.generation_ == 0 || batch.generation_ != open_batch_) {
       detail::raise<ReservationError>(
           "{}: the append batch is stale (committed, replaced, or invalidated by a "
-          "try_reserve/release since prepare_append)",
+          "try_reserve/release/fork/park since prepare_append)",
           what);
     }
   }
@@ -567,6 +831,170 @@ class KVCacheManager {
           what, name, t.effective_token_stride(), t.effective_head_stride(), t.head_dim);
     }
   }
+
+  // ---- prefix sharing ------------------------------------------------------
+
+  EvictionKey block_key_at(const Sequence& s, std::size_t index) const {
+    const EvictionKey parent = index == 0 ? PrefixSharing::kRootKey : s.hashes[index - 1];
+    const auto first = static_cast<std::ptrdiff_t>(index * static_cast<std::size_t>(block_size()));
+    return Sharing::block_hash(
+        parent, std::span<const std::int32_t>(s.tokens.data() + first,
+                                              static_cast<std::size_t>(block_size())));
+  }
+
+  // Takes the cached blocks of the longest prefix of `s.tokens` (full blocks,
+  // up to the first miss).
+  void match_prefix(Sequence& s) {
+    const std::size_t full = s.tokens.size() / static_cast<std::size_t>(block_size());
+    ++stats_.prefix_lookups;
+    stats_.prefix_blocks_requested += static_cast<std::int64_t>(full);
+    for (std::size_t i = 0; i < full; ++i) {
+      const EvictionKey key = block_key_at(s, i);
+      auto it = index_.find(key);
+      if (it == index_.end()) break;
+      const BlockId block = it->second;
+      if (allocation_.pool().is_cached(block)) {
+        allocation_.pool().revive(block);
+        eviction_.erase(key);
+      } else {
+        allocation_.pool().retain(block);
+      }
+      eviction_.on_access(key);
+      s.blocks.push_back(block);
+      s.hashes.push_back(key);
+      ++stats_.prefix_blocks_hit;
+    }
+    s.num_tokens = static_cast<std::int64_t>(s.blocks.size()) * block_size();
+  }
+
+  // Keys the blocks `s` has completed since the last call.
+  void register_full_blocks(Sequence& s) {
+    const auto full = static_cast<std::size_t>(s.num_tokens / block_size());
+    while (s.hashable && s.hashes.size() < full &&
+           s.tokens.size() >= (s.hashes.size() + 1) * static_cast<std::size_t>(block_size())) {
+      const std::size_t i = s.hashes.size();
+      const EvictionKey key = block_key_at(s, i);
+      s.hashes.push_back(key);
+      const BlockId block = s.blocks[i];
+      // A block already keyed (shared from the cache) or content that is
+      // already cached in another block stays as it is.
+      if (block_key_[static_cast<std::size_t>(block)] == 0 && index_.count(key) == 0) {
+        index_.emplace(key, block);
+        block_key_[static_cast<std::size_t>(block)] = key;
+        eviction_.on_access(key);
+      }
+    }
+  }
+
+  // ---- giving blocks back and evicting -------------------------------------
+
+  void release_blocks(const Sequence& s) {
+    if constexpr (Allocation::kContiguous) {
+      allocation_.release_table(s.blocks);
+    } else {
+      for (std::size_t i = s.blocks.size(); i-- > 0;)
+        release_block(s.blocks[i]);  // tail first
+    }
+  }
+
+  void release_block(BlockId block) {
+    BlockPool& pool = allocation_.pool();
+    EvictionKey key = 0;
+    if constexpr (Sharing::kEnabled) key = block_key_[static_cast<std::size_t>(block)];
+    if (key != 0 && Eviction::kRetains) {
+      if (pool.release_to_cache(block)) eviction_.insert(key);
+      return;
+    }
+    if (pool.release(block) && key != 0) {
+      if constexpr (Sharing::kEnabled) {
+        index_.erase(key);
+        block_key_[static_cast<std::size_t>(block)] = 0;
+        eviction_.forget(key);
+      }
+    }
+  }
+
+  // Evicts until `blocks` blocks are free; false when nothing is left to evict.
+  bool make_room(std::int64_t blocks) {
+    while (allocation_.num_free() < blocks) {
+      const auto victim = eviction_.pop_victim();
+      if (!victim) return false;
+      evict(*victim);
+    }
+    return true;
+  }
+
+  // Grows a contiguous region, evicting until it fits.
+  bool grow_with_eviction(std::vector<BlockId>& table, std::int64_t used, std::int64_t needed) {
+    while (!allocation_.try_grow(table, used, needed, moves_)) {
+      const auto victim = eviction_.pop_victim();
+      if (!victim) return false;
+      evict(*victim);
+    }
+    return true;
+  }
+
+  void evict(EvictionKey key) {
+    EvictionEvent event;
+    if ((key & kSequenceKeyBit) != 0) {
+      const SeqId seq = key & ~kSequenceKeyBit;
+      auto it = sequences_.find(seq);
+      Sequence s = std::move(it->second);
+      sequences_.erase(it);
+      release_blocks(s);
+      evicted_.insert(seq);
+      ++stats_.evicted_sequences;
+      event.kind = EvictionKind::kSequence;
+      event.sequence = seq;
+    } else if constexpr (Sharing::kEnabled) {
+      auto it = index_.find(key);
+      const BlockId block = it->second;
+      index_.erase(it);
+      block_key_[static_cast<std::size_t>(block)] = 0;
+      allocation_.pool().reclaim(block);
+      ++stats_.evicted_blocks;
+      event.kind = EvictionKind::kBlock;
+      event.block = block;
+    }
+    event.key = key;
+    if (listener_) {
+      try {
+        listener_(event);
+      } catch (...) {  // documented: a listener must not throw
+      }
+    }
+  }
+
+  // Copies a shared, partly written block before the sequence writes to it.
+  void copy_on_write(Sequence& s) {
+    const auto index = static_cast<std::size_t>(s.num_tokens / block_size());
+    const BlockId shared = s.blocks[index];
+    const BlockId fresh = *allocation_.pool().try_allocate();
+    moves_.clear();
+    moves_.emplace_back(shared, fresh);
+    run_moves();
+    allocation_.pool().release(shared);  // another owner keeps it
+    s.blocks[index] = fresh;
+    ++stats_.copy_on_write;
+  }
+
+  // Launches the copy kernel for `moves_`.
+  void run_moves() {
+    if (moves_.empty()) return;
+    auto* pairs = static_cast<std::int32_t*>(backend_.staging_host(copy_staging_));
+    for (std::size_t i = 0; i < moves_.size(); ++i) {
+      pairs[2 * i] = moves_[i].first;
+      pairs[2 * i + 1] = moves_[i].second;
+    }
+    const auto* device = static_cast<const std::int32_t*>(
+        backend_.upload(copy_staging_, moves_.size() * 2 * sizeof(std::int32_t)));
+    backend_.copy_blocks(
+        kernels::CopyBlocksParams{view_, device, static_cast<std::int32_t>(moves_.size())});
+    stats_.blocks_copied += static_cast<std::int64_t>(moves_.size());
+    moves_.clear();
+  }
+
+  // ---- page tables ----------------------------------------------------------
 
   template <class ExtraTokens>
   FlashInferPageTable flashinfer_table(std::span<const SeqId> seqs, ExtraTokens extra) const {
@@ -635,17 +1063,26 @@ class KVCacheManager {
 
   CacheConfig config_;
   Backend backend_;
-  typename Policy::allocation allocation_;
+  Allocation allocation_;
+  Eviction eviction_;
   Buffer arena_;
   PagedKVView view_;
   typename Backend::Staging slot_staging_;
   typename Backend::Staging table_staging_;
+  typename Backend::Staging copy_staging_;
   SequenceMap sequences_;
   SeqId next_id_ = 1;
   std::uint64_t generation_ = 0;
   std::uint64_t open_batch_ = 0;
   std::vector<SeqId> batch_sequences_;
   std::vector<std::int32_t> batch_tokens_;
+  std::vector<std::int32_t> batch_token_ids_;
+  BlockMoves moves_;
+  std::unordered_map<EvictionKey, BlockId> index_;  // prefix key -> block holding it
+  std::vector<EvictionKey> block_key_;              // per block, 0 when unkeyed
+  std::unordered_set<SeqId> evicted_;               // evicted, not yet reported by unpark
+  std::function<void(const EvictionEvent&)> listener_;
+  CacheStats stats_;
 };
 
 }  // namespace kvcache

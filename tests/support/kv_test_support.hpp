@@ -146,14 +146,15 @@ struct Snapshot {
       if (manager.contains(id)) s.sequences.push_back(manager.sequence(id));
     }
     for (BlockId b = 0; b < manager.num_blocks(); ++b)
-      s.ref_counts.push_back(manager.pool().ref_count(b));
+      s.ref_counts.push_back(manager.ref_count(b));
     return s;
   }
 
   friend bool operator==(const Snapshot& a, const Snapshot& b) {
     auto same_memory = [](const MemoryStats& x, const MemoryStats& y) {
       return x.arena_bytes == y.arena_bytes && x.used_blocks == y.used_blocks &&
-             x.free_blocks == y.free_blocks && x.num_sequences == y.num_sequences &&
+             x.free_blocks == y.free_blocks && x.cached_blocks == y.cached_blocks &&
+             x.num_sequences == y.num_sequences && x.parked_sequences == y.parked_sequences &&
              x.stored_tokens == y.stored_tokens && x.reserved_tokens == y.reserved_tokens;
     };
     if (!same_memory(a.memory, b.memory) || a.sequences.size() != b.sequences.size() ||

@@ -1,0 +1,44 @@
+// Metadata-only backend: no arena and no data movement, only the bookkeeping.
+// For capacity planning and trace replay, where a million requests must run
+// in a second and no K/V bytes exist. Buffers have null data; the kernels do
+// nothing.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "kvcache/backend/concepts.hpp"
+#include "kvcache/buffer.hpp"
+
+namespace kvcache {
+
+class MetadataBackend {
+ public:
+  static constexpr bool kDeviceMemory = false;
+
+  // Staging still holds the host-side tables (slot mappings) an engine reads.
+  struct Staging {
+    Buffer buffer;
+  };
+
+  std::string_view name() const { return "metadata"; }
+  Buffer allocate(std::size_t bytes) { return Buffer(nullptr, bytes, nullptr); }
+  Staging make_staging(std::size_t bytes) {
+    return Staging{Buffer(bytes == 0 ? nullptr : ::operator new(bytes), bytes,
+                          [](void* p) noexcept { ::operator delete(p); })};
+  }
+  void* staging_host(Staging& staging) { return staging.buffer.data(); }
+  const void* upload(Staging& staging, std::size_t) { return staging.buffer.data(); }
+  void copy_to_backend(void*, const void*, std::size_t) {}
+  void copy_to_host(void*, const void*, std::size_t) {}
+  void copy_within(void*, const void*, std::size_t) {}
+  void fill_zero(void*, std::size_t) {}
+  void append(const kernels::AppendParams&) {}
+  void gather(const kernels::GatherParams&) {}
+  void copy_blocks(const kernels::CopyBlocksParams&) {}
+  void synchronize() {}
+};
+
+static_assert(MemoryBackend<MetadataBackend>);
+
+}  // namespace kvcache
