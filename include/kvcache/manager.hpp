@@ -432,8 +432,20 @@ class KVCacheManager {
     std::int64_t next = 0;
     for (std::size_t i = 0; i < seqs.size(); ++i) {
       const Sequence& s = sequences_.find(seqs[i])->second;
-      for (std::int64_t t = 0; t < counts[i]; ++t)
-        slots[next++] = slot_of(s, s.num_tokens + t);
+      // Walk the blocks instead of dividing per token: prefill of a long
+      // prompt maps every token.
+      std::int64_t page = s.num_tokens / block_size();
+      std::int64_t offset = s.num_tokens - page * block_size();
+      for (std::int64_t t = 0; t < counts[i];) {
+        const std::int64_t base =
+            std::int64_t{s.blocks[static_cast<std::size_t>(page)]} * block_size();
+        const std::int64_t run = std::min<std::int64_t>(counts[i] - t, block_size() - offset);
+        for (std::int64_t j = 0; j < run; ++j)
+          slots[next++] = base + offset + j;
+        t += run;
+        ++page;
+        offset = 0;
+      }
     }
     AppendBatch batch;
     batch.generation_ = mark;
@@ -734,12 +746,6 @@ class KVCacheManager {
     return static_cast<std::int64_t>(s.blocks.size()) * block_size();
   }
 
-  std::int64_t slot_of(const Sequence& s, std::int64_t position) const {
-    const std::int64_t page = position / block_size();
-    return std::int64_t{s.blocks[static_cast<std::size_t>(page)]} * block_size() +
-           (position - page * block_size());
-  }
-
   // The block the next token goes into, when it is partly written and shared
   // with another sequence (after fork); -1 otherwise.
   BlockId shared_write_block(const Sequence& s) const {
@@ -876,13 +882,24 @@ class KVCacheManager {
       const EvictionKey key = block_key_at(s, i);
       s.hashes.push_back(key);
       const BlockId block = s.blocks[i];
-      // A block already keyed (shared from the cache) or content that is
-      // already cached in another block stays as it is.
-      if (block_key_[static_cast<std::size_t>(block)] == 0 && index_.count(key) == 0) {
+      if (block_key_[static_cast<std::size_t>(block)] != 0) continue;  // shared from the cache
+      auto it = index_.find(key);
+      if (it == index_.end()) {
         index_.emplace(key, block);
-        block_key_[static_cast<std::size_t>(block)] = key;
-        eviction_.on_access(key);
+      } else if (allocation_.pool().is_cached(it->second)) {
+        // The same content sat cached after this prompt's first miss: the new
+        // copy replaces it, so the key's recency is this use (the policy keeps
+        // what it knew of the key).
+        const BlockId stale = it->second;
+        eviction_.erase(key);
+        block_key_[static_cast<std::size_t>(stale)] = 0;
+        allocation_.pool().reclaim(stale);
+        it->second = block;
+      } else {
+        continue;  // in use by another sequence: that copy stays the keyed one
       }
+      block_key_[static_cast<std::size_t>(block)] = key;
+      eviction_.on_access(key);
     }
   }
 

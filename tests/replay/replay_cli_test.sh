@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The kvcache-replay command line: the synthetic default, a bad trace (named
+# line, no partial table, exit 1), --skip-bad, and the real trace when present.
+set -euo pipefail
+replay=$1
+shared_trace=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$replay" --capacity 600 | tee "$work/default.txt"
+grep -q "trace synthetic" "$work/default.txt"
+grep -q "prefix hit rate" "$work/default.txt"
+
+good='{"timestamp": 0, "input_length": 600, "output_length": 10, "hash_ids": [1, 2]}'
+printf '%s\n%s\n{"timestamp": 5, "input_length": 1\n%s\n' "$good" "$good" "$good" > "$work/bad.jsonl"
+if "$replay" "$work/bad.jsonl" > "$work/bad.out" 2> "$work/bad.err"; then
+  echo "a bad trace must fail"; exit 1
+fi
+grep -q "line 3" "$work/bad.err"
+if grep -q "prefix hit rate" "$work/bad.out"; then echo "no partial table expected"; exit 1; fi
+
+"$replay" "$work/bad.jsonl" --skip-bad --capacity 10 > "$work/skip.out"
+grep -q "1 bad lines skipped" "$work/skip.out"
+grep -q "requests          3" "$work/skip.out"
+
+if "$replay" --policy mru > /dev/null 2> "$work/policy.err"; then echo "unknown policy must fail"; exit 1; fi
+grep -q 'policy "mru"' "$work/policy.err"
+
+if [ -f "$shared_trace" ]; then
+  "$replay" "$shared_trace" --capacity 8000 | tee "$work/mooncake.txt"
+  grep -q "12031 requests" "$work/mooncake.txt"
+else
+  echo "note: $shared_trace not present; the real-trace check is skipped"
+fi

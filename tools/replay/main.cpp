@@ -1,0 +1,223 @@
+// kvcache-replay: replays a request trace through the real manager and
+// prints the prefix hit rate, evictions and peak blocks; --sweep prints hit
+// rate against capacity for every eviction policy.
+#include <fmt/format.h>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "replay.hpp"
+
+namespace {
+
+using namespace kvcache::replay;
+
+constexpr const char* kUsage = R"(usage: kvcache-replay [TRACE.jsonl] [options]
+
+Replays a Mooncake-format trace (one JSON request a line) through the KV-cache
+manager; without TRACE it replays a built-in synthetic chat workload.
+
+  --policy P           eviction: none | lru | lfu-aging | s3-fifo   (default lru)
+  --capacity N         pool size in blocks (default: 1/8 of the trace's distinct prompt blocks)
+  --capacity-tokens N  pool size in tokens
+  --block-size N       tokens per block (default 512, the trace's block)
+  --decode-ms X        decode time per output token, ms (default 20; 0: one request at a time)
+  --model SHAPE        also move real K/V of this shape: tiny, llama3-8b, llama2-7b,
+                       qwen2-7b, or layers:kv_heads:head_dim[:fp16|bf16|fp32]
+  --backend B          cpu | cuda, where the K/V live with --model (default cpu)
+  --sweep              hit rate against capacity for every policy, and unlimited
+  --skip-bad           skip (and count) malformed lines instead of stopping
+)";
+
+struct Arguments {
+  std::string trace_path;
+  ReplayOptions options;
+  std::int64_t capacity_tokens = 0;
+  bool sweep = false;
+  bool skip_bad = false;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "kvcache-replay: %s\n\n%s", message.c_str(), kUsage);
+  std::exit(2);
+}
+
+std::int64_t parse_count(const std::string& flag, const char* text) {
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  if (end == text || *end != '\0' || value < 0)
+    usage_error(flag + " needs a non-negative integer, got \"" + text + "\"");
+  return value;
+}
+
+Arguments parse(int argc, char** argv) {
+  Arguments args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) usage_error(flag + " needs a value");
+      return argv[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s", kUsage);
+      std::exit(0);
+    } else if (flag == "--policy") {
+      args.options.policy = value();
+    } else if (flag == "--capacity") {
+      args.options.capacity_blocks = parse_count(flag, value());
+    } else if (flag == "--capacity-tokens") {
+      args.capacity_tokens = parse_count(flag, value());
+    } else if (flag == "--block-size") {
+      args.options.block_size = static_cast<std::int32_t>(parse_count(flag, value()));
+    } else if (flag == "--decode-ms") {
+      const char* text = value();
+      char* end = nullptr;
+      args.options.decode_ms_per_token = std::strtod(text, &end);
+      if (end == text || *end != '\0' || args.options.decode_ms_per_token < 0) {
+        usage_error("--decode-ms needs a non-negative number");
+      }
+    } else if (flag == "--model") {
+      args.options.model = parse_model(value());
+    } else if (flag == "--backend") {
+      args.options.backend = value();
+    } else if (flag == "--sweep") {
+      args.sweep = true;
+    } else if (flag == "--skip-bad") {
+      args.skip_bad = true;
+    } else if (!flag.empty() && flag[0] == '-') {
+      usage_error("unknown option " + flag);
+    } else if (args.trace_path.empty()) {
+      args.trace_path = flag;
+    } else {
+      usage_error("more than one trace given");
+    }
+  }
+  return args;
+}
+
+std::string percent(double value) {
+  return fmt::format("{:.2f}%", 100.0 * value);
+}
+
+void print_single(const Trace& trace, const ReplayResult& r) {
+  fmt::print("policy {}, capacity {} blocks\n", r.policy, r.capacity_blocks);
+  fmt::print("  requests          {} ({} rejected for lack of room)\n", r.requests, r.rejected);
+  fmt::print("  prefix hit rate   {} ({} of {} prompt blocks)\n", percent(r.hit_rate()),
+             r.blocks_hit, r.blocks_requested);
+  fmt::print("  evictions         {} blocks\n", r.evicted_blocks);
+  fmt::print("  peak blocks       {} held by running requests, {} held or cached\n",
+             r.peak_used_blocks, r.peak_occupied_blocks);
+  if (r.bytes_appended > 0) {
+    fmt::print("  K/V appended      {:.2f} GiB ({:.2f} GB/s)\n",
+               static_cast<double>(r.bytes_appended) / (1 << 30),
+               static_cast<double>(r.bytes_appended) / r.seconds / 1e9);
+  }
+  fmt::print("  replay time       {:.3f} s ({:.0f} requests/s){}\n", r.seconds,
+             static_cast<double>(r.requests) / r.seconds,
+             trace.bad_lines > 0 ? fmt::format(", {} bad lines skipped", trace.bad_lines) : "");
+}
+
+void print_sweep(const Trace& trace, const ReplayOptions& base) {
+  const std::int64_t distinct = unique_blocks(trace);
+  std::vector<std::int64_t> capacities;
+  for (std::int64_t divisor : {128, 64, 32, 16, 8, 4, 2})
+    capacities.push_back(std::max<std::int64_t>(1, distinct / divisor));
+  capacities.push_back(0);  // unlimited
+  std::vector<std::vector<ReplayResult>> rows;
+  for (std::int64_t capacity : capacities) {
+    std::vector<ReplayResult> row;
+    for (const std::string& policy : kPolicies) {
+      ReplayOptions options = base;
+      options.policy = policy;
+      options.capacity_blocks = capacity;
+      row.push_back(run_replay(trace, options));
+    }
+    rows.push_back(row);
+  }
+  fmt::print(
+      "\nPrefix hit rate (prompt blocks hit before each request's first miss / blocks "
+      "requested)\n\n");
+  fmt::print("| capacity (blocks) | {} | best |\n", fmt::join(kPolicies, " | "));
+  std::string rule = "|---|";
+  for (std::size_t i = 0; i < kPolicies.size(); ++i)
+    rule += "---|";
+  fmt::print("{}---|\n", rule);
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const auto& row = rows[r];
+    std::size_t best = 0;
+    std::vector<std::string> cells;
+    for (std::size_t p = 0; p < row.size(); ++p) {
+      if (row[p].hit_rate() > row[best].hit_rate()) best = p;
+      cells.push_back(percent(row[p].hit_rate()));
+    }
+    const bool tie = std::all_of(row.begin(), row.end(), [&](const ReplayResult& x) {
+      return x.hit_rate() == row[best].hit_rate();
+    });
+    const std::string label =
+        capacities[r] == 0 ? fmt::format("unlimited ({})", row[0].capacity_blocks)
+                           : fmt::format("{} (1/{})", capacities[r],
+                                         distinct / std::max<std::int64_t>(1, capacities[r]));
+    fmt::print("| {} | {} | {} |\n", label, fmt::join(cells, " | "),
+               tie ? "all equal" : kPolicies[best]);
+  }
+  fmt::print("\nEvicted blocks / peak blocks held or cached / rejected requests\n\n");
+  fmt::print("| capacity (blocks) | {} |\n", fmt::join(kPolicies, " | "));
+  fmt::print("{}\n", rule);
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    std::vector<std::string> cells;
+    for (const auto& x : rows[r])
+      cells.push_back(
+          fmt::format("{} / {} / {}", x.evicted_blocks, x.peak_occupied_blocks, x.rejected));
+    fmt::print("| {} | {} |\n",
+               capacities[r] == 0 ? std::string("unlimited") : std::to_string(capacities[r]),
+               fmt::join(cells, " | "));
+  }
+  double seconds = 0;
+  for (const auto& row : rows) {
+    for (const auto& x : row)
+      seconds += x.seconds;
+  }
+  fmt::print("\n{} replays in {:.2f} s\n", rows.size() * kPolicies.size(), seconds);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Arguments args = parse(argc, argv);
+  try {
+    const Trace trace =
+        args.trace_path.empty() ? synthetic_trace() : load_trace(args.trace_path, args.skip_bad);
+    std::int64_t prompt_blocks = 0;
+    for (const auto& request : trace.requests)
+      prompt_blocks += static_cast<std::int64_t>(request.hash_ids.size());
+    ReplayOptions options = args.options;
+    if (args.capacity_tokens > 0) {
+      options.capacity_blocks =
+          (args.capacity_tokens + options.block_size - 1) / options.block_size;
+    } else if (options.capacity_blocks == 0 && !args.sweep) {
+      options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 8);
+    }
+    fmt::print(
+        "trace {}: {} requests, {} prompt blocks ({} distinct){}; block {} tokens; decode {} "
+        "ms/token{}\n",
+        trace.source, trace.requests.size(), prompt_blocks, unique_blocks(trace),
+        trace.bad_lines > 0 ? fmt::format(", {} bad lines skipped", trace.bad_lines) : "",
+        options.block_size, options.decode_ms_per_token,
+        options.model ? fmt::format("; K/V of {} layers x {} heads x {} moved on {}",
+                                    options.model->num_layers, options.model->num_kv_heads,
+                                    options.model->head_dim, options.backend)
+                      : "; metadata only");
+    if (args.sweep) {
+      print_sweep(trace, options);
+    } else {
+      print_single(trace, run_replay(trace, options));
+    }
+  } catch (const kvcache::Error& error) {
+    std::fprintf(stderr, "kvcache-replay: %s\n", error.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,71 @@
+// The trace replay: drives a real KVCacheManager (paged, prefix sharing, the
+// chosen eviction policy) through a request trace and measures the prefix
+// hit rate, evictions and peak block use.
+//
+// Model of the serving loop. Requests arrive at their timestamps; a request
+// looks up its prompt (the hash_ids blocks, each `trace_block_tokens` tokens
+// whose ids derive from the hash id, so equal ids mean equal blocks), reserves
+// room for the uncached part of the prompt and its output, appends them, and
+// holds its blocks while it decodes (output_length x decode_ms_per_token
+// milliseconds), then releases them: its full prompt blocks stay cached until
+// evicted. A request that finds no room even after eviction is rejected and
+// counted. Hits count up to a request's first miss (DESIGN.md). With a model
+// shape the replay moves real K/V bytes of that shape on the chosen backend;
+// without one it is metadata only. The same trace and options give the same
+// figures.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvcache/model_shape.hpp"
+#include "trace.hpp"
+
+namespace kvcache::replay {
+
+struct ReplayOptions {
+  std::string policy = "lru";  // none | lru | lfu-aging | s3-fifo
+  std::int32_t block_size = 512;
+  std::int64_t capacity_blocks = 0;  // 0: unlimited (never evicts)
+  std::int32_t trace_block_tokens = 512;
+  double decode_ms_per_token = 20.0;  // 0: one request at a time
+  std::optional<ModelShape> model;    // move real K/V bytes of this shape
+  std::string backend = "cpu";        // cpu | cuda (with a model)
+};
+
+struct ReplayResult {
+  std::string policy;
+  std::int64_t capacity_blocks = 0;
+  std::int64_t requests = 0;
+  std::int64_t rejected = 0;  // no room even after evicting everything evictable
+  std::int64_t blocks_requested = 0;
+  std::int64_t blocks_hit = 0;
+  std::int64_t evicted_blocks = 0;
+  std::int64_t peak_used_blocks = 0;      // held by running requests
+  std::int64_t peak_occupied_blocks = 0;  // held or cached
+  std::int64_t bytes_appended = 0;        // with a model
+  double seconds = 0;
+  double hit_rate() const {
+    return blocks_requested == 0
+               ? 0.0
+               : static_cast<double>(blocks_hit) / static_cast<double>(blocks_requested);
+  }
+};
+
+// Blocks that hold the whole trace without eviction (the "unlimited" size).
+std::int64_t unlimited_capacity(const Trace& trace, const ReplayOptions& options);
+
+// Distinct prompt blocks in the trace.
+std::int64_t unique_blocks(const Trace& trace);
+
+ReplayResult run_replay(const Trace& trace, const ReplayOptions& options);
+
+// Parses a model name: tiny, llama3-8b, llama2-7b, qwen2-7b, or
+// layers:kv_heads:head_dim[:fp16|bf16|fp32].
+ModelShape parse_model(const std::string& name);
+
+extern const std::vector<std::string> kPolicies;
+
+}  // namespace kvcache::replay
