@@ -122,10 +122,11 @@ void print_single(const Trace& trace, const ReplayResult& r) {
 
 void print_sweep(const Trace& trace, const ReplayOptions& base) {
   const std::int64_t distinct = unique_blocks(trace);
+  const std::vector<std::int64_t> divisors = {128, 64, 32, 16, 8, 4, 2, 0};  // 0: unlimited
   std::vector<std::int64_t> capacities;
-  for (std::int64_t divisor : {128, 64, 32, 16, 8, 4, 2})
-    capacities.push_back(std::max<std::int64_t>(1, distinct / divisor));
-  capacities.push_back(0);  // unlimited
+  for (std::int64_t divisor : divisors) {
+    capacities.push_back(divisor == 0 ? 0 : std::max<std::int64_t>(1, distinct / divisor));
+  }
   std::vector<std::vector<ReplayResult>> rows;
   for (std::int64_t capacity : capacities) {
     std::vector<ReplayResult> row;
@@ -147,21 +148,20 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
   fmt::print("{}---|\n", rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {
     const auto& row = rows[r];
-    std::size_t best = 0;
+    double top = 0;
     std::vector<std::string> cells;
-    for (std::size_t p = 0; p < row.size(); ++p) {
-      if (row[p].hit_rate() > row[best].hit_rate()) best = p;
-      cells.push_back(percent(row[p].hit_rate()));
+    for (const auto& x : row) {
+      top = std::max(top, x.hit_rate());
+      cells.push_back(percent(x.hit_rate()));
     }
-    const bool tie = std::all_of(row.begin(), row.end(), [&](const ReplayResult& x) {
-      return x.hit_rate() == row[best].hit_rate();
-    });
-    const std::string label =
-        capacities[r] == 0 ? fmt::format("unlimited ({})", row[0].capacity_blocks)
-                           : fmt::format("{} (1/{})", capacities[r],
-                                         distinct / std::max<std::int64_t>(1, capacities[r]));
-    fmt::print("| {} | {} | {} |\n", label, fmt::join(cells, " | "),
-               tie ? "all equal" : kPolicies[best]);
+    std::vector<std::string> best;
+    for (std::size_t p = 0; p < row.size(); ++p) {
+      if (row[p].hit_rate() == top) best.push_back(kPolicies[p]);
+    }
+    const std::string label = capacities[r] == 0
+                                  ? fmt::format("unlimited ({})", row[0].capacity_blocks)
+                                  : fmt::format("{} (1/{})", capacities[r], divisors[r]);
+    fmt::print("| {} | {} | {} |\n", label, fmt::join(cells, " | "), fmt::join(best, ", "));
   }
   fmt::print("\nEvicted blocks / peak blocks held or cached / rejected requests\n\n");
   fmt::print("| capacity (blocks) | {} |\n", fmt::join(kPolicies, " | "));
