@@ -17,9 +17,9 @@ constexpr std::int64_t kVecsPerChunk = kThreads * kUnroll * 8;
 __global__ void __launch_bounds__(kThreads) copy_blocks_kernel(CopyBlocksParams p) {
   const std::int64_t source = p.pairs[2 * blockIdx.x];
   const std::int64_t target = p.pairs[2 * blockIdx.x + 1];
-  const std::int64_t page_vecs = p.cache.page_bytes / 16;
-  const auto* from = reinterpret_cast<const uint4*>(p.cache.data + source * p.cache.page_bytes);
-  auto* to = reinterpret_cast<uint4*>(p.cache.data + target * p.cache.page_bytes);
+  const std::int64_t page_vecs = p.page_bytes / 16;
+  const auto* from = reinterpret_cast<const uint4*>(p.data + source * p.page_bytes);
+  auto* to = reinterpret_cast<uint4*>(p.data + target * p.page_bytes);
   const std::int64_t begin = blockIdx.y * kVecsPerChunk;
   const std::int64_t end = begin + kVecsPerChunk < page_vecs ? begin + kVecsPerChunk : page_vecs;
   for (std::int64_t base = begin + threadIdx.x; base < end; base += kThreads * kUnroll) {
@@ -42,11 +42,11 @@ __global__ void __launch_bounds__(kThreads) copy_blocks_kernel(CopyBlocksParams 
 cudaError_t launch_copy_blocks(const CopyBlocksParams& p, cudaStream_t stream) {
   if (p.num_pairs < 0) return cudaErrorInvalidValue;
   if (p.num_pairs == 0) return cudaSuccess;
-  if (p.cache.data == nullptr || p.pairs == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.cache.data) || !detail::multiple_of_16(p.cache.page_bytes)) {
+  if (p.data == nullptr || p.pairs == nullptr) return cudaErrorInvalidValue;
+  if (!detail::aligned16(p.data) || !detail::multiple_of_16(p.page_bytes)) {
     return cudaErrorMisalignedAddress;
   }
-  const std::int64_t chunks = (p.cache.page_bytes / 16 + kVecsPerChunk - 1) / kVecsPerChunk;
+  const std::int64_t chunks = (p.page_bytes / 16 + kVecsPerChunk - 1) / kVecsPerChunk;
   if (chunks > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(p.num_pairs), static_cast<unsigned>(chunks));
   copy_blocks_kernel<<<grid, kThreads, 0, stream>>>(p);

@@ -5,6 +5,8 @@
 #include "kvcache/backend/host.hpp"
 #include "kvcache/backend/metadata.hpp"
 #include "kvcache/block_pool.hpp"
+#include "kvcache/codec/codecs.hpp"
+#include "kvcache/codec/fp8.hpp"
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/error.hpp"

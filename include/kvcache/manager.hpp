@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -57,6 +58,9 @@ struct CacheConfig {
   std::int32_t max_batch_sequences = 1024;  // most sequences in one append batch
   // DynamicAllocation: capacity of a new sequence's region, in tokens.
   std::int64_t initial_tokens = 256;
+  // KiviCodec: live sequences at most (each holds a full-precision ring of
+  // its most recent tokens, preallocated beside the arena).
+  std::int32_t max_sequences = 256;
 };
 
 enum class ReserveStatus { kOk, kPoolFull };
@@ -66,6 +70,8 @@ struct SequenceInfo {
   std::int64_t num_tokens = 0;       // committed tokens (after create: the cached prefix)
   std::int64_t reserved_tokens = 0;  // capacity of its blocks
   std::int64_t known_tokens = 0;     // token ids known (prompt and appended)
+  std::int64_t quantized_tokens =
+      0;  // KIVI: tokens in pages (the rest in its ring); else num_tokens
   bool parked = false;
   std::vector<BlockId> blocks;
 };
@@ -81,6 +87,7 @@ struct MemoryStats {
   std::int64_t parked_sequences = 0;
   std::int64_t stored_tokens = 0;    // committed tokens over all sequences
   std::int64_t reserved_tokens = 0;  // token capacity of the used blocks
+  std::int64_t residual_bytes = 0;   // KIVI: the full-precision rings beside the arena
   std::int64_t used_bytes() const { return used_blocks * bytes_per_block; }
 };
 
@@ -98,6 +105,8 @@ struct CacheStats {
   std::int64_t unpark_misses = 0;            // unpark found it evicted
   std::int64_t copy_on_write = 0;            // shared blocks copied before a write
   std::int64_t blocks_copied = 0;            // blocks moved by the copy kernel (COW, growth, fork)
+  std::int64_t nonfinite_values = 0;  // NaN / Inf inputs met by a codec (saturated, see README)
+  std::int64_t flushed_groups = 0;    // KIVI: token groups quantized out of the residual window
   AllocationStats allocation;
   double prefix_hit_rate() const {
     return prefix_blocks_requested == 0 ? 0.0
@@ -154,6 +163,11 @@ class KVCacheManager {
   using Allocation = typename Policy::allocation;
   using Eviction = typename Policy::eviction;
   using Sharing = typename Policy::sharing;
+  using Codec = typename Policy::codec;
+  static constexpr bool kPlain = Codec::kKind == CodecKind::kPlain;
+  static constexpr bool kKivi = Codec::kKind == CodecKind::kKivi;
+  static constexpr bool kCalibrated =
+      Codec::kKind == CodecKind::kFp8 || Codec::kKind == CodecKind::kLowRank;
 
   explicit KVCacheManager(const CacheConfig& config, Backend backend = Backend())
       : config_(validated(config)),
@@ -166,6 +180,7 @@ class KVCacheManager {
     view_ = make_plain_view(arena_.bytes_data(), static_cast<std::int32_t>(config_.num_blocks),
                             config_.block_size, shape().num_layers, shape().num_kv_heads,
                             shape().head_dim, shape().dtype, config_.layout);
+    if constexpr (!kPlain) setup_codec();
     slot_staging_ = backend_.make_staging(sizeof(std::int64_t) *
                                           static_cast<std::size_t>(config_.max_batch_tokens));
     table_staging_ = backend_.make_staging(table_staging_bytes());
@@ -187,7 +202,8 @@ class KVCacheManager {
   const CacheConfig& config() const { return config_; }
   const ModelShape& shape() const { return config_.shape; }
   std::int32_t block_size() const { return config_.block_size; }
-  std::int64_t bytes_per_block() const { return shape().bytes_per_token() * config_.block_size; }
+  // Bytes of one block under the codec (codes and scales of every layer, K and V).
+  std::int64_t bytes_per_block() const { return codec_block_bytes<Codec>(shape(), block_size()); }
   std::int64_t num_blocks() const { return allocation_.num_blocks(); }
   std::int64_t num_free_blocks() const { return allocation_.num_free(); }
   std::int64_t num_cached_blocks() const { return allocation_.num_cached(); }
@@ -195,14 +211,20 @@ class KVCacheManager {
   bool contains(SeqId seq) const { return sequences_.count(seq) != 0; }
   std::int32_t ref_count(BlockId block) const { return allocation_.ref_count(block); }
   Backend& backend() { return backend_; }
+  // The arena's layout: plain pages (view) or compressed ones (codec_view).
   const PagedKVView& view() const { return view_; }
+  const CodecPageView& codec_view() const { return codec_view_; }
   const Allocation& allocation() const { return allocation_; }
 
   SequenceInfo sequence(SeqId seq) const {
     const Sequence& s = find(seq, "sequence");
-    return SequenceInfo{
-        seq,      s.num_tokens, capacity_of(s), static_cast<std::int64_t>(s.tokens.size()),
-        s.parked, s.blocks};
+    return SequenceInfo{seq,
+                        s.num_tokens,
+                        token_capacity(s),
+                        static_cast<std::int64_t>(s.tokens.size()),
+                        kKivi ? s.quantized : s.num_tokens,
+                        s.parked,
+                        s.blocks};
   }
 
   MemoryStats memory() const {
@@ -219,13 +241,56 @@ class KVCacheManager {
       stats.reserved_tokens += capacity_of(s);
       stats.parked_sequences += s.parked ? 1 : 0;
     }
+    stats.residual_bytes = static_cast<std::int64_t>(residual_.size());
     return stats;
   }
 
-  CacheStats stats() const {
+  // Counters; reading the codecs' non-finite count waits for the backend.
+  CacheStats stats() {
     CacheStats stats = stats_;
     stats.allocation = allocation_.stats();
+    if constexpr (!kPlain) {
+      unsigned long long count = 0;
+      backend_.copy_to_host(&count, counter_.data(), sizeof(count));
+      stats.nonfinite_values = static_cast<std::int64_t>(count);
+    }
     return stats;
+  }
+
+  // Low-rank codec: fraction of the calibration rows' energy the basis of
+  // (layer, K = 0 / V = 1, head) keeps; NaN before the layer is calibrated.
+  float energy_kept(std::int32_t layer, std::int32_t kv, std::int32_t head) const {
+    static_assert(Codec::kKind == CodecKind::kLowRank, "energy_kept is a low-rank codec figure");
+    check_layer(layer, "energy_kept");
+    return energy_[static_cast<std::size_t>((layer * 2 + kv) * shape().num_kv_heads + head)];
+  }
+
+  // The codec's calibrated state, copied to the host: fp8 scales
+  // [layers][2][heads] or low-rank bases [layers][2][heads][head_dim][rank].
+  std::vector<float> codec_state() {
+    std::vector<float> host(state_.size() / sizeof(float));
+    if (!host.empty()) backend_.copy_to_host(host.data(), state_.data(), state_.size());
+    return host;
+  }
+
+  bool is_calibrated(std::int32_t layer) const {
+    check_layer(layer, "is_calibrated");
+    return !kCalibrated || calibrated_[static_cast<std::size_t>(layer)] != 0;
+  }
+
+  // fp8 and low-rank codecs: fits the layer's scales (fp8: abs-max / 448, per
+  // head or per tensor) or bases (low-rank: SVD) to a sample of K and V rows
+  // ([tokens][kv_heads][head_dim] in the backend's memory). Without a call,
+  // the first batch appended to a layer is its sample.
+  void calibrate(std::int32_t layer, const TensorView& k_sample, const TensorView& v_sample) {
+    static_assert(kCalibrated, "only the fp8 and low-rank codecs are calibrated");
+    check_layer(layer, "calibrate");
+    check_tensor(k_sample, k_sample.num_tokens, "calibrate", "k_sample");
+    check_tensor(v_sample, k_sample.num_tokens, "calibrate", "v_sample");
+    if (k_sample.num_tokens < 1) {
+      detail::raise<InvalidArgument>("calibrate: layer {} needs at least one token, got 0", layer);
+    }
+    fit_layer(layer, k_sample, v_sample);
   }
 
   // Called for every eviction, inside the call that needed the room; it must
@@ -245,6 +310,17 @@ class KVCacheManager {
   // shareable as they complete).
   SeqId create_sequence(std::span<const std::int32_t> prompt) {
     Sequence s;
+    if constexpr (kKivi) {
+      const auto ring = try_take_ring();
+      if (!ring) {
+        detail::raise<OutOfMemory>(
+            "create_sequence: all {} full-precision rings of the {} codec are in use by live "
+            "sequences "
+            "(raise CacheConfig::max_sequences)",
+            config_.max_sequences, Codec::name());
+      }
+      s.ring = *ring;
+    }
     s.blocks.reserve(16);
     s.tokens.assign(prompt.begin(), prompt.end());
     if constexpr (Sharing::kEnabled) {
@@ -263,17 +339,30 @@ class KVCacheManager {
     const Sequence& parent = find_active(parent_id, "fork");
     Sequence child;
     child.num_tokens = parent.num_tokens;
+    child.quantized = parent.quantized;
     child.tokens = parent.tokens;
     child.hashes = parent.hashes;
     child.hashable = parent.hashable;
-    const std::int32_t used = kernels::pages_for_tokens(parent.num_tokens, block_size());
+    const std::int64_t used = written_blocks(parent);
+    if constexpr (kKivi) {
+      // The child's own ring, a copy of the parent's recent tokens.
+      const auto ring = try_take_ring();
+      if (!ring) return std::nullopt;
+      child.ring = *ring;
+      moves_.clear();
+      moves_.emplace_back(parent.ring, child.ring);
+      run_moves(residual_view_.data, residual_view_.page_bytes, residual_view_.num_pages);
+    }
     if constexpr (Allocation::kContiguous) {
       if (used > 0) {
         moves_.clear();
-        if (!grow_with_eviction(child.blocks, 0, used)) return std::nullopt;
+        if (!grow_with_eviction(child.blocks, 0, used)) {
+          if constexpr (kKivi) rings_->release(child.ring);
+          return std::nullopt;
+        }
         const Sequence& source = sequences_.find(parent_id)->second;
         moves_.clear();
-        for (std::int32_t i = 0; i < used; ++i) {
+        for (std::int64_t i = 0; i < used; ++i) {
           moves_.emplace_back(source.blocks[static_cast<std::size_t>(i)],
                               child.blocks[static_cast<std::size_t>(i)]);
         }
@@ -346,15 +435,14 @@ class KVCacheManager {
       detail::raise<InvalidArgument>("try_reserve: token count {} for sequence {} is negative",
                                      tokens, seq);
     }
-    const std::int64_t needed = kernels::pages_for_tokens(s.num_tokens + tokens, block_size());
+    const std::int64_t needed = pages_needed(s.num_tokens + tokens);
     const std::int64_t missing =
         std::max<std::int64_t>(0, needed - static_cast<std::int64_t>(s.blocks.size()));
     const bool copy = tokens > 0 && shared_write_block(s) >= 0;
     if (missing == 0 && !copy) return ReserveStatus::kOk;
     if constexpr (Allocation::kContiguous) {
       moves_.clear();
-      if (!grow_with_eviction(s.blocks, kernels::pages_for_tokens(s.num_tokens, block_size()),
-                              needed)) {
+      if (!grow_with_eviction(s.blocks, written_blocks(s), needed)) {
         return ReserveStatus::kPoolFull;
       }
       run_moves();
@@ -398,12 +486,12 @@ class KVCacheManager {
         detail::raise<InvalidArgument>("prepare_append: token count {} for sequence {} is negative",
                                        counts[i], seqs[i]);
       }
-      const std::int64_t room = capacity_of(s) - s.num_tokens;
+      const std::int64_t room = token_capacity(s) - s.num_tokens;
       if (counts[i] > room) {
         detail::raise<ReservationError>(
             "prepare_append: sequence {} appends {} tokens but has room for {} (holds {} of {} "
             "reserved); call try_reserve first",
-            seqs[i], counts[i], room, s.num_tokens, capacity_of(s));
+            seqs[i], counts[i], room, s.num_tokens, token_capacity(s));
       }
       if (counts[i] > 0) {
         if (const BlockId shared = shared_write_block(s); shared >= 0) {
@@ -429,22 +517,26 @@ class KVCacheManager {
     batch_tokens_.assign(counts.begin(), counts.end());
     batch_token_ids_.assign(token_ids.begin(), token_ids.end());
     auto* slots = static_cast<std::int64_t*>(backend_.staging_host(slot_staging_));
-    std::int64_t next = 0;
-    for (std::size_t i = 0; i < seqs.size(); ++i) {
-      const Sequence& s = sequences_.find(seqs[i])->second;
-      // Walk the blocks instead of dividing per token: prefill of a long
-      // prompt maps every token.
-      std::int64_t page = s.num_tokens / block_size();
-      std::int64_t offset = s.num_tokens - page * block_size();
-      for (std::int64_t t = 0; t < counts[i];) {
-        const std::int64_t base =
-            std::int64_t{s.blocks[static_cast<std::size_t>(page)]} * block_size();
-        const std::int64_t run = std::min<std::int64_t>(counts[i] - t, block_size() - offset);
-        for (std::int64_t j = 0; j < run; ++j)
-          slots[next++] = base + offset + j;
-        t += run;
-        ++page;
-        offset = 0;
+    if constexpr (kKivi) {
+      plan_kivi_step(seqs, counts, slots);
+    } else {
+      std::int64_t next = 0;
+      for (std::size_t i = 0; i < seqs.size(); ++i) {
+        const Sequence& s = sequences_.find(seqs[i])->second;
+        // Walk the blocks instead of dividing per token: prefill of a long
+        // prompt maps every token.
+        std::int64_t page = s.num_tokens / block_size();
+        std::int64_t offset = s.num_tokens - page * block_size();
+        for (std::int64_t t = 0; t < counts[i];) {
+          const std::int64_t base =
+              std::int64_t{s.blocks[static_cast<std::size_t>(page)]} * block_size();
+          const std::int64_t run = std::min<std::int64_t>(counts[i] - t, block_size() - offset);
+          for (std::int64_t j = 0; j < run; ++j)
+            slots[next++] = base + offset + j;
+          t += run;
+          ++page;
+          offset = 0;
+        }
       }
     }
     AppendBatch batch;
@@ -474,13 +566,53 @@ class KVCacheManager {
           k.effective_token_stride(), k.effective_head_stride(), v.effective_token_stride(),
           v.effective_head_stride());
     }
+    const std::int64_t token_bytes = k.effective_token_stride() * dtype_size(k.dtype);
+    const std::int64_t head_bytes = k.effective_head_stride() * dtype_size(k.dtype);
+    if constexpr (kKivi) {
+      // Groups leaving the residual window are quantized first (they may
+      // read ring rows this step's tokens then overwrite), then the tokens
+      // that stay go into their sequences' rings.
+      if (flush_groups_ > 0) {
+        kernels::KiviFlushParams flush;
+        flush.cache = codec_view_;
+        flush.residual = residual_view_;
+        flush.layer = layer;
+        flush.k = k.data;
+        flush.v = v.data;
+        flush.src_token_bytes = token_bytes;
+        flush.src_head_bytes = head_bytes;
+        flush.sources = flush_sources_;
+        flush.pages = flush_pages_;
+        flush.num_groups = static_cast<std::int32_t>(flush_groups_);
+        flush.nonfinite = counter_.template as<unsigned long long>();
+        backend_.kivi_flush(flush);
+      }
+    } else if constexpr (!kPlain) {
+      if constexpr (kCalibrated) {
+        if (calibrated_[static_cast<std::size_t>(layer)] == 0 && batch.num_tokens() > 0)
+          fit_layer(layer, k, v);
+      }
+      kernels::CodecAppendParams params;
+      params.cache = codec_view_;
+      params.layer = layer;
+      params.k = k.data;
+      params.v = v.data;
+      params.src_token_bytes = token_bytes;
+      params.src_head_bytes = head_bytes;
+      params.slot_mapping = batch.backend_slots_;
+      params.num_tokens = batch.num_tokens();
+      params.state = state_.template as<const float>();
+      params.nonfinite = counter_.template as<unsigned long long>();
+      backend_.codec_append(params);
+      return;
+    }
     kernels::AppendParams params;
-    params.cache = view_;
+    params.cache = kKivi ? residual_view_ : view_;
     params.layer = layer;
     params.k = k.data;
     params.v = v.data;
-    params.src_token_bytes = k.effective_token_stride() * dtype_size(k.dtype);
-    params.src_head_bytes = k.effective_head_stride() * dtype_size(k.dtype);
+    params.src_token_bytes = token_bytes;
+    params.src_head_bytes = head_bytes;
     params.slot_mapping = batch.backend_slots_;
     params.num_tokens = batch.num_tokens();
     backend_.append(params);
@@ -505,8 +637,11 @@ class KVCacheManager {
         s.hashable = false;  // ids of these tokens are unknown: no further keys
       }
       s.num_tokens += count;
+      if constexpr (kKivi) s.quantized = std::max(s.quantized, kivi_quantized(s.num_tokens));
       if constexpr (Sharing::kEnabled) register_full_blocks(s);
     }
+    stats_.flushed_groups += flush_groups_;
+    flush_groups_ = 0;
     invalidate_batch();
   }
 
@@ -539,6 +674,7 @@ class KVCacheManager {
 
   // Committed tokens of `seqs`.
   FlashInferPageTable export_flashinfer(std::span<const SeqId> seqs) const {
+    require_page_tables("export_flashinfer");
     for (SeqId seq : seqs)
       find(seq, "export_flashinfer");
     return flashinfer_table(seqs, [](std::size_t) { return std::int64_t{0}; });
@@ -547,6 +683,7 @@ class KVCacheManager {
   // Committed tokens plus the batch's new ones: the table the attention of
   // this step reads after append().
   FlashInferPageTable export_flashinfer(const AppendBatch& batch) const {
+    require_page_tables("export_flashinfer");
     check_batch(batch, "export_flashinfer");
     return flashinfer_table(batch.sequences(),
                             [&](std::size_t i) { return std::int64_t{batch.new_tokens()[i]}; });
@@ -555,6 +692,7 @@ class KVCacheManager {
   // vLLM's form for this step; slot_mapping padded with -1 to
   // `pad_tokens_to` entries (at least the batch's token count).
   VllmPageTable export_vllm(const AppendBatch& batch, std::int64_t pad_tokens_to = 0) const {
+    require_page_tables("export_vllm");
     check_batch(batch, "export_vllm");
     if (pad_tokens_to != 0 && pad_tokens_to < batch.num_tokens()) {
       detail::raise<InvalidArgument>("export_vllm: pad_tokens_to {} is below the batch's {} tokens",
@@ -584,8 +722,28 @@ class KVCacheManager {
     return table;
   }
 
+  // How a layer's cache is addressed. For a compressed codec, base and
+  // strides describe the codes (strides in bytes); codec_view() has the
+  // scales.
   CacheAddressing addressing() const {
     CacheAddressing a;
+    if constexpr (!kPlain) {
+      const RegionLayout& k = codec_view_.region[0];
+      a.base = codec_view_.data;
+      a.layer_stride_bytes = codec_view_.layer_bytes;
+      a.kv_stride_bytes = k.bytes;
+      a.stride_page = codec_view_.page_bytes;
+      a.stride_token = k.code_token_bytes;
+      a.stride_head = k.code_head_bytes;
+      a.num_pages = codec_view_.num_pages;
+      a.page_size = codec_view_.page_size;
+      a.num_heads = codec_view_.num_heads;
+      a.head_dim = codec_view_.head_dim;
+      a.dtype = codec_view_.dtype;
+      a.layout = config_.layout;
+      a.codec = Codec::kKind;
+      return a;
+    }
     const std::int64_t element = dtype_size(shape().dtype);
     a.base = view_.data;
     a.layer_stride_bytes = view_.layer_bytes;
@@ -610,7 +768,8 @@ class KVCacheManager {
     std::vector<std::int32_t> owners(static_cast<std::size_t>(num_blocks()), 0);
     std::int64_t parked = 0;
     for (const auto& [id, s] : sequences_) {
-      if (capacity_of(s) < s.num_tokens) {
+      if (token_capacity(s) < s.num_tokens ||
+          written_blocks(s) > static_cast<std::int64_t>(s.blocks.size())) {
         detail::raise<Error>("invariant: sequence {} holds {} tokens in {} blocks", id,
                              s.num_tokens, s.blocks.size());
       }
@@ -683,6 +842,8 @@ class KVCacheManager {
     std::vector<EvictionKey> hashes;   // prefix key of each full block, in order
     bool hashable = true;              // every committed token's id is known
     bool parked = false;
+    std::int64_t quantized = 0;  // KIVI: tokens in pages; the rest are in the ring
+    BlockId ring = -1;           // KIVI: its full-precision ring
   };
 
   static EvictionKey sequence_key(SeqId seq) { return kSequenceKeyBit | seq; }
@@ -699,6 +860,7 @@ class KVCacheManager {
           dtype_name(shape.dtype), 16 / dtype_size(shape.dtype));
     }
     Allocation::validate_block_size(config.block_size);
+    Codec::validate(config.shape, config.block_size, config.layout);
     if (config.layout != KVLayout::kNHD && config.layout != KVLayout::kHND) {
       detail::raise<InvalidArgument>("CacheConfig: layout {} is not NHD (0) or HND (1)",
                                      static_cast<int>(config.layout));
@@ -727,6 +889,11 @@ class KVCacheManager {
           "CacheConfig: max_batch_tokens {} and max_batch_sequences {} must be at least 1",
           config.max_batch_tokens, config.max_batch_sequences);
     }
+    if (kKivi && config.max_sequences < 1) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: max_sequences {} must be at least 1 for the {} codec", config.max_sequences,
+          Codec::name());
+    }
     if (config.initial_tokens < 1) {
       detail::raise<InvalidArgument>("CacheConfig: initial_tokens {} must be at least 1",
                                      config.initial_tokens);
@@ -739,7 +906,182 @@ class KVCacheManager {
   std::size_t table_staging_bytes() const {
     const auto batch = static_cast<std::size_t>(config_.max_batch_sequences);
     const std::size_t int32s = (batch + 1) + batch + static_cast<std::size_t>(num_blocks());
-    return (int32s * sizeof(std::int32_t) + 7) / 8 * 8 + batch * sizeof(std::int64_t);
+    return (int32s * sizeof(std::int32_t) + 7) / 8 * 8 + (4 * batch + 1) * sizeof(std::int64_t);
+  }
+
+  // ---- codec geometry -------------------------------------------------------
+
+  // KIVI: tokens in pages once `tokens` are held: whole groups, leaving at
+  // least R (and fewer than R + G) tokens in the ring.
+  static std::int64_t kivi_quantized(std::int64_t tokens) {
+    constexpr std::int64_t kResidual = Codec::kResidualTokens;
+    if constexpr (!kKivi) {
+      return tokens;
+    } else {
+      constexpr std::int64_t kGroup = Codec::kGroup;
+      return tokens < kResidual + kGroup ? 0 : (tokens - kResidual) / kGroup * kGroup;
+    }
+  }
+  // Blocks a sequence of `tokens` tokens needs.
+  std::int64_t pages_needed(std::int64_t tokens) const {
+    if constexpr (kKivi) return kivi_quantized(tokens) / block_size();
+    return kernels::pages_for_tokens(tokens, block_size());
+  }
+  // Tokens the sequence can hold in the blocks it has.
+  std::int64_t token_capacity(const Sequence& s) const {
+    const auto blocks = static_cast<std::int64_t>(s.blocks.size());
+    if constexpr (kKivi) return (blocks + 1) * block_size() + Codec::kResidualTokens - 1;
+    return blocks * block_size();
+  }
+  // Blocks holding data (read by gather, shared by fork, moved on growth).
+  std::int64_t table_pages(const Sequence& s) const {
+    if constexpr (kKivi) return s.quantized / block_size();
+    return kernels::pages_for_tokens(s.num_tokens, block_size());
+  }
+  std::int64_t written_blocks(const Sequence& s) const { return table_pages(s); }
+  // Blocks completely written (the ones prefix sharing can key).
+  std::int64_t full_blocks(const Sequence& s) const {
+    if constexpr (kKivi) return s.quantized / block_size();
+    return s.num_tokens / block_size();
+  }
+  std::int64_t ring_size() const { return block_size() + Codec::kResidualTokens; }
+
+  // Most flush groups one batch can produce: every sequence's ring emptied
+  // down to R, plus the new tokens.
+  std::int64_t max_flush_groups() const {
+    return (std::int64_t{config_.max_batch_sequences} * ring_size() + config_.max_batch_tokens) /
+               block_size() +
+           config_.max_batch_sequences;
+  }
+
+  // Codec state, rings and staging, allocated once at construction.
+  void setup_codec() {
+    CodecPageView view = Codec::layout(shape(), block_size());
+    view.data = arena_.bytes_data();
+    view.num_pages = static_cast<std::int32_t>(config_.num_blocks);
+    view.page_size = block_size();
+    view.num_layers = shape().num_layers;
+    view.num_heads = shape().num_kv_heads;
+    view.head_dim = shape().head_dim;
+    view.dtype = shape().dtype;
+    codec_view_ = finish_layout(view);
+    counter_ = backend_.allocate(sizeof(unsigned long long));
+    backend_.fill_zero(counter_.data(), sizeof(unsigned long long));
+    const std::int64_t rows = std::int64_t{shape().num_layers} * 2 * shape().num_kv_heads;
+    if constexpr (Codec::kKind == CodecKind::kFp8) {
+      state_ = backend_.allocate(static_cast<std::size_t>(rows) * sizeof(float));
+    } else if constexpr (Codec::kKind == CodecKind::kLowRank) {
+      state_ = backend_.allocate(static_cast<std::size_t>(rows * shape().head_dim * Codec::kRank) *
+                                 sizeof(float));
+      energy_.assign(static_cast<std::size_t>(rows), std::numeric_limits<float>::quiet_NaN());
+    }
+    calibrated_.assign(static_cast<std::size_t>(shape().num_layers), 0);
+    if constexpr (kKivi) {
+      const std::int64_t rings = config_.max_sequences;
+      residual_ = backend_.allocate(
+          static_cast<std::size_t>(rings * ring_size() * shape().bytes_per_token()));
+      residual_view_ =
+          make_plain_view(residual_.bytes_data(), static_cast<std::int32_t>(rings),
+                          static_cast<std::int32_t>(ring_size()), shape().num_layers,
+                          shape().num_kv_heads, shape().head_dim, shape().dtype, KVLayout::kNHD);
+      rings_.emplace(rings);
+      const auto groups = static_cast<std::size_t>(max_flush_groups());
+      flush_staging_ = backend_.make_staging((groups * sizeof(std::int32_t) + 7) / 8 * 8 +
+                                             groups * static_cast<std::size_t>(block_size()) *
+                                                 sizeof(std::int64_t));
+    }
+  }
+
+  std::optional<BlockId> try_take_ring() {
+    while (true) {
+      if (auto ring = rings_->try_allocate()) return ring;
+      const auto victim = eviction_.pop_victim();
+      if (!victim) return std::nullopt;
+      evict(*victim);
+    }
+  }
+
+  // KIVI: the step's ring slots (or -1 for tokens quantized at once) and the
+  // groups leaving the residual window, uploaded once for every layer.
+  void plan_kivi_step(std::span<const SeqId> seqs, std::span<const std::int32_t> counts,
+                      std::int64_t* slots) {
+    const std::int64_t group = block_size();
+    const std::int64_t ring = ring_size();
+    const auto max_groups = static_cast<std::size_t>(max_flush_groups());
+    auto* base = static_cast<std::byte*>(backend_.staging_host(flush_staging_));
+    auto* pages = reinterpret_cast<std::int32_t*>(base);
+    const std::size_t sources_offset = (max_groups * sizeof(std::int32_t) + 7) / 8 * 8;
+    auto* sources = reinterpret_cast<std::int64_t*>(base + sources_offset);
+    std::int64_t groups = 0;
+    std::int64_t next = 0;
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      const Sequence& s = sequences_.find(seqs[i])->second;
+      const std::int64_t before = s.num_tokens;
+      const std::int64_t after = before + counts[i];
+      // A prefix hit can leave more in pages than the window rule asks for.
+      const std::int64_t quantized = std::max(s.quantized, kivi_quantized(after));
+      for (std::int64_t first = s.quantized; first < quantized; first += group, ++groups) {
+        pages[groups] = s.blocks[static_cast<std::size_t>(first / group)];
+        for (std::int64_t j = 0; j < group; ++j) {
+          const std::int64_t position = first + j;
+          sources[groups * group + j] = position < before
+                                            ? std::int64_t{s.ring} * ring + position % ring
+                                            : -(next + position - before) - 1;
+        }
+      }
+      for (std::int64_t t = 0; t < counts[i]; ++t) {
+        const std::int64_t position = before + t;
+        slots[next + t] =
+            position >= quantized ? std::int64_t{s.ring} * ring + position % ring : -1;
+      }
+      next += counts[i];
+    }
+    flush_groups_ = groups;
+    const std::size_t used =
+        sources_offset + static_cast<std::size_t>(groups * group) * sizeof(std::int64_t);
+    const auto* device = static_cast<const std::byte*>(backend_.upload(flush_staging_, used));
+    flush_pages_ = reinterpret_cast<const std::int32_t*>(device);
+    flush_sources_ = reinterpret_cast<const std::int64_t*>(device + sources_offset);
+  }
+
+  // fp8: scales from the sample's abs-max; low-rank: bases by SVD.
+  void fit_layer(std::int32_t layer, const TensorView& k, const TensorView& v) {
+    const std::int32_t heads = shape().num_kv_heads;
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      const TensorView& t = kv == 0 ? k : v;
+      kernels::SampleView sample;
+      sample.data = t.data;
+      sample.dtype = t.dtype;
+      sample.num_tokens = static_cast<std::int32_t>(t.num_tokens);
+      sample.num_heads = heads;
+      sample.head_dim = t.head_dim;
+      sample.token_bytes = t.effective_token_stride() * dtype_size(t.dtype);
+      sample.head_bytes = t.effective_head_stride() * dtype_size(t.dtype);
+      const std::int64_t first_row = (std::int64_t{layer} * 2 + kv) * heads;
+      if constexpr (Codec::kKind == CodecKind::kFp8) {
+        Buffer amax = backend_.allocate(static_cast<std::size_t>(heads) * sizeof(float));
+        backend_.abs_max(kernels::AbsMaxParams{sample, amax.template as<float>()});
+        std::vector<float> scales(static_cast<std::size_t>(heads));
+        backend_.copy_to_host(scales.data(), amax.data(), scales.size() * sizeof(float));
+        float tensor_max = 0.0f;
+        for (float a : scales)
+          tensor_max = std::max(tensor_max, a);
+        for (float& scale : scales) {
+          const float amax_used = Codec::kMode == Fp8Scale::kPerTensor ? tensor_max : scale;
+          scale = amax_used > 0.0f ? amax_used / kFp8E4M3Max : 1.0f;
+        }
+        backend_.copy_to_backend(state_.template as<float>() + first_row, scales.data(),
+                                 scales.size() * sizeof(float));
+      } else if constexpr (Codec::kKind == CodecKind::kLowRank) {
+        kernels::LowRankFitParams fit;
+        fit.sample = sample;
+        fit.rank = Codec::kRank;
+        fit.basis = state_.template as<float>() + first_row * shape().head_dim * Codec::kRank;
+        fit.energy_kept = energy_.data() + first_row;
+        backend_.low_rank_fit(fit);
+      }
+    }
+    calibrated_[static_cast<std::size_t>(layer)] = 1;
   }
 
   std::int64_t capacity_of(const Sequence& s) const {
@@ -749,8 +1091,8 @@ class KVCacheManager {
   // The block the next token goes into, when it is partly written and shared
   // with another sequence (after fork); -1 otherwise.
   BlockId shared_write_block(const Sequence& s) const {
-    if constexpr (Allocation::kContiguous) {
-      return -1;
+    if constexpr (Allocation::kContiguous || kKivi) {
+      return -1;  // KIVI writes whole fresh pages only
     } else {
       if (s.num_tokens % block_size() == 0) return -1;  // the next token starts a block
       const BlockId block = s.blocks[static_cast<std::size_t>(s.num_tokens / block_size())];
@@ -787,6 +1129,18 @@ class KVCacheManager {
   }
 
   void invalidate_batch() { open_batch_ = 0; }
+
+  // KIVI keeps a sequence's recent tokens in a ring, not in pages: a page
+  // table alone does not describe its cache.
+  void require_page_tables(const char* what) const {
+    if constexpr (kKivi) {
+      detail::raise<Unsupported>(
+          "{}: the {} codec keeps each sequence's last tokens in a full-precision ring outside the "
+          "pages; "
+          "read it with gather()",
+          what, Codec::name());
+    }
+  }
 
   void check_batch(const AppendBatch& batch, const char* what) const {
     if (batch.generation_ == 0 || batch.generation_ != open_batch_) {
@@ -871,11 +1225,12 @@ class KVCacheManager {
       ++stats_.prefix_blocks_hit;
     }
     s.num_tokens = static_cast<std::int64_t>(s.blocks.size()) * block_size();
+    s.quantized = s.num_tokens;  // KIVI: matched pages are whole quantized groups
   }
 
   // Keys the blocks `s` has completed since the last call.
   void register_full_blocks(Sequence& s) {
-    const auto full = static_cast<std::size_t>(s.num_tokens / block_size());
+    const auto full = static_cast<std::size_t>(full_blocks(s));
     while (s.hashable && s.hashes.size() < full &&
            s.tokens.size() >= (s.hashes.size() + 1) * static_cast<std::size_t>(block_size())) {
       const std::size_t i = s.hashes.size();
@@ -906,6 +1261,9 @@ class KVCacheManager {
   // ---- giving blocks back and evicting -------------------------------------
 
   void release_blocks(const Sequence& s) {
+    if constexpr (kKivi) {
+      if (s.ring >= 0) rings_->release(s.ring);
+    }
     if constexpr (Allocation::kContiguous) {
       allocation_.release_table(s.blocks);
     } else {
@@ -995,8 +1353,11 @@ class KVCacheManager {
     ++stats_.copy_on_write;
   }
 
-  // Launches the copy kernel for `moves_`.
+  // Launches the copy kernel for `moves_` (in the arena, or another set of pages).
   void run_moves() {
+    run_moves(arena_.bytes_data(), bytes_per_block(), static_cast<std::int32_t>(num_blocks()));
+  }
+  void run_moves(std::byte* data, std::int64_t page_bytes, std::int32_t num_pages) {
     if (moves_.empty()) return;
     auto* pairs = static_cast<std::int32_t*>(backend_.staging_host(copy_staging_));
     for (std::size_t i = 0; i < moves_.size(); ++i) {
@@ -1005,8 +1366,8 @@ class KVCacheManager {
     }
     const auto* device = static_cast<const std::int32_t*>(
         backend_.upload(copy_staging_, moves_.size() * 2 * sizeof(std::int32_t)));
-    backend_.copy_blocks(
-        kernels::CopyBlocksParams{view_, device, static_cast<std::int32_t>(moves_.size())});
+    backend_.copy_blocks(kernels::CopyBlocksParams{data, page_bytes, num_pages, device,
+                                                   static_cast<std::int32_t>(moves_.size())});
     stats_.blocks_copied += static_cast<std::int64_t>(moves_.size());
     moves_.clear();
   }
@@ -1035,6 +1396,8 @@ class KVCacheManager {
   std::size_t gather_chunk(std::span<const SeqId> seqs, std::size_t first, std::int32_t layer,
                            const TensorView& k_out, const TensorView& v_out,
                            std::int64_t& out_row) {
+    // Staging: int32 indptr [B + 1], last_page_len [B], indices [num_blocks];
+    // then int64 out offsets [B + 1], and for KIVI quantized, total, ring [B].
     const auto max_batch = static_cast<std::size_t>(config_.max_batch_sequences);
     auto* base = static_cast<std::byte*>(backend_.staging_host(table_staging_));
     auto* indptr = reinterpret_cast<std::int32_t*>(base);
@@ -1044,12 +1407,16 @@ class KVCacheManager {
         base +
         ((2 * max_batch + 1 + static_cast<std::size_t>(num_blocks())) * sizeof(std::int32_t) + 7) /
             8 * 8);
+    auto* quantized = offsets + max_batch + 1;
+    auto* totals = quantized + max_batch;
+    auto* rings = totals + max_batch;
     std::size_t end = first;
     std::int32_t pages = 0;
     indptr[0] = 0;
+    offsets[0] = out_row;
     while (end < seqs.size() && end - first < max_batch) {
       const Sequence& s = sequences_.find(seqs[end])->second;
-      const std::int32_t n = kernels::pages_for_tokens(s.num_tokens, block_size());
+      const auto n = static_cast<std::int32_t>(table_pages(s));
       if (pages + n > num_blocks()) break;
       std::copy(s.blocks.begin(), s.blocks.begin() + n, indices + pages);
       const std::size_t b = end - first;
@@ -1057,24 +1424,67 @@ class KVCacheManager {
       indptr[b + 1] = pages;
       last[b] = kernels::last_page_length(s.num_tokens, block_size());
       offsets[b] = out_row;
+      quantized[b] = s.quantized;
+      totals[b] = s.num_tokens;
+      rings[b] = s.ring;
       out_row += s.num_tokens;
+      offsets[b + 1] = out_row;
       ++end;
     }
-    const std::size_t used = reinterpret_cast<std::byte*>(offsets + (end - first)) - base;
+    const std::size_t used = reinterpret_cast<std::byte*>(rings + max_batch) - base;
     const auto* device = static_cast<const std::byte*>(backend_.upload(table_staging_, used));
-    kernels::GatherParams params;
-    params.cache = view_;
-    params.layer = layer;
-    params.page_indptr = reinterpret_cast<const std::int32_t*>(device);
-    params.last_page_len = params.page_indptr + max_batch + 1;
-    params.page_indices = params.last_page_len + max_batch;
-    params.out_row_offset = reinterpret_cast<const std::int64_t*>(
-        device + (reinterpret_cast<std::byte*>(offsets) - base));
-    params.k_out = k_out.data;
-    params.v_out = v_out.data;
-    params.batch_size = static_cast<std::int32_t>(end - first);
-    params.total_pages = pages;
-    backend_.gather(params);
+    auto on_device = [&](const void* host) {
+      return device + (static_cast<const std::byte*>(host) - base);
+    };
+    const auto batch = static_cast<std::int32_t>(end - first);
+    const auto* device_indptr = reinterpret_cast<const std::int32_t*>(device);
+    const auto* device_last = reinterpret_cast<const std::int32_t*>(on_device(last));
+    const auto* device_indices = reinterpret_cast<const std::int32_t*>(on_device(indices));
+    const auto* device_offsets = reinterpret_cast<const std::int64_t*>(on_device(offsets));
+    if constexpr (kPlain) {
+      kernels::GatherParams params;
+      params.cache = view_;
+      params.layer = layer;
+      params.page_indptr = device_indptr;
+      params.last_page_len = device_last;
+      params.page_indices = device_indices;
+      params.out_row_offset = device_offsets;
+      params.k_out = k_out.data;
+      params.v_out = v_out.data;
+      params.batch_size = batch;
+      params.total_pages = pages;
+      backend_.gather(params);
+    } else if constexpr (kKivi) {
+      kernels::KiviGatherParams params;
+      params.cache = codec_view_;
+      params.residual = residual_view_;
+      params.layer = layer;
+      params.page_indptr = device_indptr;
+      params.page_indices = device_indices;
+      params.quantized_tokens = reinterpret_cast<const std::int64_t*>(on_device(quantized));
+      params.total_tokens = reinterpret_cast<const std::int64_t*>(on_device(totals));
+      params.ring = reinterpret_cast<const std::int64_t*>(on_device(rings));
+      params.out_row_offset = device_offsets;
+      params.k_out = k_out.data;
+      params.v_out = v_out.data;
+      params.batch_size = batch;
+      params.total_rows = out_row - offsets[0];
+      backend_.kivi_gather(params);
+    } else {
+      kernels::CodecGatherParams params;
+      params.cache = codec_view_;
+      params.layer = layer;
+      params.page_indptr = device_indptr;
+      params.last_page_len = device_last;
+      params.page_indices = device_indices;
+      params.out_row_offset = device_offsets;
+      params.k_out = k_out.data;
+      params.v_out = v_out.data;
+      params.batch_size = batch;
+      params.total_pages = pages;
+      params.state = state_.template as<const float>();
+      backend_.codec_gather(params);
+    }
     return end;
   }
 
@@ -1084,6 +1494,18 @@ class KVCacheManager {
   Eviction eviction_;
   Buffer arena_;
   PagedKVView view_;
+  CodecPageView codec_view_;
+  Buffer counter_;                        // codecs: non-finite inputs met (backend memory)
+  Buffer state_;                          // fp8 scales / low-rank bases (backend memory)
+  std::vector<float> energy_;             // low-rank: energy kept per (layer, K/V, head)
+  std::vector<std::uint8_t> calibrated_;  // fp8 / low-rank: per layer
+  Buffer residual_;                       // KIVI: the rings
+  PagedKVView residual_view_;
+  std::optional<BlockPool> rings_;
+  typename Backend::Staging flush_staging_;
+  std::int64_t flush_groups_ = 0;
+  const std::int32_t* flush_pages_ = nullptr;
+  const std::int64_t* flush_sources_ = nullptr;
   typename Backend::Staging slot_staging_;
   typename Backend::Staging table_staging_;
   typename Backend::Staging copy_staging_;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kvcache/codec/layout.hpp"
 #include "kvcache/layout.hpp"
 
 namespace kvcache {
@@ -35,6 +36,9 @@ struct CacheAddressing {
   std::int32_t head_dim = 0;
   DType dtype = DType::kF16;
   KVLayout layout = KVLayout::kNHD;
+  // kPlain: element strides of dtype. Otherwise the pages hold codes and the
+  // strides are in bytes (see KVCacheManager::codec_view()).
+  CodecKind codec = CodecKind::kPlain;
 
   void* k_data(std::int32_t layer) const { return base + layer * layer_stride_bytes; }
   void* v_data(std::int32_t layer) const {

@@ -160,7 +160,8 @@ TEST_P(ManagerTest, CopyBlocksKernelCopiesEveryLayer) {
                                              static_cast<std::int64_t>(6 * page_bytes / 4), rng);
   std::memcpy(manager.view().data, image.data(), image.size());
   const std::vector<std::int32_t> pairs = {4, 1, 0, 5};
-  kernels::CopyBlocksParams params{manager.view(), pairs.data(), 2};
+  kernels::CopyBlocksParams params{manager.view().data, manager.view().page_bytes, 6, pairs.data(),
+                                   2};
   manager.backend().copy_blocks(params);
   auto expected = image;
   std::memcpy(expected.data() + 1 * page_bytes, image.data() + 4 * page_bytes, page_bytes);

@@ -108,12 +108,14 @@ TEST_P(CudaMatchesCpu, CopyBlocksMatches) {
   std::memcpy(host.view().data, image.data(), bytes);
   device.backend().copy_to_backend(device.view().data, image.data(), bytes);
   const std::vector<std::int32_t> pairs = {3, 40, 47, 0, 5, 6};
-  host.backend().copy_blocks(kernels::CopyBlocksParams{host.view(), pairs.data(), 3});
+  host.backend().copy_blocks(kernels::CopyBlocksParams{host.view().data, host.view().page_bytes,
+                                                       host.view().num_pages, pairs.data(), 3});
   Buffer device_pairs = device.backend().allocate(pairs.size() * sizeof(std::int32_t));
   device.backend().copy_to_backend(device_pairs.data(), pairs.data(),
                                    pairs.size() * sizeof(std::int32_t));
   device.backend().copy_blocks(
-      kernels::CopyBlocksParams{device.view(), device_pairs.as<std::int32_t>(), 3});
+      kernels::CopyBlocksParams{device.view().data, device.view().page_bytes,
+                                device.view().num_pages, device_pairs.as<std::int32_t>(), 3});
   std::vector<std::byte> back(bytes);
   device.backend().copy_to_host(back.data(), device.view().data, bytes);
   EXPECT_EQ(std::memcmp(back.data(), host.view().data, bytes), 0);
@@ -202,7 +204,7 @@ TEST(CudaLaunchers, RejectBadParametersWithAStatus) {
   gather.total_pages = -1;
   EXPECT_EQ(kernels::cuda::launch_gather(gather, nullptr), cudaErrorInvalidValue);
   kernels::CopyBlocksParams copy;
-  copy.cache = append.cache;
+  copy.page_bytes = append.cache.page_bytes;
   copy.num_pairs = 1;
   EXPECT_EQ(kernels::cuda::launch_copy_blocks(copy, nullptr), cudaErrorInvalidValue);
 }

@@ -10,6 +10,7 @@
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
+#include "kvcache/kernels/codec_params.hpp"
 #include "kvcache/kernels/params.hpp"
 
 struct CUstream_st;
@@ -67,6 +68,12 @@ class CudaBackend {
   void append(const kernels::AppendParams& params);
   void gather(const kernels::GatherParams& params);
   void copy_blocks(const kernels::CopyBlocksParams& params);
+  void codec_append(const kernels::CodecAppendParams& params);
+  void codec_gather(const kernels::CodecGatherParams& params);
+  void kivi_flush(const kernels::KiviFlushParams& params);
+  void kivi_gather(const kernels::KiviGatherParams& params);
+  void abs_max(const kernels::AbsMaxParams& params);           // CUB block reductions
+  void low_rank_fit(const kernels::LowRankFitParams& params);  // covariance + cuSOLVER syevd
   void synchronize();
 
  private:

@@ -1,5 +1,6 @@
 // Host-memory backend: the arena is ordinary (256-byte aligned) host memory
-// and the kernels are the CPU versions in kernels/cpu.hpp. Header-only.
+// and the kernels are the CPU versions in kernels/cpu.hpp and
+// kernels/codec_cpu.hpp (the low-rank fit uses Eigen). Header-only.
 #pragma once
 
 #include <cstddef>
@@ -10,7 +11,9 @@
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
+#include "kvcache/codec/low_rank_fit.hpp"
 #include "kvcache/error.hpp"
+#include "kvcache/kernels/codec_cpu.hpp"
 #include "kvcache/kernels/cpu.hpp"
 
 namespace kvcache {
@@ -50,6 +53,16 @@ class HostBackend {
   void append(const kernels::AppendParams& params) { kernels::cpu::append(params); }
   void gather(const kernels::GatherParams& params) { kernels::cpu::gather(params); }
   void copy_blocks(const kernels::CopyBlocksParams& params) { kernels::cpu::copy_blocks(params); }
+  void codec_append(const kernels::CodecAppendParams& params) {
+    kernels::cpu::codec_append(params);
+  }
+  void codec_gather(const kernels::CodecGatherParams& params) {
+    kernels::cpu::codec_gather(params);
+  }
+  void kivi_flush(const kernels::KiviFlushParams& params) { kernels::cpu::kivi_flush(params); }
+  void kivi_gather(const kernels::KiviGatherParams& params) { kernels::cpu::kivi_gather(params); }
+  void abs_max(const kernels::AbsMaxParams& params) { kernels::cpu::abs_max(params); }
+  void low_rank_fit(const kernels::LowRankFitParams& params) { kernels::cpu::low_rank_fit(params); }
   void synchronize() {}
 
  private:

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "kvcache/backend/concepts.hpp"
@@ -36,6 +37,16 @@ class MetadataBackend {
   void append(const kernels::AppendParams&) {}
   void gather(const kernels::GatherParams&) {}
   void copy_blocks(const kernels::CopyBlocksParams&) {}
+  void codec_append(const kernels::CodecAppendParams&) {}
+  void codec_gather(const kernels::CodecGatherParams&) {}
+  void kivi_flush(const kernels::KiviFlushParams&) {}
+  void kivi_gather(const kernels::KiviGatherParams&) {}
+  // Calibration without data: unit scales, an identity-prefix basis.
+  void abs_max(const kernels::AbsMaxParams&) {}
+  void low_rank_fit(const kernels::LowRankFitParams& params) {
+    for (std::int32_t h = 0; h < params.sample.num_heads; ++h)
+      params.energy_kept[h] = 0.0f;
+  }
   void synchronize() {}
 };
 

@@ -117,12 +117,11 @@ inline void gather(const GatherParams& p) {
 }
 
 inline void copy_blocks(const CopyBlocksParams& p) {
-  const PagedKVView& cache = p.cache;
   for (std::int32_t i = 0; i < p.num_pairs; ++i) {
     const std::int64_t src = p.pairs[2 * i];
     const std::int64_t dst = p.pairs[2 * i + 1];
-    std::memmove(cache.data + dst * cache.page_bytes, cache.data + src * cache.page_bytes,
-                 static_cast<std::size_t>(cache.page_bytes));
+    std::memmove(p.data + dst * p.page_bytes, p.data + src * p.page_bytes,
+                 static_cast<std::size_t>(p.page_bytes));
   }
 }
 

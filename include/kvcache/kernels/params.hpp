@@ -43,9 +43,12 @@ struct GatherParams {
   std::int32_t total_pages = 0;  // page_indptr[batch_size]
 };
 
-// Copy whole pages (all layers, K and V): copy-on-write and relocation.
+// Copy whole pages (all layers, K and V, whatever their codec): copy-on-write,
+// relocation, fork of a KIVI ring.
 struct CopyBlocksParams {
-  PagedKVView cache;
+  std::byte* data = nullptr;  // the arena: pages of page_bytes, 16-byte aligned
+  std::int64_t page_bytes = 0;
+  std::int32_t num_pages = 0;
   const std::int32_t* pairs = nullptr;  // [num_pairs][2]: (source page, destination page)
   std::int32_t num_pairs = 0;
 };

@@ -1,0 +1,202 @@
+// Quantize / dequantize one group of values: the per-element math of every
+// codec, compiled for the device by nvcc and as plain C++ for the CPU
+// backend, so both produce the same codes (bit for bit) and scales.
+//
+// Non-finite input (the chosen policy, documented in the README): values
+// that are NaN or +-Inf do not take part in a group's scale; NaN is stored as
+// 0 and +-Inf saturates to the group's extreme code. Each one is counted, and
+// the count reaches CacheStats::nonfinite_values.
+#pragma once
+
+#include <cstdint>
+
+#include "kvcache/config.hpp"
+#include "kvcache/dtype.hpp"
+
+namespace kvcache::codec {
+
+KVCACHE_HD bool is_finite(float value) {
+  return (detail::float_bits(value) & 0x7f800000u) != 0x7f800000u;
+}
+
+KVCACHE_HD bool is_nan(float value) {
+  return (detail::float_bits(value) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Round to nearest, ties to even (independent of the FP environment).
+KVCACHE_HD float round_even(float value) {
+#if defined(__CUDA_ARCH__)
+  return rintf(value);
+#else
+  if (!(value > -8388608.0f && value < 8388608.0f)) return value;  // already integral (or NaN)
+  float truncated = static_cast<float>(static_cast<std::int32_t>(value));
+  const float fraction = value - truncated;
+  if (fraction > 0.5f || (fraction == 0.5f && (static_cast<std::int32_t>(truncated) & 1) != 0)) {
+    truncated += 1.0f;
+  } else if (fraction < -0.5f ||
+             (fraction == -0.5f && (static_cast<std::int32_t>(truncated) & 1) != 0)) {
+    truncated -= 1.0f;
+  }
+  return truncated;
+#endif
+}
+
+KVCACHE_HD float clamp(float value, float low, float high) {
+  return value < low ? low : (value > high ? high : value);
+}
+
+// Products and sums that nvcc must not fuse into an FMA (the CPU does not),
+// so the GPU's dequantized values match the CPU's bit for bit.
+KVCACHE_HD float mul_exact(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KVCACHE_HD float add_exact(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+KVCACHE_HD float div_exact(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// A scale or zero point as stored (fp16 when scale_bytes == 2, else fp32),
+// and read back.
+KVCACHE_HD float round_to_storage(float value, std::int32_t scale_bytes) {
+  return scale_bytes == 2 ? half_bits_to_float(float_to_half_bits(value)) : value;
+}
+KVCACHE_HD void store_scale(std::uint8_t* at, float value, std::int32_t scale_bytes) {
+  if (scale_bytes == 2) {
+    const std::uint16_t bits = float_to_half_bits(value);
+    at[0] = static_cast<std::uint8_t>(bits & 0xffu);
+    at[1] = static_cast<std::uint8_t>(bits >> 8);
+  } else {
+    const std::uint32_t bits = detail::float_bits(value);
+    for (int i = 0; i < 4; ++i)
+      at[i] = static_cast<std::uint8_t>((bits >> (8 * i)) & 0xffu);
+  }
+}
+KVCACHE_HD float load_scale(const std::uint8_t* at, std::int32_t scale_bytes) {
+  if (scale_bytes == 2) return half_bits_to_float(static_cast<std::uint16_t>(at[0] | (at[1] << 8)));
+  std::uint32_t bits = 0;
+  for (int i = 0; i < 4; ++i)
+    bits |= static_cast<std::uint32_t>(at[i]) << (8 * i);
+  return detail::bits_float(bits);
+}
+
+// ---- int8, symmetric: code = round(x / s), s = amax / 127 -------------------
+
+// Encodes `count` values read through `load(i)`; writes codes and the scale.
+// Returns the number of non-finite inputs.
+template <class Load>
+KVCACHE_HD std::int32_t int8_encode(Load load, std::int32_t count, std::int8_t* codes,
+                                    std::uint8_t* scale_at, std::int32_t scale_bytes) {
+  float amax = 0.0f;
+  std::int32_t nonfinite = 0;
+  for (std::int32_t i = 0; i < count; ++i) {
+    const float value = load(i);
+    if (!is_finite(value)) {
+      ++nonfinite;
+      continue;
+    }
+    const float magnitude = value < 0.0f ? -value : value;
+    amax = magnitude > amax ? magnitude : amax;
+  }
+  const float scale = round_to_storage(div_exact(amax, 127.0f), scale_bytes);
+  store_scale(scale_at, scale, scale_bytes);
+  const float inverse = scale > 0.0f ? div_exact(1.0f, scale) : 0.0f;
+  for (std::int32_t i = 0; i < count; ++i) {
+    const float value = load(i);
+    float code = 0.0f;
+    if (!is_nan(value)) {
+      code = is_finite(value) ? round_even(clamp(mul_exact(value, inverse), -127.0f, 127.0f))
+                              : (value > 0.0f ? 127.0f : -127.0f);
+    }
+    codes[i] = static_cast<std::int8_t>(code);
+  }
+  return nonfinite;
+}
+
+KVCACHE_HD float int8_decode(std::int8_t code, float scale) {
+  return mul_exact(static_cast<float>(code), scale);
+}
+
+// ---- asymmetric b-bit (KIVI): code = round((x - z) / s), s = (max - min) / (2^b - 1), z = min
+
+// Codes are packed little-end first: value i sits in bits (i % per_byte) * b
+// of byte i / per_byte. Stride `code_stride` lets per-channel key groups read
+// tokens from a channel-major layout.
+KVCACHE_HD void put_code(std::uint8_t* packed, std::int32_t index, std::int32_t bits,
+                         std::uint32_t code) {
+  const std::int32_t per_byte = 8 / bits;
+  const std::int32_t shift = (index % per_byte) * bits;
+  std::uint8_t& byte = packed[index / per_byte];
+  const auto mask = static_cast<std::uint8_t>(((1u << bits) - 1u) << shift);
+  byte = static_cast<std::uint8_t>((byte & ~mask) | ((code << shift) & mask));
+}
+
+KVCACHE_HD std::uint32_t get_code(const std::uint8_t* packed, std::int32_t index,
+                                  std::int32_t bits) {
+  const std::int32_t per_byte = 8 / bits;
+  return (packed[index / per_byte] >> ((index % per_byte) * bits)) & ((1u << bits) - 1u);
+}
+
+// Encodes `count` values (load(i)) into codes put at `packed` positions
+// first_index + i; writes scale and zero point (each scale_bytes wide).
+// Returns the number of non-finite inputs.
+template <class Load>
+KVCACHE_HD std::int32_t asymmetric_encode(Load load, std::int32_t count, std::int32_t bits,
+                                          std::uint8_t* packed, std::int32_t first_index,
+                                          std::uint8_t* scale_at, std::uint8_t* zero_at,
+                                          std::int32_t scale_bytes) {
+  float low = 0.0f, high = 0.0f;
+  bool any = false;
+  std::int32_t nonfinite = 0;
+  for (std::int32_t i = 0; i < count; ++i) {
+    const float value = load(i);
+    if (!is_finite(value)) {
+      ++nonfinite;
+      continue;
+    }
+    if (!any) {
+      low = high = value;
+      any = true;
+    } else {
+      low = value < low ? value : low;
+      high = value > high ? value : high;
+    }
+  }
+  const float levels = static_cast<float>((1 << bits) - 1);
+  const float zero = round_to_storage(low, scale_bytes);
+  // The range is measured from the stored zero so that `high` stays reachable.
+  const float scale = round_to_storage(div_exact(add_exact(high, -zero), levels), scale_bytes);
+  store_scale(scale_at, scale, scale_bytes);
+  store_scale(zero_at, zero, scale_bytes);
+  const float inverse = scale > 0.0f ? div_exact(1.0f, scale) : 0.0f;
+  for (std::int32_t i = 0; i < count; ++i) {
+    const float value = load(i);
+    float code = 0.0f;
+    if (is_finite(value)) {
+      code = round_even(clamp(mul_exact(add_exact(value, -zero), inverse), 0.0f, levels));
+    } else if (!is_nan(value)) {
+      code = value > 0.0f ? levels : 0.0f;
+    }
+    put_code(packed, first_index + i, bits, static_cast<std::uint32_t>(code));
+  }
+  return nonfinite;
+}
+
+KVCACHE_HD float asymmetric_decode(std::uint32_t code, float scale, float zero) {
+  return add_exact(mul_exact(static_cast<float>(code), scale), zero);
+}
+
+}  // namespace kvcache::codec

@@ -1,0 +1,277 @@
+// The codecs' math on fresh random data: fp8 conversion exactness, and the
+// round-trip error of every codec against a bound the test derives (a
+// uniform quantizer's RMS error is step / sqrt(12)), attention-output error,
+// and per-channel against per-token int4 keys when a few channels are outliers.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "codec_reference.hpp"
+#include "kv_test_support.hpp"
+#include "kvcache/codec/fp8.hpp"
+
+namespace kvcache::testing {
+namespace {
+
+std::vector<float> normal_values(std::size_t count, std::mt19937_64& rng, float sigma = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> values(count);
+  for (float& x : values)
+    x = normal(rng);
+  return values;
+}
+
+// The e4m3 value nearest to x (ties to the even code), by brute force over
+// all 126 finite magnitudes: an independent reference for float_to_e4m3.
+std::uint8_t nearest_e4m3(float x) {
+  if (std::isnan(x)) return 0x7f;
+  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const double a = std::fabs(static_cast<double>(x));
+  if (a >= 448.0) return sign | 0x7e;
+  std::uint8_t best = 0;
+  double best_error = 1e300;
+  for (std::uint8_t code = 0; code <= 0x7e; ++code) {
+    const double error = std::fabs(static_cast<double>(e4m3_to_float(code)) - a);
+    if (error < best_error || (error == best_error && (code & 1) == 0)) {
+      best = code;
+      best_error = error;
+    }
+  }
+  return sign | best;
+}
+
+TEST(Fp8E4M3, EveryCodeRoundTripsAndTheGridIsRight) {
+  for (int code = 0; code < 256; ++code) {
+    const auto c = static_cast<std::uint8_t>(code);
+    const float value = e4m3_to_float(c);
+    if ((code & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(value));
+      continue;
+    }
+    EXPECT_EQ(float_to_e4m3(value), c == 0x80 ? 0x80 : c) << code;
+  }
+  EXPECT_EQ(e4m3_to_float(0x7e), 448.0f);
+  EXPECT_EQ(e4m3_to_float(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(e4m3_to_float(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_EQ(float_to_e4m3(1000.0f), 0x7e);               // saturates
+  EXPECT_EQ(float_to_e4m3(-std::numeric_limits<float>::infinity()), 0xfe);
+  EXPECT_EQ(float_to_e4m3(std::nanf("")), 0x7f);
+}
+
+TEST(Fp8E4M3, MatchesTheNearestValueOnRandomFloats) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> exponent(-14.0f, 10.0f);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  for (int i = 0; i < 50000; ++i) {
+    const float x = unit(rng) * std::exp2(exponent(rng));
+    ASSERT_EQ(float_to_e4m3(x), nearest_e4m3(x)) << x;
+  }
+  // Exact midpoints between neighbours round to the even code.
+  for (std::uint8_t code = 0x08; code < 0x7e; ++code) {
+    const float middle =
+        0.5f * (e4m3_to_float(code) + e4m3_to_float(static_cast<std::uint8_t>(code + 1)));
+    EXPECT_EQ(float_to_e4m3(middle), (code & 1) == 0 ? code : code + 1) << int{code};
+  }
+}
+
+// For N(0, 1) rows: the measured error is what the stored scales predict for
+// a uniform quantizer (sum of step^2 / 12), and lands near DESIGN.md's figures.
+TEST(Int8Codec, ErrorMatchesTheUniformQuantizerPrediction) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::int32_t d = 128;
+  const auto x = normal_values(4096 * d, rng);
+  double norm = 0.0;
+  for (float v : x)
+    norm += static_cast<double>(v) * v;
+  const std::vector<std::pair<std::int32_t, double>> groups = {
+      {32, 0.0053}, {64, 0.0059}, {128, 0.0064}};
+  double previous = 0.0;
+  for (const auto& [group, design] : groups) {
+    const CodecPageView view =
+        row_view(CodecKind::kInt8, d, group, 8, 4);  // fp32 scales: the pure quantizer
+    const auto y = round_trip_rows(view, x);
+    const double error = relative_error(x, y);
+    double predicted = 0.0;
+    for (std::size_t g = 0; g < x.size() / group; ++g) {
+      float amax = 0.0f;
+      for (std::int32_t i = 0; i < group; ++i)
+        amax = std::max(amax, std::fabs(x[g * group + i]));
+      const double step = amax / 127.0;
+      predicted += group * step * step / 12.0;
+    }
+    predicted = std::sqrt(predicted / norm);
+    EXPECT_NEAR(error / predicted, 1.0, 0.05) << "group " << group;
+    EXPECT_NEAR(error, design, 0.0008) << "group " << group;
+    EXPECT_GT(error, previous);  // bigger groups, coarser steps
+    previous = error;
+    // fp16 scales change the figure only slightly.
+    const auto y16 = round_trip_rows(row_view(CodecKind::kInt8, d, group, 8, 2), x);
+    EXPECT_NEAR(relative_error(x, y16), error, 0.0005);
+  }
+}
+
+TEST(Fp8Codec, ErrorIsAboutTwoAndAHalfPercentWhateverTheScale) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::int32_t d = 128;
+  for (float sigma : {1.0f, 1000.0f, 0.001f}) {
+    const auto x = normal_values(2048 * d, rng, sigma);
+    float amax = 0.0f;
+    for (float v : x)
+      amax = std::max(amax, std::fabs(v));
+    const float scale = amax / kFp8E4M3Max;
+    const auto y = round_trip_rows(row_view(CodecKind::kFp8, d, d, 8, 0), x, &scale);
+    // e4m3 keeps 3 mantissa bits: a relative step of 2^-3 for each binade, an
+    // RMS relative error near 2^-3 / sqrt(12) / ~1.4 for these magnitudes.
+    const double error = relative_error(x, y);
+    EXPECT_NEAR(error, 0.026, 0.004) << "sigma " << sigma;
+  }
+}
+
+TEST(KiviCodec, Int4AndInt2ErrorsMatchTheirSteps) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::int32_t d = 128, group = 32;
+  const auto x = normal_values(2048 * d, rng);
+  double norm = 0.0;
+  for (float v : x)
+    norm += static_cast<double>(v) * v;
+  for (const auto& [bits, design, tolerance] :
+       {std::tuple{4, 0.08, 0.01}, std::tuple{2, 0.39, 0.06}}) {
+    const auto y = round_trip_rows(row_view(CodecKind::kKivi, d, group, bits, 4), x);
+    const double error = relative_error(x, y);
+    double predicted = 0.0;
+    for (std::size_t g = 0; g < x.size() / group; ++g) {
+      float low = x[g * group], high = low;
+      for (std::int32_t i = 1; i < group; ++i) {
+        low = std::min(low, x[g * group + i]);
+        high = std::max(high, x[g * group + i]);
+      }
+      const double step = (high - low) / ((1 << bits) - 1);
+      predicted += group * step * step / 12.0;
+    }
+    predicted = std::sqrt(predicted / norm);
+    EXPECT_NEAR(error, design, tolerance) << bits << " bits";
+    if (bits == 4) {
+      EXPECT_NEAR(error / predicted, 1.0, 0.1);  // 16 levels: uniform error holds
+    }
+  }
+}
+
+// Keys of real models have a few channels ~10x larger than the rest.
+// Per-token groups then spend their range on the outliers; per-channel
+// groups (KIVI's keys) give each channel its own range.
+TEST(KiviCodec, PerChannelKeysBeatPerTokenKeysWithOutlierChannels) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::int32_t d = 128, group = 32;
+  auto keys = normal_values(1024 * d, rng);
+  for (std::int32_t outlier : {3, 40, 77, 101}) {
+    for (std::size_t t = 0; t < keys.size() / d; ++t)
+      keys[t * d + outlier] = keys[t * d + outlier] * 10.0f + 5.0f;
+  }
+  const auto by_token = round_trip_rows(row_view(CodecKind::kKivi, d, group, 4, 2), keys);
+  const auto by_channel = round_trip_per_channel(keys, d, group, 4);
+  const double per_token = relative_error(keys, by_token);
+  const double per_channel = relative_error(keys, by_channel);
+  EXPECT_LT(per_channel, per_token) << "per channel " << per_channel << ", per token " << per_token;
+  // The ordinary channels are where per-token groups lose: their values share
+  // a group's range with an outlier.
+  auto ordinary = [&](const std::vector<float>& values) {
+    std::vector<float> out;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const auto c = static_cast<std::int32_t>(i % d);
+      if (c != 3 && c != 40 && c != 77 && c != 101) out.push_back(values[i]);
+    }
+    return out;
+  };
+  const double token_ordinary = relative_error(ordinary(keys), ordinary(by_token));
+  const double channel_ordinary = relative_error(ordinary(keys), ordinary(by_channel));
+  EXPECT_LT(channel_ordinary * 3, token_ordinary)
+      << "ordinary channels: per channel " << channel_ordinary << ", per token " << token_ordinary;
+  // Without outliers the two are alike.
+  const auto plain = normal_values(1024 * d, rng);
+  const double plain_token =
+      relative_error(plain, round_trip_rows(row_view(CodecKind::kKivi, d, group, 4, 2), plain));
+  const double plain_channel = relative_error(plain, round_trip_per_channel(plain, d, group, 4));
+  EXPECT_NEAR(plain_channel / plain_token, 1.0, 0.15);
+}
+
+// Decode attention over a quantized cache, against float64 on the exact one.
+TEST(Codecs, AttentionOutputErrorFollowsTheCacheError) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::int32_t d = 128, tokens = 512;
+  double int8_error = 0, fp8_error = 0, int4_error = 0;
+  for (int trial = 0; trial < 8; ++trial) {
+    const auto q = normal_values(d, rng), k = normal_values(tokens * d, rng),
+               v = normal_values(tokens * d, rng);
+    const auto exact = attention(q, k, v, d);
+    auto with = [&](const CodecPageView& view, const float* state = nullptr) {
+      return relative_error(
+          exact, attention(q, round_trip_rows(view, k, state), round_trip_rows(view, v, state), d));
+    };
+    int8_error += with(row_view(CodecKind::kInt8, d, 32, 8, 2)) / 8;
+    float amax = 0.0f;
+    for (float x : k)
+      amax = std::max(amax, std::fabs(x));
+    for (float x : v)
+      amax = std::max(amax, std::fabs(x));
+    const float scale = amax / kFp8E4M3Max;
+    fp8_error += with(row_view(CodecKind::kFp8, d, d, 8, 0), &scale) / 8;
+    const auto k4 = round_trip_per_channel(k, d, 32, 4);
+    const auto v4 = round_trip_rows(row_view(CodecKind::kKivi, d, 32, 4, 2), v);
+    int4_error += relative_error(exact, attention(q, k4, v4, d)) / 8;
+  }
+  // The output error follows the cache's round-trip error (about 1.5x of it
+  // here: score errors reweight the values); a factor 2 bounds it.
+  EXPECT_LT(int8_error, 2 * 0.0053);
+  EXPECT_LT(fp8_error, 2 * 0.026);
+  EXPECT_LT(int4_error, 2 * 0.08);
+  EXPECT_LT(int8_error, fp8_error);
+  EXPECT_LT(fp8_error, int4_error);
+  RecordProperty("attention_error_int8", std::to_string(int8_error));
+  RecordProperty("attention_error_fp8", std::to_string(fp8_error));
+  RecordProperty("attention_error_int4", std::to_string(int4_error));
+}
+
+TEST(Codecs, NonFiniteInputsSaturateAndAreCounted) {
+  const std::int32_t d = 32;
+  std::vector<float> row(d, 0.5f);
+  row[3] = std::nanf("");
+  row[7] = std::numeric_limits<float>::infinity();
+  row[9] = -std::numeric_limits<float>::infinity();
+  row[11] = 2.0f;
+  std::int32_t bad = 0;
+  const auto int8 = round_trip_rows(row_view(CodecKind::kInt8, d, 32, 8, 2), row, nullptr, &bad);
+  EXPECT_EQ(bad, 3);
+  EXPECT_EQ(int8[3], 0.0f);           // NaN stored as 0
+  EXPECT_NEAR(int8[7], 2.0f, 0.01);   // +Inf: the group's largest code
+  EXPECT_NEAR(int8[9], -2.0f, 0.01);  // -Inf: the smallest
+  EXPECT_NEAR(int8[0], 0.5f, 0.01);   // the finite values keep their scale
+  bad = 0;
+  const float scale = 1.0f / 64.0f;
+  const auto fp8 = round_trip_rows(row_view(CodecKind::kFp8, d, d, 8, 0), row, &scale, &bad);
+  EXPECT_EQ(bad, 3);
+  EXPECT_EQ(fp8[3], 0.0f);
+  EXPECT_EQ(fp8[7], 448.0f * scale);  // saturated
+  bad = 0;
+  const auto int4 = round_trip_rows(row_view(CodecKind::kKivi, d, 32, 4, 2), row, nullptr, &bad);
+  EXPECT_EQ(bad, 3);
+  for (float value : int4)
+    EXPECT_TRUE(std::isfinite(value));
+}
+
+}  // namespace
+}  // namespace kvcache::testing
