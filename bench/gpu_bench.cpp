@@ -202,7 +202,106 @@ void BM_GpuDecodeAppend(benchmark::State& state) {
   state.counters["sequences"] = sequences;
 }
 
+// Fused quantize-append and dequantize-gather of a compressed cache: fp16
+// rows in (out), codes and scales out (in). Bytes are the fewest each must
+// move: the fp16 rows plus the codes and scales of the same tokens.
+template <class Codec>
+CodecPageView codec_view(std::byte* data, std::int32_t pages) {
+  const ModelShape shape = ModelShape::gqa(1, 8, 128, DType::kF16);
+  CodecPageView view = Codec::layout(shape, 16);
+  view.data = data;
+  view.num_pages = pages;
+  view.page_size = 16;
+  view.num_layers = 1;
+  view.num_heads = 8;
+  view.head_dim = 128;
+  view.dtype = DType::kF16;
+  return finish_layout(view);
+}
+
+template <class Codec>
+void BM_GpuQuantizeAppend(benchmark::State& state) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  const CodecPageView shape_only = codec_view<Codec>(nullptr, pages);
+  Buffer arena = device_buffer(static_cast<std::size_t>(shape_only.page_bytes * pages));
+  const CodecPageView view = codec_view<Codec>(arena.bytes_data(), pages);
+  const auto rows = static_cast<std::size_t>(tokens * 8 * 128 * 2);
+  Buffer k = device_buffer(rows), v = device_buffer(rows);
+  check(cudaMemset(k.data(), 0x3c, rows), "cudaMemset");
+  check(cudaMemset(v.data(), 0x3b, rows), "cudaMemset");
+  Buffer slots = upload(shuffled_slots(pages, 16, tokens));
+  Buffer scales = upload(std::vector<float>(16, 1.0f / 64));
+  Buffer counter = device_buffer(sizeof(unsigned long long));
+  kernels::CodecAppendParams params;
+  params.cache = view;
+  params.k = k.data();
+  params.v = v.data();
+  params.src_head_bytes = 256;
+  params.src_token_bytes = 2048;
+  params.slot_mapping = slots.as<const std::int64_t>();
+  params.num_tokens = static_cast<std::int32_t>(tokens);
+  params.state = scales.as<const float>();
+  params.nonfinite = counter.as<unsigned long long>();
+  auto launch = [&] {
+    check(kernels::cuda::launch_codec_append(params, nullptr), "launch_codec_append");
+  };
+  const double bytes = static_cast<double>(rows) * 2 + static_cast<double>(view.page_bytes) * pages;
+  time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+}
+
+template <class Codec>
+void BM_GpuDequantizeGather(benchmark::State& state) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  const CodecPageView shape_only = codec_view<Codec>(nullptr, pages);
+  Buffer arena = device_buffer(static_cast<std::size_t>(shape_only.page_bytes * pages));
+  check(cudaMemset(arena.data(), 0x11, static_cast<std::size_t>(shape_only.page_bytes * pages)),
+        "cudaMemset");
+  const CodecPageView view = codec_view<Codec>(arena.bytes_data(), pages);
+  const auto rows = static_cast<std::size_t>(tokens * 8 * 128 * 2);
+  Buffer out_k = device_buffer(rows), out_v = device_buffer(rows);
+  const std::int32_t batch = 64;
+  const GatherTable table =
+      gather_table(shuffled_slots(pages, 16, tokens), 16, batch, tokens / batch);
+  Buffer indptr = upload(table.indptr), indices = upload(table.indices),
+         last = upload(table.last_page_len), offsets = upload(table.out_row_offset);
+  Buffer scales = upload(std::vector<float>(16, 1.0f / 64));
+  kernels::CodecGatherParams params;
+  params.cache = view;
+  params.page_indptr = indptr.as<const std::int32_t>();
+  params.page_indices = indices.as<const std::int32_t>();
+  params.last_page_len = last.as<const std::int32_t>();
+  params.out_row_offset = offsets.as<const std::int64_t>();
+  params.k_out = out_k.data();
+  params.v_out = out_v.data();
+  params.batch_size = batch;
+  params.total_pages = table.indptr.back();
+  params.state = scales.as<const float>();
+  auto launch = [&] {
+    check(kernels::cuda::launch_codec_gather(params, nullptr), "launch_codec_gather");
+  };
+  const double bytes = static_cast<double>(rows) * 2 + static_cast<double>(view.page_bytes) * pages;
+  time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+}
+
 BENCHMARK(BM_GpuCopy)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Int8Codec<32>)
+    ->Arg(262144)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Int8Codec<32>)
+    ->Arg(262144)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Fp8Codec<Fp8Scale::kPerHead>)
+    ->Arg(262144)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Fp8Codec<Fp8Scale::kPerHead>)
+    ->Arg(262144)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_GpuAppend, NHD, KVLayout::kNHD)
     ->Arg(262144)
     ->UseManualTime()

@@ -15,4 +15,5 @@
 #include "kvcache/model_shape.hpp"
 #include "kvcache/page_table.hpp"
 #include "kvcache/policy/cache_policy.hpp"
+#include "kvcache/reencode.hpp"
 #include "kvcache/tensor.hpp"

@@ -870,15 +870,16 @@ class KVCacheManager {
           "CacheConfig: set exactly one of num_blocks ({}) and budget_bytes ({})",
           config.num_blocks, config.budget_bytes);
     }
-    const std::int64_t block_bytes = shape.bytes_per_token() * config.block_size;
+    const std::int64_t block_bytes = codec_block_bytes<Codec>(shape, config.block_size);
     if (config.budget_bytes != 0) {
       if (config.budget_bytes < block_bytes) {
         detail::raise<InvalidArgument>(
-            "CacheConfig: budget_bytes {} is below one block of {} bytes ({} tokens x {} "
-            "bytes per token)",
-            config.budget_bytes, block_bytes, config.block_size, shape.bytes_per_token());
+            "CacheConfig: budget_bytes {} is below one block of {} bytes ({} tokens under the {} "
+            "codec)",
+            config.budget_bytes, block_bytes, config.block_size, Codec::name());
       }
-      config.num_blocks = size_cache(shape, config.block_size, config.budget_bytes).num_blocks;
+      config.num_blocks =
+          size_cache(shape, config.block_size, config.budget_bytes, block_bytes).num_blocks;
     }
     if (config.num_blocks < 1 || config.num_blocks > BlockPool::kMaxBlocks) {
       detail::raise<InvalidArgument>("CacheConfig: num_blocks {} is outside [1, {}]",

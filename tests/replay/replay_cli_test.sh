@@ -32,3 +32,8 @@ if [ -f "$shared_trace" ]; then
 else
   echo "note: $shared_trace not present; the real-trace check is skipped"
 fi
+
+"$replay" --model llama3-8b --budget-gib 20 --codec-table | tee "$work/codecs.txt"
+grep -q "| int8 |" "$work/codecs.txt"
+"$replay" --model llama3-8b --budget-gib 20 --codec int4 | grep -q "prefix hit rate"
+if "$replay" --budget-gib 20 > /dev/null 2> "$work/needs_model.err"; then echo "--budget-gib needs --model"; exit 1; fi

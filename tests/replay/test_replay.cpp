@@ -217,3 +217,34 @@ TEST(Replay, RejectsBadOptions) {
 
 }  // namespace
 }  // namespace kvcache::replay
+
+namespace kvcache::replay {
+namespace {
+
+TEST(Replay, CompressedCachesHoldMoreBlocksAndHitMoreAtTheSameBytes) {
+  const ModelShape shape = parse_model("llama3-8b");
+  EXPECT_EQ(codec_bytes_per_block("plain", shape, 512), 512 * 131072);
+  EXPECT_EQ(codec_bytes_per_block("int8", shape, 512),
+            512 * (65536 + 65536 / 32 * 2));  // codes + fp16 scales
+  EXPECT_EQ(codec_bytes_per_block("fp8", shape, 512), 512 * 65536);
+  EXPECT_LT(codec_bytes_per_block("int4", shape, 512), codec_bytes_per_block("fp8", shape, 512));
+  EXPECT_EQ(codec_fixed_bytes("int4", shape, 2), 2 * 160 * 131072);
+  EXPECT_EQ(codec_fixed_bytes("int8", shape, 2), 0);
+  EXPECT_TRUE(kvcache::testing::throws_with<InvalidArgument>(
+      [&] { (void)codec_bytes_per_block("int3", shape, 512); }, {"codec \"int3\""}));
+  // Same bytes: more blocks, and on a prefix-sharing workload more hits.
+  const Trace trace = synthetic_trace(300);
+  const std::int64_t budget = 200 * codec_bytes_per_block("plain", shape, 512);
+  double previous = -1;
+  for (const std::string codec : {"plain", "int8", "int4"}) {
+    ReplayOptions options;
+    options.capacity_blocks =
+        (budget - codec_fixed_bytes(codec, shape, 64)) / codec_bytes_per_block(codec, shape, 512);
+    const double hit = run_replay(trace, options).hit_rate();
+    EXPECT_GT(hit, previous) << codec;
+    previous = hit;
+  }
+}
+
+}  // namespace
+}  // namespace kvcache::replay

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kvcache/kvcache.hpp"
 #include "replay.hpp"
 
 namespace {
@@ -29,6 +30,10 @@ manager; without TRACE it replays a built-in synthetic chat workload.
                        qwen2-7b, or layers:kv_heads:head_dim[:fp16|bf16|fp32]
   --backend B          cpu | cuda, where the K/V live with --model (default cpu)
   --sweep              hit rate against capacity for every policy, and unlimited
+  --budget-gib G       pool size as bytes of K/V cache (needs --model; 1 GiB = 2^30)
+  --codec C            size the pool for a compressed cache: plain, int8, fp8, int4,
+                       int2 (KIVI g32 r128), low-rank-32 (with --budget-gib)
+  --codec-table        hit rate of every codec at the same --budget-gib (LRU and LFU-aging)
   --skip-bad           skip (and count) malformed lines instead of stopping
 )";
 
@@ -36,6 +41,9 @@ struct Arguments {
   std::string trace_path;
   ReplayOptions options;
   std::int64_t capacity_tokens = 0;
+  double budget_gib = 0;
+  std::string codec = "plain";
+  bool codec_table = false;
   bool sweep = false;
   bool skip_bad = false;
 };
@@ -85,6 +93,16 @@ Arguments parse(int argc, char** argv) {
       args.options.backend = value();
     } else if (flag == "--sweep") {
       args.sweep = true;
+    } else if (flag == "--budget-gib") {
+      const char* text = value();
+      char* end = nullptr;
+      args.budget_gib = std::strtod(text, &end);
+      if (end == text || *end != '\0' || args.budget_gib <= 0)
+        usage_error("--budget-gib needs a positive number");
+    } else if (flag == "--codec") {
+      args.codec = value();
+    } else if (flag == "--codec-table") {
+      args.codec_table = true;
     } else if (flag == "--skip-bad") {
       args.skip_bad = true;
     } else if (!flag.empty() && flag[0] == '-') {
@@ -183,6 +201,47 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
   fmt::print("\n{} replays in {:.2f} s\n", rows.size() * kPolicies.size(), seconds);
 }
 
+// Blocks a byte budget buys under a codec (KIVI's windows for 64 live
+// sequences come off the budget first).
+std::int64_t blocks_for_budget(const Arguments& args, const std::string& codec,
+                               const ReplayOptions& options) {
+  const auto budget = static_cast<std::int64_t>(args.budget_gib * 1073741824.0);
+  const std::int64_t fixed = codec_fixed_bytes(codec, *options.model, 64);
+  const std::int64_t blocks =
+      (budget - fixed) / codec_bytes_per_block(codec, *options.model, options.block_size);
+  if (blocks < 1)
+    usage_error(
+        fmt::format("--budget-gib {} holds no block under codec {}", args.budget_gib, codec));
+  return blocks;
+}
+
+void print_codec_table(const Trace& trace, const Arguments& args, ReplayOptions options) {
+  fmt::print(
+      "\nPrefix hit rate at {} GiB of K/V cache ({} layers x {} KV heads x {}, {}), by codec\n\n",
+      args.budget_gib, options.model->num_layers, options.model->num_kv_heads,
+      options.model->head_dim, kvcache::dtype_name(options.model->dtype));
+  fmt::print(
+      "| codec | bytes per {}-token block | blocks | lru | lfu-aging |\n|---|---|---|---|---|\n",
+      options.block_size);
+  const std::optional<kvcache::ModelShape> model = options.model;
+  for (const std::string& codec : kCodecs) {
+    options.model = model;
+    options.capacity_blocks = blocks_for_budget(args, codec, options);
+    options.model.reset();  // metadata only: the codec decides the capacity, not the hit logic
+    std::vector<std::string> cells;
+    for (const std::string policy : {"lru", "lfu-aging"}) {
+      options.policy = policy;
+      cells.push_back(percent(run_replay(trace, options).hit_rate()));
+    }
+    fmt::print("| {} | {} | {} | {} |\n", codec,
+               codec_bytes_per_block(codec, *model, options.block_size), options.capacity_blocks,
+               fmt::join(cells, " | "));
+  }
+  fmt::print(
+      "\nint4 / int2 also keep 128 + 32 recent tokens per live sequence in fp16 (charged for 64 "
+      "sequences).\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,7 +253,21 @@ int main(int argc, char** argv) {
     for (const auto& request : trace.requests)
       prompt_blocks += static_cast<std::int64_t>(request.hash_ids.size());
     ReplayOptions options = args.options;
-    if (args.capacity_tokens > 0) {
+    if ((args.budget_gib > 0 || args.codec_table || args.codec != "plain") && !options.model) {
+      usage_error("--budget-gib, --codec and --codec-table need --model (the bytes per token)");
+    }
+    if (args.codec_table) {
+      if (args.budget_gib <= 0) usage_error("--codec-table needs --budget-gib");
+      fmt::print("trace {}: {} requests, {} prompt blocks ({} distinct); block {} tokens\n",
+                 trace.source, trace.requests.size(), prompt_blocks, unique_blocks(trace),
+                 options.block_size);
+      print_codec_table(trace, args, options);
+      return 0;
+    }
+    if (args.budget_gib > 0) {
+      options.capacity_blocks = blocks_for_budget(args, args.codec, options);
+      if (args.codec != "plain") options.model.reset();  // the data path of a codec is not replayed
+    } else if (args.capacity_tokens > 0) {
       options.capacity_blocks =
           (args.capacity_tokens + options.block_size - 1) / options.block_size;
     } else if (options.capacity_blocks == 0 && !args.sweep) {

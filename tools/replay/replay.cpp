@@ -14,6 +14,32 @@
 namespace kvcache::replay {
 
 const std::vector<std::string> kPolicies = {"none", "lru", "lfu-aging", "s3-fifo"};
+const std::vector<std::string> kCodecs = {"plain", "int8", "fp8", "int4", "int2", "low-rank-32"};
+
+std::int64_t codec_bytes_per_block(const std::string& codec, const ModelShape& shape,
+                                   std::int32_t block_tokens) {
+  if (codec == "plain") return codec_block_bytes<PlainCodec>(shape, block_tokens);
+  if (codec == "int8") return codec_block_bytes<Int8Codec<32>>(shape, block_tokens);
+  if (codec == "fp8") return codec_block_bytes<Fp8Codec<>>(shape, block_tokens);
+  if (codec == "low-rank-32") return codec_block_bytes<LowRankCodec<32>>(shape, block_tokens);
+  if (codec == "int4" || codec == "int2") {
+    if (block_tokens % 32 != 0) {
+      detail::raise<InvalidArgument>(
+          "replay: codec {} needs blocks of a multiple of 32 tokens, not {}", codec, block_tokens);
+    }
+    const std::int64_t page = codec == "int4" ? codec_block_bytes<KiviCodec<4, 32, 128>>(shape, 32)
+                                              : codec_block_bytes<KiviCodec<2, 32, 128>>(shape, 32);
+    return page * (block_tokens / 32);
+  }
+  detail::raise<InvalidArgument>(
+      "replay: codec \"{}\" is not one of plain, int8, fp8, int4, int2, low-rank-32", codec);
+}
+
+std::int64_t codec_fixed_bytes(const std::string& codec, const ModelShape& shape,
+                               std::int64_t sequences) {
+  if (codec != "int4" && codec != "int2") return 0;
+  return sequences * (128 + 32) * shape.bytes_per_token();  // each live sequence's R + G tokens
+}
 
 namespace {
 

@@ -68,4 +68,18 @@ ModelShape parse_model(const std::string& name);
 
 extern const std::vector<std::string> kPolicies;
 
+// Storage codecs the replay can size a pool for: plain, int8, fp8, int4,
+// int2 (KIVI, group 32, residual 128) and low-rank-32.
+extern const std::vector<std::string> kCodecs;
+
+// Bytes one block of `block_tokens` tokens takes under `codec` for `shape`
+// (KIVI pages are groups of 32 tokens: a block is block_tokens / 32 pages).
+std::int64_t codec_bytes_per_block(const std::string& codec, const ModelShape& shape,
+                                   std::int32_t block_tokens);
+
+// Bytes a KIVI codec keeps outside the blocks for `sequences` live sequences
+// (their full-precision windows); 0 for the others.
+std::int64_t codec_fixed_bytes(const std::string& codec, const ModelShape& shape,
+                               std::int64_t sequences);
+
 }  // namespace kvcache::replay

@@ -24,12 +24,27 @@ KVCACHE_HD std::uint8_t fp8_encode(float value) {
 #endif
 }
 
+#if !defined(__CUDA_ARCH__)
+// All 256 codes decoded once (the CPU path: a lookup per value).
+inline const float* e4m3_table() {
+  static const auto table = [] {
+    struct Table {
+      float values[256];
+    } t{};
+    for (int code = 0; code < 256; ++code)
+      t.values[code] = e4m3_to_float(static_cast<std::uint8_t>(code));
+    return t;
+  }();
+  return table.values;
+}
+#endif
+
 KVCACHE_HD float fp8_decode(std::uint8_t code) {
 #if defined(__CUDA_ARCH__)
   const __half_raw raw = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(code), __NV_E4M3);
   return half_bits_to_float(raw.x);
 #else
-  return e4m3_to_float(code);
+  return e4m3_table()[code];
 #endif
 }
 
@@ -110,9 +125,11 @@ KVCACHE_HD void decode_row(const CodecPageView& view, const std::uint8_t* codes,
   switch (view.kind) {
     case CodecKind::kInt8: {
       const std::int32_t group = view.group_size;
-      for (std::int32_t i = 0; i < d; ++i) {
-        const float scale = load_scale(scales + (i / group) * view.scale_bytes, view.scale_bytes);
-        store(i, int8_decode(static_cast<std::int8_t>(codes[i]), scale));
+      for (std::int32_t g = 0; g * group < d; ++g) {
+        const float scale = load_scale(scales + g * view.scale_bytes, view.scale_bytes);
+        for (std::int32_t i = g * group; i < (g + 1) * group; ++i) {
+          store(i, int8_decode(static_cast<std::int8_t>(codes[i]), scale));
+        }
       }
       break;
     }
@@ -124,11 +141,13 @@ KVCACHE_HD void decode_row(const CodecPageView& view, const std::uint8_t* codes,
     }
     case CodecKind::kKivi: {
       const std::int32_t group = view.group_size;
-      for (std::int32_t i = 0; i < d; ++i) {
-        const std::uint8_t* scale = scales + (i / group) * 2 * view.scale_bytes;
-        store(i,
-              asymmetric_decode(get_code(codes, i, view.bits), load_scale(scale, view.scale_bytes),
-                                load_scale(scale + view.scale_bytes, view.scale_bytes)));
+      for (std::int32_t g = 0; g * group < d; ++g) {
+        const std::uint8_t* scale = scales + g * 2 * view.scale_bytes;
+        const float step = load_scale(scale, view.scale_bytes);
+        const float zero = load_scale(scale + view.scale_bytes, view.scale_bytes);
+        for (std::int32_t i = g * group; i < (g + 1) * group; ++i) {
+          store(i, asymmetric_decode(get_code(codes, i, view.bits), step, zero));
+        }
       }
       break;
     }

@@ -1,0 +1,133 @@
+// AVX2 + F16C versions of the int8 row codec for fp16 tensors, used by the
+// CPU backend when the processor has them (checked at run time). They do the
+// same IEEE operations in the same order as codec::int8_encode / decode, so
+// codes, scales and outputs are bit-identical to the scalar path (and to the
+// GPU): abs-max is order-free, q = round(clamp(x * (1 / s))) per element.
+#pragma once
+
+#include <cstdint>
+
+#include "kvcache/codec/quant_math.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KVCACHE_INT8_SIMD 1
+#else
+#define KVCACHE_INT8_SIMD 0
+#endif
+
+namespace kvcache::kernels::cpu::simd {
+
+#if KVCACHE_INT8_SIMD
+
+inline bool available() {
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return supported;
+}
+
+__attribute__((target("avx2,f16c"))) inline float horizontal_max(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+// Encodes `head_dim` fp16 values in groups of `group` (a multiple of 8).
+// Returns the non-finite inputs met.
+__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
+    const std::uint16_t* x, std::int32_t head_dim, std::int32_t group, std::int8_t* codes,
+    std::uint8_t* scales, std::int32_t scale_bytes) {
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m128i exponent = _mm_set1_epi16(0x7c00);
+  std::int32_t nonfinite = 0;
+  for (std::int32_t g = 0; g < head_dim; g += group) {
+    __m256 amax = _mm256_setzero_ps();
+    for (std::int32_t i = 0; i < group; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + g + i));
+      const __m128i bad = _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent);
+      nonfinite += __builtin_popcount(static_cast<unsigned>(_mm_movemask_epi8(bad))) / 2;
+      const __m256 keep =
+          _mm256_castsi256_ps(_mm256_cvtepi16_epi32(bad));  // all-ones where non-finite
+      const __m256 a = _mm256_andnot_ps(keep, _mm256_and_ps(_mm256_cvtph_ps(h), magnitude_mask));
+      amax = _mm256_max_ps(amax, a);
+    }
+    const float scale =
+        codec::round_to_storage(codec::div_exact(horizontal_max(amax), 127.0f), scale_bytes);
+    codec::store_scale(scales + (g / group) * scale_bytes, scale, scale_bytes);
+    const float inverse = scale > 0.0f ? codec::div_exact(1.0f, scale) : 0.0f;
+    const __m256 inv = _mm256_set1_ps(inverse);
+    const __m256 low = _mm256_set1_ps(-127.0f), high = _mm256_set1_ps(127.0f),
+                 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 zero = _mm256_setzero_ps();
+    for (std::int32_t i = 0; i < group; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + g + i));
+      const __m256 v = _mm256_cvtph_ps(h);
+      __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), low), high);
+      q = _mm256_sub_ps(_mm256_add_ps(q, magic), magic);
+      // Non-finite lanes: +Inf -> 127, -Inf -> -127, NaN -> 0 (as the scalar codec).
+      const __m256 bad = _mm256_castsi256_ps(
+          _mm256_cvtepi16_epi32(_mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent)));
+      const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+      const __m256 saturated =
+          _mm256_andnot_ps(nan, _mm256_blendv_ps(low, high, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
+      q = _mm256_blendv_ps(q, saturated, bad);
+      const __m256i integers = _mm256_cvtps_epi32(q);
+      const __m128i words =
+          _mm_packs_epi32(_mm256_castsi256_si128(integers), _mm256_extracti128_si256(integers, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + g + i), _mm_packs_epi16(words, words));
+    }
+  }
+  return nonfinite;
+}
+
+// Decodes `head_dim` int8 codes (groups of `group`, a multiple of 8) to fp16.
+__attribute__((target("avx2,f16c"))) inline void int8_decode_f16(
+    const std::int8_t* codes, const std::uint8_t* scales, std::int32_t head_dim, std::int32_t group,
+    std::int32_t scale_bytes, std::uint16_t* out) {
+  for (std::int32_t g = 0; g < head_dim; g += group) {
+    const __m256 scale =
+        _mm256_set1_ps(codec::load_scale(scales + (g / group) * scale_bytes, scale_bytes));
+    for (std::int32_t i = 0; i < group; i += 8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + g + i));
+      const __m256 values = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), scale);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g + i),
+                       _mm256_cvtps_ph(values, _MM_FROUND_TO_NEAREST_INT));
+    }
+  }
+}
+
+// fp16 rows to and from float with F16C (round to nearest even, as
+// float_to_half_bits; no value a codec decodes is a NaN, the one case where
+// the two could differ in payload bits).
+__attribute__((target("avx2,f16c"))) inline void halves_to_floats(const std::uint16_t* in,
+                                                                  std::int32_t count, float* out) {
+  std::int32_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    _mm256_storeu_ps(out + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  }
+  for (; i < count; ++i)
+    out[i] = half_bits_to_float(in[i]);
+}
+
+__attribute__((target("avx2,f16c"))) inline void floats_to_halves(const float* in,
+                                                                  std::int32_t count,
+                                                                  std::uint16_t* out) {
+  std::int32_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < count; ++i)
+    out[i] = float_to_half_bits(in[i]);
+}
+
+#else
+
+inline bool available() {
+  return false;
+}
+
+#endif
+
+}  // namespace kvcache::kernels::cpu::simd
