@@ -20,20 +20,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr std::int32_t kFp8Chunk = 8;
 
-__device__ std::uint8_t* codes_at(const CodecPageView& view, std::int64_t page, std::int32_t layer,
-                                  std::int32_t kv, std::int32_t token, std::int32_t head) {
-  const RegionLayout& r = view.region[kv];
-  return reinterpret_cast<std::uint8_t*>(view.region_base(page, layer, kv)) +
-         token * r.code_token_bytes + head * r.code_head_bytes;
-}
-
-__device__ std::uint8_t* scales_at(const CodecPageView& view, std::int64_t page, std::int32_t layer,
-                                   std::int32_t kv, std::int32_t token, std::int32_t head) {
-  const RegionLayout& r = view.region[kv];
-  return reinterpret_cast<std::uint8_t*>(view.region_base(page, layer, kv)) + r.scales_offset +
-         token * r.scale_token_bytes + head * r.scale_head_bytes;
-}
-
 __host__ __device__ std::int32_t units_per_row(const CodecPageView& view) {
   switch (view.kind) {
     case CodecKind::kInt8:
@@ -91,8 +77,8 @@ __global__ void __launch_bounds__(kThreads) codec_append_kernel(CodecAppendParam
                         token * p.src_token_bytes + head * p.src_head_bytes;
       nonfinite = encode_unit(
           view, unit, [&](std::int32_t i) { return load_as_float(row, view.dtype, i); },
-          codes_at(view, page, p.layer, kv, in_page, head),
-          scales_at(view, page, p.layer, kv, in_page, head),
+          view.row_codes(page, p.layer, kv, in_page, head),
+          view.row_scales(page, p.layer, kv, in_page, head),
           codec::row_state(view, p.state, p.layer, kv, head));
     }
   }
@@ -123,8 +109,8 @@ __global__ void __launch_bounds__(kThreads) codec_gather_kernel(CodecGatherParam
   void* out = kv == 0 ? p.k_out : p.v_out;
   const std::int64_t base = (row * view.num_heads + head) * view.head_dim;
   codec::decode_row(
-      view, codes_at(view, page, p.layer, kv, token, head),
-      scales_at(view, page, p.layer, kv, token, head),
+      view, view.row_codes(page, p.layer, kv, token, head),
+      view.row_scales(page, p.layer, kv, token, head),
       codec::row_state(view, p.state, p.layer, kv, head),
       [&](std::int32_t d, float value) { store_from_float(out, view.dtype, base + d, value); });
 }

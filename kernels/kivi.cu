@@ -14,18 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ float flush_source(const KiviFlushParams& p, std::int64_t source, std::int32_t kv,
-                              std::int32_t head, std::int32_t d) {
-  if (source >= 0) {
-    const std::byte* row = p.residual.data + p.residual.slot_offset(source, p.layer, kv, head);
-    return load_as_float(row, p.cache.dtype, d);
-  }
-  const std::int64_t token = -source - 1;
-  const auto* row = static_cast<const std::byte*>(kv == 0 ? p.k : p.v) + token * p.src_token_bytes +
-                    head * p.src_head_bytes;
-  return load_as_float(row, p.cache.dtype, d);
-}
-
 __global__ void __launch_bounds__(kThreads) kivi_flush_kernel(KiviFlushParams p) {
   const CodecPageView& view = p.cache;
   const std::int32_t group = view.page_size;
@@ -44,8 +32,11 @@ __global__ void __launch_bounds__(kThreads) kivi_flush_kernel(KiviFlushParams p)
     const auto channel = static_cast<std::int32_t>(unit - std::int64_t{head} * view.head_dim);
     auto* keys = reinterpret_cast<std::uint8_t*>(view.region_base(page, p.layer, 0));
     nonfinite = codec::encode_key_channel(
-        view, [&](std::int32_t t) { return flush_source(p, sources[t], 0, head, channel); }, keys,
-        head, channel);
+        view,
+        [&](std::int32_t t) {
+          return load_as_float(flush_source_row(p, sources[t], 0, head), view.dtype, channel);
+        },
+        keys, head, channel);
   } else {
     const std::int64_t rest = unit - key_units;
     const auto token = static_cast<std::int32_t>(rest / view.num_heads);
@@ -53,7 +44,10 @@ __global__ void __launch_bounds__(kThreads) kivi_flush_kernel(KiviFlushParams p)
     const RegionLayout& r = view.region[1];
     auto* region = reinterpret_cast<std::uint8_t*>(view.region_base(page, p.layer, 1));
     nonfinite = codec::encode_row(
-        view, [&](std::int32_t d) { return flush_source(p, sources[token], 1, head, d); },
+        view,
+        [&](std::int32_t d) {
+          return load_as_float(flush_source_row(p, sources[token], 1, head), view.dtype, d);
+        },
         region + token * r.code_token_bytes + head * r.code_head_bytes,
         region + r.scales_offset + token * r.scale_token_bytes + head * r.scale_head_bytes,
         nullptr);

@@ -4,7 +4,7 @@ set -euo pipefail
 
 KVCACHE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KVCACHE_PACKAGES=(cmake ninja-build g++ libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libxxhash-dev libeigen3-dev clang-format python3)
+  libxxhash-dev libeigen3-dev nlohmann-json3-dev clang-format python3)
 
 kvcache_log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -72,6 +72,20 @@ struct CodecPageView {
   KVCACHE_HD std::byte* region_base(std::int64_t page, std::int32_t layer, std::int32_t kv) const {
     return data + page * page_bytes + layer * layer_bytes + (kv != 0 ? region[0].bytes : 0);
   }
+
+  // Codes and scales of the token-major row (page, layer, kv, token, head).
+  KVCACHE_HD std::uint8_t* row_codes(std::int64_t page, std::int32_t layer, std::int32_t kv,
+                                     std::int32_t token, std::int32_t head) const {
+    const RegionLayout& r = region[kv];
+    return reinterpret_cast<std::uint8_t*>(region_base(page, layer, kv)) +
+           token * r.code_token_bytes + head * r.code_head_bytes;
+  }
+  KVCACHE_HD std::uint8_t* row_scales(std::int64_t page, std::int32_t layer, std::int32_t kv,
+                                      std::int32_t token, std::int32_t head) const {
+    const RegionLayout& r = region[kv];
+    return reinterpret_cast<std::uint8_t*>(region_base(page, layer, kv)) + r.scales_offset +
+           token * r.scale_token_bytes + head * r.scale_head_bytes;
+  }
 };
 
 constexpr std::int64_t round_up_16(std::int64_t bytes) {

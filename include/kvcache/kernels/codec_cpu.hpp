@@ -18,20 +18,6 @@ namespace kvcache::kernels::cpu {
 
 namespace detail {
 
-inline std::uint8_t* row_codes(const CodecPageView& view, std::int64_t page, std::int32_t layer,
-                               std::int32_t kv, std::int32_t token, std::int32_t head) {
-  const RegionLayout& r = view.region[kv];
-  return reinterpret_cast<std::uint8_t*>(view.region_base(page, layer, kv)) +
-         token * r.code_token_bytes + head * r.code_head_bytes;
-}
-
-inline std::uint8_t* row_scales(const CodecPageView& view, std::int64_t page, std::int32_t layer,
-                                std::int32_t kv, std::int32_t token, std::int32_t head) {
-  const RegionLayout& r = view.region[kv];
-  return reinterpret_cast<std::uint8_t*>(view.region_base(page, layer, kv)) + r.scales_offset +
-         token * r.scale_token_bytes + head * r.scale_head_bytes;
-}
-
 // Every fp16 value as float: one lookup instead of a branchy conversion.
 inline const float* half_table() {
   static const std::vector<float> table = [] {
@@ -111,17 +97,16 @@ inline void codec_append(const CodecAppendParams& p) {
           nonfinite += static_cast<unsigned long long>(simd::int8_encode_f16(
               reinterpret_cast<const std::uint16_t*>(source + h * p.src_head_bytes), view.head_dim,
               view.group_size,
-              reinterpret_cast<std::int8_t*>(
-                  detail::row_codes(view, page, p.layer, kv, in_page, h)),
-              detail::row_scales(view, page, p.layer, kv, in_page, h), view.scale_bytes));
+              reinterpret_cast<std::int8_t*>(view.row_codes(page, p.layer, kv, in_page, h)),
+              view.row_scales(page, p.layer, kv, in_page, h), view.scale_bytes));
           continue;
         }
 #endif
         detail::to_floats(source + h * p.src_head_bytes, view.dtype, view.head_dim, row);
         nonfinite += static_cast<unsigned long long>(codec::encode_row(
             view, [&](std::int32_t i) { return row[i]; },
-            detail::row_codes(view, page, p.layer, kv, in_page, h),
-            detail::row_scales(view, page, p.layer, kv, in_page, h),
+            view.row_codes(page, p.layer, kv, in_page, h),
+            view.row_scales(page, p.layer, kv, in_page, h),
             codec::row_state(view, p.state, p.layer, kv, h)));
       }
     }
@@ -153,16 +138,15 @@ inline void codec_gather(const CodecGatherParams& p) {
                 (out_row * out_token + static_cast<std::int64_t>(h) * view.head_dim) * element;
 #if KVCACHE_INT8_SIMD
             if (vector_int8) {
-              simd::int8_decode_f16(reinterpret_cast<const std::int8_t*>(
-                                        detail::row_codes(view, page, p.layer, kv, t, h)),
-                                    detail::row_scales(view, page, p.layer, kv, t, h),
-                                    view.head_dim, view.group_size, view.scale_bytes,
-                                    reinterpret_cast<std::uint16_t*>(target));
+              simd::int8_decode_f16(
+                  reinterpret_cast<const std::int8_t*>(view.row_codes(page, p.layer, kv, t, h)),
+                  view.row_scales(page, p.layer, kv, t, h), view.head_dim, view.group_size,
+                  view.scale_bytes, reinterpret_cast<std::uint16_t*>(target));
               continue;
             }
 #endif
-            codec::decode_row(view, detail::row_codes(view, page, p.layer, kv, t, h),
-                              detail::row_scales(view, page, p.layer, kv, t, h),
+            codec::decode_row(view, view.row_codes(page, p.layer, kv, t, h),
+                              view.row_scales(page, p.layer, kv, t, h),
                               codec::row_state(view, p.state, p.layer, kv, h),
                               [&](std::int32_t d, float value) { row[d] = value; });
             detail::from_floats(row, view.dtype, view.head_dim, target);
@@ -173,30 +157,14 @@ inline void codec_gather(const CodecGatherParams& p) {
   }
 }
 
-// Reads value d of row (token source, head) for KIVI: a ring slot or a new token.
-inline float kivi_source(const KiviFlushParams& p, std::int64_t source, std::int32_t kv,
-                         std::int32_t head, std::int32_t d) {
-  if (source >= 0) {
-    const std::byte* row = p.residual.data + p.residual.slot_offset(source, p.layer, kv, head);
-    return load_as_float(row, p.cache.dtype, d);
-  }
-  const std::int64_t token = -source - 1;
-  const auto* row = static_cast<const std::byte*>(kv == 0 ? p.k : p.v) + token * p.src_token_bytes +
-                    head * p.src_head_bytes;
-  return load_as_float(row, p.cache.dtype, d);
-}
-
 inline void kivi_flush(const KiviFlushParams& p) {
   const CodecPageView& view = p.cache;
   const std::int32_t group = view.page_size;
   const std::int32_t d = view.head_dim;
   unsigned long long nonfinite = 0;
   std::vector<float> rows(static_cast<std::size_t>(group) * static_cast<std::size_t>(d));
-  auto source_row = [&](std::int64_t source, std::int32_t kv,
-                        std::int32_t head) -> const std::byte* {
-    if (source >= 0) return p.residual.data + p.residual.slot_offset(source, p.layer, kv, head);
-    return static_cast<const std::byte*>(kv == 0 ? p.k : p.v) + (-source - 1) * p.src_token_bytes +
-           head * p.src_head_bytes;
+  auto source_row = [&](std::int64_t source, std::int32_t kv, std::int32_t head) {
+    return flush_source_row(p, source, kv, head);
   };
   for (std::int32_t g = 0; g < p.num_groups; ++g) {
     const std::int64_t page = p.pages[g];
@@ -218,9 +186,8 @@ inline void kivi_flush(const KiviFlushParams& p) {
         float* row = rows.data();
         detail::to_floats(source_row(sources[t], 1, h), view.dtype, d, row);
         nonfinite += static_cast<unsigned long long>(codec::encode_row(
-            view, [&](std::int32_t i) { return row[i]; },
-            detail::row_codes(view, page, p.layer, 1, t, h),
-            detail::row_scales(view, page, p.layer, 1, t, h), nullptr));
+            view, [&](std::int32_t i) { return row[i]; }, view.row_codes(page, p.layer, 1, t, h),
+            view.row_scales(page, p.layer, 1, t, h), nullptr));
       }
     }
   }
@@ -255,8 +222,8 @@ inline void kivi_gather(const KiviGatherParams& p) {
           detail::from_floats(
               rows.data() + static_cast<std::size_t>(t) * d, view.dtype, d,
               k_out + (row * out_token + static_cast<std::int64_t>(h) * d) * element);
-          codec::decode_row(view, detail::row_codes(view, page, p.layer, 1, t, h),
-                            detail::row_scales(view, page, p.layer, 1, t, h), nullptr,
+          codec::decode_row(view, view.row_codes(page, p.layer, 1, t, h),
+                            view.row_scales(page, p.layer, 1, t, h), nullptr,
                             [&](std::int32_t i, float value) { values[i] = value; });
           detail::from_floats(
               values, view.dtype, d,

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kvcache/codec/layout.hpp"
+#include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/layout.hpp"
 
@@ -60,6 +61,14 @@ struct KiviFlushParams {
   std::int32_t num_groups = 0;
   unsigned long long* nonfinite = nullptr;
 };
+
+// The row a KIVI flush source names: a ring slot, or one of the new tokens.
+KVCACHE_HD const std::byte* flush_source_row(const KiviFlushParams& p, std::int64_t source,
+                                             std::int32_t kv, std::int32_t head) {
+  if (source >= 0) return p.residual.data + p.residual.slot_offset(source, p.layer, kv, head);
+  return static_cast<const std::byte*>(kv == 0 ? p.k : p.v) + (-source - 1) * p.src_token_bytes +
+         head * p.src_head_bytes;
+}
 
 // KIVI: sequence b's tokens [0, quantized) are in its pages, [quantized,
 // total) in its ring (slot ring x W + position % W).

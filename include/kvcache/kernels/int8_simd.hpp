@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "kvcache/codec/quant_math.hpp"
 
@@ -32,9 +33,9 @@ __attribute__((target("avx2,f16c"))) inline float horizontal_max(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-// Encodes `head_dim` fp16 values in groups of `group` (a multiple of 8).
-// Returns the non-finite inputs met.
-__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
+// Encodes `head_dim` fp16 values in groups of `group` (a multiple of 8),
+// element by element checking for non-finite values. Returns how many it met.
+__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_checked(
     const std::uint16_t* x, std::int32_t head_dim, std::int32_t group, std::int8_t* codes,
     std::uint8_t* scales, std::int32_t scale_bytes) {
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -78,6 +79,83 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
     }
   }
   return nonfinite;
+}
+
+// Encodes `head_dim` fp16 values in groups of `group` (a multiple of 8).
+// Returns the non-finite inputs met. The common case (groups of a multiple of
+// 32, every value finite) converts each value once, computes every group's
+// scale and inverse with two vector divisions, and writes 32 codes a store;
+// a row with a non-finite value goes through int8_encode_f16_checked.
+__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
+    const std::uint16_t* x, std::int32_t head_dim, std::int32_t group, std::int8_t* codes,
+    std::uint8_t* scales, std::int32_t scale_bytes) {
+  constexpr std::int32_t kMaxHeadDim = 1024;
+  if (group % 32 != 0 || head_dim > kMaxHeadDim || head_dim % group != 0) {
+    return int8_encode_f16_checked(x, head_dim, group, codes, scales, scale_bytes);
+  }
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i exponent = _mm256_set1_epi16(0x7c00);
+  const std::int32_t groups = head_dim / group;
+  alignas(32) float amax[kMaxHeadDim / 32 + 8] = {};
+  alignas(32) float inverse[kMaxHeadDim / 32 + 8];
+  __m256 values[kMaxHeadDim / 8];
+  __m256i nonfinite = _mm256_setzero_si256();
+  for (std::int32_t g = 0; g < groups; ++g) {
+    __m256 m = _mm256_setzero_ps();
+    for (std::int32_t i = g * group; i < (g + 1) * group; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+      nonfinite =
+          _mm256_or_si256(nonfinite, _mm256_cmpeq_epi16(_mm256_and_si256(h, exponent), exponent));
+      const __m256 a = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+      const __m256 b = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+      values[i / 8] = a;
+      values[i / 8 + 1] = b;
+      m = _mm256_max_ps(
+          m, _mm256_max_ps(_mm256_and_ps(a, magnitude_mask), _mm256_and_ps(b, magnitude_mask)));
+    }
+    amax[g] = horizontal_max(m);
+  }
+  if (!_mm256_testz_si256(nonfinite, nonfinite)) {
+    return int8_encode_f16_checked(x, head_dim, group, codes, scales, scale_bytes);
+  }
+  // scale = amax / 127 rounded to its storage, inverse = 1 / scale (0 for an
+  // all-zero group): the scalar codec's operations, eight groups at a time.
+  for (std::int32_t g = 0; g < groups; g += 8) {
+    __m256 scale = _mm256_div_ps(_mm256_load_ps(amax + g), _mm256_set1_ps(127.0f));
+    const auto count = static_cast<std::size_t>(groups - g < 8 ? groups - g : 8);
+    if (scale_bytes == 2) {
+      const __m128i half = _mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT);
+      scale = _mm256_cvtph_ps(half);
+      alignas(16) std::uint16_t bits[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(bits), half);
+      std::memcpy(scales + g * 2, bits, count * 2);  // little-endian, as store_scale
+    } else {
+      alignas(32) float words[8];
+      _mm256_store_ps(words, scale);
+      std::memcpy(scales + g * 4, words, count * 4);
+    }
+    const __m256 positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
+    _mm256_store_ps(inverse + g,
+                    _mm256_and_ps(positive, _mm256_div_ps(_mm256_set1_ps(1.0f), scale)));
+  }
+  // q = round_even(clamp(x * inverse)): cvtps_epi32 rounds to nearest even.
+  const __m256 low = _mm256_set1_ps(-127.0f), high = _mm256_set1_ps(127.0f);
+  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (std::int32_t g = 0; g < groups; ++g) {
+    const __m256 inv = _mm256_set1_ps(inverse[g]);
+    for (std::int32_t i = g * group; i < (g + 1) * group; i += 32) {
+      __m256i q[4];
+      for (std::int32_t j = 0; j < 4; ++j) {
+        q[j] = _mm256_cvtps_epi32(
+            _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(values[i / 8 + j], inv), low), high));
+      }
+      const __m256i packed =
+          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                          _mm256_permutevar8x32_epi32(packed, lane_order));
+    }
+  }
+  return 0;
 }
 
 // Decodes `head_dim` int8 codes (groups of `group`, a multiple of 8) to fp16.
