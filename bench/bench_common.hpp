@@ -9,6 +9,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
@@ -102,5 +103,29 @@ struct RatioCounter {
     state.counters["ratio"] = kernel_bw / copy_bw;
   }
 };
+
+// The host-timed loop of the CPU benchmarks: each iteration runs `kernel`,
+// then `copy` (a memcpy of as many bytes), timing each on the steady clock;
+// the kernel's time is the iteration's. Publishes the counters at the end.
+template <class Kernel, class Copy>
+RatioCounter time_against_memcpy(benchmark::State& state, double bytes_per_iteration,
+                                 Kernel&& kernel, Copy&& copy) {
+  using Clock = std::chrono::steady_clock;
+  RatioCounter ratio;
+  for (auto _ : state) {
+    auto start = Clock::now();
+    kernel();
+    benchmark::ClobberMemory();
+    const double kernel_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    start = Clock::now();
+    copy();
+    benchmark::ClobberMemory();
+    ratio.copy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    ratio.kernel_seconds += kernel_seconds;
+    state.SetIterationTime(kernel_seconds);
+  }
+  ratio.publish(state, bytes_per_iteration, "memcpy");
+  return ratio;
+}
 
 }  // namespace kvcache::bench

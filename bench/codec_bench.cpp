@@ -10,7 +10,6 @@
 // gather speed relative to the plain fp16 cache.
 //
 //   kvcache_codec_bench [--smoke] [google benchmark flags]
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -23,8 +22,6 @@
 
 namespace kvcache::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr std::int32_t kHeads = 8, kDim = 128, kSequences = 16;
 
@@ -146,19 +143,10 @@ void BM_CodecAppend(benchmark::State& state) {
                        (2.0 * kHeads * kDim * 2 + stored_bytes_per_token<Codec>());
   std::vector<std::byte> from(static_cast<std::size_t>(bytes / 2)), to(from.size());
   std::memset(from.data(), 1, from.size());
-  RatioCounter ratio;
-  for (auto _ : state) {
-    auto start = Clock::now();
-    setup.manager.append(0, batch, setup.view(setup.k), setup.view(setup.v));
-    const double kernel = std::chrono::duration<double>(Clock::now() - start).count();
-    start = Clock::now();
-    std::memcpy(to.data(), from.data(), from.size());
-    benchmark::ClobberMemory();
-    ratio.copy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    ratio.kernel_seconds += kernel;
-    state.SetIterationTime(kernel);
-  }
-  ratio.publish(state, bytes, "memcpy");
+  const RatioCounter ratio = time_against_memcpy(
+      state, bytes,
+      [&] { setup.manager.append(0, batch, setup.view(setup.k), setup.view(setup.v)); },
+      [&] { std::memcpy(to.data(), from.data(), from.size()); });
   Row& row = table()[Codec::name()];
   row.append_gbps = state.counters["GB/s"];
   row.append_seconds = ratio.kernel_seconds / static_cast<double>(state.iterations());
@@ -175,19 +163,10 @@ void BM_CodecGather(benchmark::State& state) {
                        (2.0 * kHeads * kDim * 2 + stored_bytes_per_token<Codec>());
   std::vector<std::byte> from(static_cast<std::size_t>(bytes / 2)), to(from.size());
   std::memset(from.data(), 1, from.size());
-  RatioCounter ratio;
-  for (auto _ : state) {
-    auto start = Clock::now();
-    setup.manager.gather(setup.seqs, 0, setup.view(out_k), setup.view(out_v));
-    const double kernel = std::chrono::duration<double>(Clock::now() - start).count();
-    start = Clock::now();
-    std::memcpy(to.data(), from.data(), from.size());
-    benchmark::ClobberMemory();
-    ratio.copy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    ratio.kernel_seconds += kernel;
-    state.SetIterationTime(kernel);
-  }
-  ratio.publish(state, bytes, "memcpy");
+  const RatioCounter ratio = time_against_memcpy(
+      state, bytes,
+      [&] { setup.manager.gather(setup.seqs, 0, setup.view(out_k), setup.view(out_v)); },
+      [&] { std::memcpy(to.data(), from.data(), from.size()); });
   Row& row = table()[Codec::name()];
   row.gather_gbps = state.counters["GB/s"];
   row.gather_seconds = ratio.kernel_seconds / static_cast<double>(state.iterations());

@@ -3,7 +3,6 @@
 // a decode step.
 //
 //   kvcache_cpu_bench [--smoke] [google benchmark flags]
-#include <chrono>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -13,12 +12,6 @@
 
 namespace kvcache::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::vector<std::byte> random_bytes(std::size_t bytes, std::uint64_t seed) {
   std::vector<std::byte> data(bytes);
@@ -54,21 +47,12 @@ void BM_CpuAppend(benchmark::State& state, KVLayout layout) {
   params.src_token_bytes = view.row_bytes() * view.num_heads;
   params.slot_mapping = slots.data();
   params.num_tokens = static_cast<std::int32_t>(tokens);
-  RatioCounter ratio;
-  for (auto _ : state) {
-    auto start = Clock::now();
-    kernels::cpu::append(params);
-    const double kernel = seconds_since(start);
-    benchmark::ClobberMemory();
-    start = Clock::now();
-    std::memcpy(copy_k.data(), k.data(), bytes);
-    std::memcpy(copy_v.data(), v.data(), bytes);
-    benchmark::ClobberMemory();
-    ratio.copy_seconds += seconds_since(start);
-    ratio.kernel_seconds += kernel;
-    state.SetIterationTime(kernel);
-  }
-  ratio.publish(state, 2.0 * 2.0 * static_cast<double>(bytes), "memcpy");
+  time_against_memcpy(
+      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { kernels::cpu::append(params); },
+      [&] {
+        std::memcpy(copy_k.data(), k.data(), bytes);
+        std::memcpy(copy_v.data(), v.data(), bytes);
+      });
   state.counters["tokens"] = static_cast<double>(tokens);
 }
 
@@ -101,21 +85,12 @@ void BM_CpuGather(benchmark::State& state, KVLayout layout) {
   // K and V region) into two separate buffers.
   const std::byte* arena_k = arena.bytes_data();
   const std::byte* arena_v = arena.bytes_data() + bytes;
-  RatioCounter ratio;
-  for (auto _ : state) {
-    auto start = Clock::now();
-    kernels::cpu::gather(params);
-    const double kernel = seconds_since(start);
-    benchmark::ClobberMemory();
-    start = Clock::now();
-    std::memcpy(copy_k.data(), arena_k, bytes);
-    std::memcpy(copy_v.data(), arena_v, bytes);
-    benchmark::ClobberMemory();
-    ratio.copy_seconds += seconds_since(start);
-    ratio.kernel_seconds += kernel;
-    state.SetIterationTime(kernel);
-  }
-  ratio.publish(state, 2.0 * 2.0 * static_cast<double>(bytes), "memcpy");
+  time_against_memcpy(
+      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { kernels::cpu::gather(params); },
+      [&] {
+        std::memcpy(copy_k.data(), arena_k, bytes);
+        std::memcpy(copy_v.data(), arena_v, bytes);
+      });
   state.counters["tokens"] = static_cast<double>(tokens);
 }
 
