@@ -96,7 +96,7 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256i exponent = _mm256_set1_epi16(0x7c00);
   const std::int32_t groups = head_dim / group;
-  alignas(32) float amax[kMaxHeadDim / 32 + 8] = {};
+  alignas(32) float amax[kMaxHeadDim / 32 + 8];  // not zeroed: `rep stos` costs more than a row
   alignas(32) float inverse[kMaxHeadDim / 32 + 8];
   __m256 values[kMaxHeadDim / 8];
   __m256i nonfinite = _mm256_setzero_si256();
@@ -118,6 +118,8 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
   if (!_mm256_testz_si256(nonfinite, nonfinite)) {
     return int8_encode_f16_checked(x, head_dim, group, codes, scales, scale_bytes);
   }
+  for (std::int32_t g = groups; g % 8 != 0; ++g)
+    amax[g] = 0.0f;  // the lanes past the last group in the vector loop below
   // scale = amax / 127 rounded to its storage, inverse = 1 / scale (0 for an
   // all-zero group): the scalar codec's operations, eight groups at a time.
   for (std::int32_t g = 0; g < groups; g += 8) {
