@@ -74,6 +74,14 @@ inline void from_floats(const float* values, DType dtype, std::int32_t count, st
   std::memcpy(row, bits, static_cast<std::size_t>(count) * 2);
 }
 
+// Per-thread scratch for the KIVI kernels' group of rows: it grows to the
+// largest group seen and is reused, so appends allocate nothing once warm.
+inline float* scratch_rows(std::size_t count) {
+  thread_local std::vector<float> rows;
+  if (rows.size() < count) rows.resize(count);
+  return rows.data();
+}
+
 }  // namespace detail
 
 inline void codec_append(const CodecAppendParams& p) {
@@ -162,7 +170,7 @@ inline void kivi_flush(const KiviFlushParams& p) {
   const std::int32_t group = view.page_size;
   const std::int32_t d = view.head_dim;
   unsigned long long nonfinite = 0;
-  std::vector<float> rows(static_cast<std::size_t>(group) * static_cast<std::size_t>(d));
+  float* rows = detail::scratch_rows(static_cast<std::size_t>(group) * static_cast<std::size_t>(d));
   auto source_row = [&](std::int64_t source, std::int32_t kv, std::int32_t head) {
     return flush_source_row(p, source, kv, head);
   };
@@ -174,7 +182,7 @@ inline void kivi_flush(const KiviFlushParams& p) {
       // Keys: the group's rows of this head, then one asymmetric group per channel.
       for (std::int32_t t = 0; t < group; ++t) {
         detail::to_floats(source_row(sources[t], 0, h), view.dtype, d,
-                          rows.data() + static_cast<std::size_t>(t) * d);
+                          rows + static_cast<std::size_t>(t) * d);
       }
       for (std::int32_t c = 0; c < d; ++c) {
         nonfinite += static_cast<unsigned long long>(codec::encode_key_channel(
@@ -183,7 +191,7 @@ inline void kivi_flush(const KiviFlushParams& p) {
       }
       // Values: per token.
       for (std::int32_t t = 0; t < group; ++t) {
-        float* row = rows.data();
+        float* row = rows;
         detail::to_floats(source_row(sources[t], 1, h), view.dtype, d, row);
         nonfinite += static_cast<unsigned long long>(codec::encode_row(
             view, [&](std::int32_t i) { return row[i]; }, view.row_codes(page, p.layer, 1, t, h),
@@ -200,7 +208,8 @@ inline void kivi_gather(const KiviGatherParams& p) {
   const std::int64_t element = dtype_size(view.dtype);
   const std::int64_t out_token = static_cast<std::int64_t>(view.num_heads) * d;
   const std::int64_t ring_size = p.residual.page_size;
-  std::vector<float> rows(static_cast<std::size_t>(view.page_size) * static_cast<std::size_t>(d));
+  float* rows =
+      detail::scratch_rows(static_cast<std::size_t>(view.page_size) * static_cast<std::size_t>(d));
   float values[1024];
   for (std::int32_t b = 0; b < p.batch_size; ++b) {
     const std::int64_t quantized = p.quantized_tokens[b];
@@ -220,7 +229,7 @@ inline void kivi_gather(const KiviGatherParams& p) {
         for (std::int32_t t = 0; t < view.page_size; ++t) {
           const std::int64_t row = p.out_row_offset[b] + first + t;
           detail::from_floats(
-              rows.data() + static_cast<std::size_t>(t) * d, view.dtype, d,
+              rows + static_cast<std::size_t>(t) * d, view.dtype, d,
               k_out + (row * out_token + static_cast<std::int64_t>(h) * d) * element);
           codec::decode_row(view, view.row_codes(page, p.layer, 1, t, h),
                             view.row_scales(page, p.layer, 1, t, h), nullptr,
