@@ -1442,47 +1442,40 @@ class KVCacheManager {
     const auto* device_last = reinterpret_cast<const std::int32_t*>(on_device(last));
     const auto* device_indices = reinterpret_cast<const std::int32_t*>(on_device(indices));
     const auto* device_offsets = reinterpret_cast<const std::int64_t*>(on_device(offsets));
-    if constexpr (kPlain) {
-      kernels::GatherParams params;
-      params.cache = view_;
+    // The fields every gather takes; the plain and per-row codec gathers also
+    // take the last page's length and the page count.
+    auto page_table = [&](auto& params) {
       params.layer = layer;
       params.page_indptr = device_indptr;
-      params.last_page_len = device_last;
       params.page_indices = device_indices;
       params.out_row_offset = device_offsets;
       params.k_out = k_out.data;
       params.v_out = v_out.data;
       params.batch_size = batch;
-      params.total_pages = pages;
+      if constexpr (requires { params.last_page_len; }) {
+        params.last_page_len = device_last;
+        params.total_pages = pages;
+      }
+    };
+    if constexpr (kPlain) {
+      kernels::GatherParams params;
+      params.cache = view_;
+      page_table(params);
       backend_.gather(params);
     } else if constexpr (kKivi) {
       kernels::KiviGatherParams params;
       params.cache = codec_view_;
       params.residual = residual_view_;
-      params.layer = layer;
-      params.page_indptr = device_indptr;
-      params.page_indices = device_indices;
+      page_table(params);
       params.quantized_tokens = reinterpret_cast<const std::int64_t*>(on_device(quantized));
       params.total_tokens = reinterpret_cast<const std::int64_t*>(on_device(totals));
       params.ring = reinterpret_cast<const std::int64_t*>(on_device(rings));
-      params.out_row_offset = device_offsets;
-      params.k_out = k_out.data;
-      params.v_out = v_out.data;
-      params.batch_size = batch;
       params.total_rows = out_row - offsets[0];
       backend_.kivi_gather(params);
     } else {
       kernels::CodecGatherParams params;
       params.cache = codec_view_;
-      params.layer = layer;
-      params.page_indptr = device_indptr;
-      params.last_page_len = device_last;
-      params.page_indices = device_indices;
-      params.out_row_offset = device_offsets;
-      params.k_out = k_out.data;
-      params.v_out = v_out.data;
-      params.batch_size = batch;
-      params.total_pages = pages;
+      page_table(params);
       params.state = state_.template as<const float>();
       backend_.codec_gather(params);
     }
