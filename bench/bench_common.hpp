@@ -67,6 +67,15 @@ inline std::vector<std::int64_t> shuffled_slots(std::int32_t pages, std::int32_t
 struct GatherTable {
   std::vector<std::int32_t> indptr, indices, last_page_len;
   std::vector<std::int64_t> out_row_offset;
+
+  kernels::PageTableView view() const {
+    return kernels::PageTableView{indptr.data(),
+                                  indices.data(),
+                                  last_page_len.data(),
+                                  out_row_offset.data(),
+                                  static_cast<std::int32_t>(last_page_len.size()),
+                                  indptr.back()};
+  }
 };
 
 inline GatherTable gather_table(const std::vector<std::int64_t>& slots, std::int32_t page_size,
@@ -85,6 +94,7 @@ inline GatherTable gather_table(const std::vector<std::int64_t>& slots, std::int
         static_cast<std::int32_t>(tokens_each - std::int64_t{pages_each - 1} * page_size));
     table.out_row_offset.push_back(b * tokens_each);
   }
+  table.out_row_offset.push_back(batch * tokens_each);
   return table;
 }
 

@@ -130,7 +130,7 @@ struct Setup {
 template <class Codec>
 double stored_bytes_per_token() {
   return static_cast<double>(
-             codec_block_bytes<Codec>(ModelShape::gqa(1, kHeads, kDim, DType::kF16), 32)) /
+             Codec::block_bytes(ModelShape::gqa(1, kHeads, kDim, DType::kF16), 32)) /
          32.0;
 }
 
@@ -199,8 +199,7 @@ void BM_CodecGather(benchmark::State& state) {
   }
   row.attention_error = attention_error;
   row.bytes_per_token =
-      static_cast<double>(codec_block_bytes<Codec>(ModelShape::gqa(32, 8, 128, DType::kF16), 32)) /
-      32.0;
+      static_cast<double>(Codec::block_bytes(ModelShape::gqa(32, 8, 128, DType::kF16), 32)) / 32.0;
   row.name = Codec::name();
 }
 

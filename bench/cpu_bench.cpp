@@ -41,14 +41,11 @@ void BM_CpuAppend(benchmark::State& state, KVLayout layout) {
   const auto slots = shuffled_slots(pages, 16, tokens);
   kernels::AppendParams params;
   params.cache = view;
-  params.k = k.data();
-  params.v = v.data();
-  params.src_head_bytes = view.row_bytes();
-  params.src_token_bytes = view.row_bytes() * view.num_heads;
-  params.slot_mapping = slots.data();
-  params.num_tokens = static_cast<std::int32_t>(tokens);
+  params.source = kernels::AppendSource{k.data(), v.data(), view.row_bytes() * view.num_heads,
+                                        view.row_bytes()};
+  params.slots = kernels::SlotMapping{slots.data(), static_cast<std::int32_t>(tokens)};
   time_against_memcpy(
-      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { kernels::cpu::append(params); },
+      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { launch(backend, params); },
       [&] {
         std::memcpy(copy_k.data(), k.data(), bytes);
         std::memcpy(copy_v.data(), v.data(), bytes);
@@ -73,20 +70,14 @@ void BM_CpuGather(benchmark::State& state, KVLayout layout) {
   const GatherTable table = gather_table(slots, 16, batch, tokens / batch);
   kernels::GatherParams params;
   params.cache = view;
-  params.page_indptr = table.indptr.data();
-  params.page_indices = table.indices.data();
-  params.last_page_len = table.last_page_len.data();
-  params.out_row_offset = table.out_row_offset.data();
-  params.k_out = out_k.data();
-  params.v_out = out_v.data();
-  params.batch_size = batch;
-  params.total_pages = table.indptr.back();
+  params.table = table.view();
+  params.out = kernels::GatherOutput{out_k.data(), out_v.data()};
   // The copy moves the same number of bytes: the whole arena (every page's
   // K and V region) into two separate buffers.
   const std::byte* arena_k = arena.bytes_data();
   const std::byte* arena_v = arena.bytes_data() + bytes;
   time_against_memcpy(
-      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { kernels::cpu::gather(params); },
+      state, 2.0 * 2.0 * static_cast<double>(bytes), [&] { launch(backend, params); },
       [&] {
         std::memcpy(copy_k.data(), arena_k, bytes);
         std::memcpy(copy_v.data(), arena_v, bytes);

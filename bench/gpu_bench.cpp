@@ -39,6 +39,18 @@ Buffer upload(const std::vector<T>& host) {
   return buffer;
 }
 
+// The page table of `table` in device memory.
+kernels::PageTableView device_table(const GatherTable& table, const Buffer& indptr,
+                                    const Buffer& indices, const Buffer& last,
+                                    const Buffer& offsets) {
+  return kernels::PageTableView{indptr.as<const std::int32_t>(),
+                                indices.as<const std::int32_t>(),
+                                last.as<const std::int32_t>(),
+                                offsets.as<const std::int64_t>(),
+                                static_cast<std::int32_t>(table.last_page_len.size()),
+                                table.indptr.back()};
+}
+
 struct Events {
   cudaEvent_t start{}, middle{}, end{};
   Events() {
@@ -129,13 +141,11 @@ void BM_GpuAppend(benchmark::State& state, KVLayout layout) {
   Buffer slots = upload(shuffled_slots(pages, 16, tokens));
   kernels::AppendParams params;
   params.cache = view;
-  params.k = k.data();
-  params.v = v.data();
-  params.src_head_bytes = view.row_bytes();
-  params.src_token_bytes = view.row_bytes() * view.num_heads;
-  params.slot_mapping = static_cast<const std::int64_t*>(slots.data());
-  params.num_tokens = static_cast<std::int32_t>(tokens);
-  auto launch = [&] { check(kernels::cuda::launch_append(params, nullptr), "launch_append"); };
+  params.source = kernels::AppendSource{k.data(), v.data(), view.row_bytes() * view.num_heads,
+                                        view.row_bytes()};
+  params.slots = kernels::SlotMapping{static_cast<const std::int64_t*>(slots.data()),
+                                      static_cast<std::int32_t>(tokens)};
+  auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "append"); };
   time_against_copy(state, launch, 2 * bytes, 1, 2.0 * 2.0 * static_cast<double>(bytes));
   state.counters["tokens"] = static_cast<double>(tokens);
 }
@@ -157,15 +167,9 @@ void BM_GpuGather(benchmark::State& state, KVLayout layout) {
          last = upload(table.last_page_len), offsets = upload(table.out_row_offset);
   kernels::GatherParams params;
   params.cache = view;
-  params.page_indptr = static_cast<const std::int32_t*>(indptr.data());
-  params.page_indices = static_cast<const std::int32_t*>(indices.data());
-  params.last_page_len = static_cast<const std::int32_t*>(last.data());
-  params.out_row_offset = static_cast<const std::int64_t*>(offsets.data());
-  params.k_out = out_k.data();
-  params.v_out = out_v.data();
-  params.batch_size = batch;
-  params.total_pages = table.indptr.back();
-  auto launch = [&] { check(kernels::cuda::launch_gather(params, nullptr), "launch_gather"); };
+  params.table = device_table(table, indptr, indices, last, offsets);
+  params.out = kernels::GatherOutput{out_k.data(), out_v.data()};
+  auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "gather"); };
   time_against_copy(state, launch, 2 * bytes, 1, 2.0 * 2.0 * static_cast<double>(bytes));
   state.counters["tokens"] = static_cast<double>(tokens);
 }
@@ -190,13 +194,11 @@ void BM_GpuDecodeAppend(benchmark::State& state) {
   Buffer device_slots = upload(slots);
   kernels::AppendParams params;
   params.cache = view;
-  params.k = k.data();
-  params.v = v.data();
-  params.src_head_bytes = view.row_bytes();
-  params.src_token_bytes = view.row_bytes() * view.num_heads;
-  params.slot_mapping = static_cast<const std::int64_t*>(device_slots.data());
-  params.num_tokens = sequences;
-  auto launch = [&] { check(kernels::cuda::launch_append(params, nullptr), "launch_append"); };
+  params.source = kernels::AppendSource{k.data(), v.data(), view.row_bytes() * view.num_heads,
+                                        view.row_bytes()};
+  params.slots =
+      kernels::SlotMapping{static_cast<const std::int64_t*>(device_slots.data()), sequences};
+  auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "append"); };
   time_against_copy(state, launch, 2 * row * sequences, 200,
                     2.0 * 2.0 * static_cast<double>(row * sequences));
   state.counters["sequences"] = sequences;
@@ -204,104 +206,151 @@ void BM_GpuDecodeAppend(benchmark::State& state) {
 
 // Fused quantize-append and dequantize-gather of a compressed cache: fp16
 // rows in (out), codes and scales out (in). Bytes are the fewest each must
-// move: the fp16 rows plus the codes and scales of the same tokens.
+// move: the fp16 rows plus the codes and scales of the same tokens. KIVI's
+// quantize is its flush of whole groups (from new tokens) into pages.
+constexpr std::int32_t kHeads = 8, kDim = 128;
+
+template <class Codec>
+constexpr std::int32_t page_tokens() {
+  if constexpr (Codec::kKind == CodecKind::kKivi) {
+    return Codec::kGroup;
+  } else {
+    return 16;
+  }
+}
+
 template <class Codec>
 CodecPageView codec_view(std::byte* data, std::int32_t pages) {
-  const ModelShape shape = ModelShape::gqa(1, 8, 128, DType::kF16);
-  CodecPageView view = Codec::layout(shape, 16);
-  view.data = data;
-  view.num_pages = pages;
-  view.page_size = 16;
-  view.num_layers = 1;
-  view.num_heads = 8;
-  view.head_dim = 128;
-  view.dtype = DType::kF16;
-  return finish_layout(view);
+  const ModelShape shape = ModelShape::gqa(1, kHeads, kDim, DType::kF16);
+  constexpr std::int32_t kPage = page_tokens<Codec>();
+  return make_codec_view(data, pages, kPage, 1, kHeads, kDim, DType::kF16,
+                         Codec::region(shape, kPage, 0), Codec::region(shape, kPage, 1));
+}
+
+// Calibrated state for one layer (fp8 scales, low-rank bases): small values.
+template <class Codec>
+Buffer codec_state() {
+  const auto floats = static_cast<std::size_t>(2 * kHeads * Codec::Rows::state_floats(kDim));
+  return upload(std::vector<float>(floats == 0 ? 1 : floats, 1.0f / 64));
 }
 
 template <class Codec>
 void BM_GpuQuantizeAppend(benchmark::State& state) {
+  constexpr std::int32_t kPage = page_tokens<Codec>();
   const std::int64_t tokens = bench_tokens(state);
-  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  const auto pages = static_cast<std::int32_t>(tokens / kPage);
   const CodecPageView shape_only = codec_view<Codec>(nullptr, pages);
   Buffer arena = device_buffer(static_cast<std::size_t>(shape_only.page_bytes * pages));
   const CodecPageView view = codec_view<Codec>(arena.bytes_data(), pages);
-  const auto rows = static_cast<std::size_t>(tokens * 8 * 128 * 2);
+  const auto rows = static_cast<std::size_t>(tokens * kHeads * kDim * 2);
   Buffer k = device_buffer(rows), v = device_buffer(rows);
   check(cudaMemset(k.data(), 0x3c, rows), "cudaMemset");
   check(cudaMemset(v.data(), 0x3b, rows), "cudaMemset");
-  Buffer slots = upload(shuffled_slots(pages, 16, tokens));
-  Buffer scales = upload(std::vector<float>(16, 1.0f / 64));
+  const auto all_slots = shuffled_slots(pages, kPage, tokens);
   Buffer counter = device_buffer(sizeof(unsigned long long));
-  kernels::CodecAppendParams params;
-  params.cache = view;
-  params.k = k.data();
-  params.v = v.data();
-  params.src_head_bytes = 256;
-  params.src_token_bytes = 2048;
-  params.slot_mapping = slots.as<const std::int64_t>();
-  params.num_tokens = static_cast<std::int32_t>(tokens);
-  params.state = scales.as<const float>();
-  params.nonfinite = counter.as<unsigned long long>();
-  auto launch = [&] {
-    check(kernels::cuda::launch_codec_append(params, nullptr), "launch_codec_append");
-  };
+  const kernels::AppendSource source{k.data(), v.data(), kHeads * kDim * 2, kDim * 2};
   const double bytes = static_cast<double>(rows) * 2 + static_cast<double>(view.page_bytes) * pages;
-  time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  if constexpr (Codec::kKind == CodecKind::kKivi) {
+    std::vector<std::int64_t> sources(static_cast<std::size_t>(tokens));
+    std::vector<std::int32_t> group_pages(static_cast<std::size_t>(pages));
+    for (std::int64_t t = 0; t < tokens; ++t)
+      sources[static_cast<std::size_t>(t)] = -t - 1;
+    for (std::int32_t g = 0; g < pages; ++g)
+      group_pages[static_cast<std::size_t>(g)] =
+          static_cast<std::int32_t>(all_slots[static_cast<std::size_t>(g) * kPage] / kPage);
+    Buffer device_sources = upload(sources), device_pages = upload(group_pages);
+    Buffer ring = device_buffer(256);
+    kernels::KiviFlushParams<typename Codec::Rows> params;
+    params.cache = view;
+    params.residual =
+        make_plain_view(ring.bytes_data(), 1, 1, 1, kHeads, kDim, DType::kF16, KVLayout::kNHD);
+    params.source = source;
+    params.sources = device_sources.as<const std::int64_t>();
+    params.pages = device_pages.as<const std::int32_t>();
+    params.num_groups = pages;
+    params.nonfinite = counter.as<unsigned long long>();
+    auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "kivi_flush"); };
+    time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  } else {
+    Buffer slots = upload(all_slots);
+    Buffer codec_state_buffer = codec_state<Codec>();
+    kernels::CodecAppendParams<typename Codec::Rows> params;
+    params.cache = view;
+    params.source = source;
+    params.slots =
+        kernels::SlotMapping{slots.as<const std::int64_t>(), static_cast<std::int32_t>(tokens)};
+    params.state = codec_state_buffer.as<const float>();
+    params.nonfinite = counter.as<unsigned long long>();
+    auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "codec_append"); };
+    time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  }
 }
 
 template <class Codec>
 void BM_GpuDequantizeGather(benchmark::State& state) {
+  constexpr std::int32_t kPage = page_tokens<Codec>();
   const std::int64_t tokens = bench_tokens(state);
-  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  const auto pages = static_cast<std::int32_t>(tokens / kPage);
   const CodecPageView shape_only = codec_view<Codec>(nullptr, pages);
   Buffer arena = device_buffer(static_cast<std::size_t>(shape_only.page_bytes * pages));
   check(cudaMemset(arena.data(), 0x11, static_cast<std::size_t>(shape_only.page_bytes * pages)),
         "cudaMemset");
   const CodecPageView view = codec_view<Codec>(arena.bytes_data(), pages);
-  const auto rows = static_cast<std::size_t>(tokens * 8 * 128 * 2);
+  const auto rows = static_cast<std::size_t>(tokens * kHeads * kDim * 2);
   Buffer out_k = device_buffer(rows), out_v = device_buffer(rows);
   const std::int32_t batch = 64;
   const GatherTable table =
-      gather_table(shuffled_slots(pages, 16, tokens), 16, batch, tokens / batch);
+      gather_table(shuffled_slots(pages, kPage, tokens), kPage, batch, tokens / batch);
   Buffer indptr = upload(table.indptr), indices = upload(table.indices),
          last = upload(table.last_page_len), offsets = upload(table.out_row_offset);
-  Buffer scales = upload(std::vector<float>(16, 1.0f / 64));
-  kernels::CodecGatherParams params;
-  params.cache = view;
-  params.page_indptr = indptr.as<const std::int32_t>();
-  params.page_indices = indices.as<const std::int32_t>();
-  params.last_page_len = last.as<const std::int32_t>();
-  params.out_row_offset = offsets.as<const std::int64_t>();
-  params.k_out = out_k.data();
-  params.v_out = out_v.data();
-  params.batch_size = batch;
-  params.total_pages = table.indptr.back();
-  params.state = scales.as<const float>();
-  auto launch = [&] {
-    check(kernels::cuda::launch_codec_gather(params, nullptr), "launch_codec_gather");
-  };
   const double bytes = static_cast<double>(rows) * 2 + static_cast<double>(view.page_bytes) * pages;
-  time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  if constexpr (Codec::kKind == CodecKind::kKivi) {
+    std::vector<std::int64_t> lengths(batch, tokens / batch), rings(batch, 0);
+    Buffer paged = upload(lengths), totals = upload(lengths), side = upload(rings);
+    Buffer ring = device_buffer(256);
+    kernels::KiviGatherParams<typename Codec::Rows> params;
+    params.cache = view;
+    params.residual =
+        make_plain_view(ring.bytes_data(), 1, 1, 1, kHeads, kDim, DType::kF16, KVLayout::kNHD);
+    params.table = device_table(table, indptr, indices, last, offsets);
+    params.side =
+        kernels::SideTable{paged.as<const std::int64_t>(), totals.as<const std::int64_t>(),
+                           side.as<const std::int64_t>(), tokens};
+    params.out = kernels::GatherOutput{out_k.data(), out_v.data()};
+    auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "kivi_gather"); };
+    time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  } else {
+    Buffer codec_state_buffer = codec_state<Codec>();
+    kernels::CodecGatherParams<typename Codec::Rows> params;
+    params.cache = view;
+    params.table = device_table(table, indptr, indices, last, offsets);
+    params.out = kernels::GatherOutput{out_k.data(), out_v.data()};
+    params.state = codec_state_buffer.as<const float>();
+    auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "codec_gather"); };
+    time_against_copy(state, launch, static_cast<std::size_t>(bytes / 2), 1, bytes);
+  }
 }
 
+#define KVCACHE_GPU_CODEC_BENCHMARKS(Codec)         \
+  BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Codec)   \
+      ->Arg(262144)                                 \
+      ->UseManualTime()                             \
+      ->Unit(benchmark::kMicrosecond);              \
+  BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Codec) \
+      ->Arg(262144)                                 \
+      ->UseManualTime()                             \
+      ->Unit(benchmark::kMicrosecond);
+KVCACHE_GPU_CODEC_BENCHMARKS(Int8Codec<32>)
+KVCACHE_GPU_CODEC_BENCHMARKS(Int8Codec<64>)
+KVCACHE_GPU_CODEC_BENCHMARKS(Int8Codec<128>)
+KVCACHE_GPU_CODEC_BENCHMARKS(Fp8Codec<Fp8Scale::kPerHead>)
+using Int4Kivi = KiviCodec<4, 32, 128>;
+using Int2Kivi = KiviCodec<2, 32, 128>;
+KVCACHE_GPU_CODEC_BENCHMARKS(Int4Kivi)
+KVCACHE_GPU_CODEC_BENCHMARKS(Int2Kivi)
+KVCACHE_GPU_CODEC_BENCHMARKS(LowRankCodec<32>)
+
 BENCHMARK(BM_GpuCopy)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Int8Codec<32>)
-    ->Arg(262144)
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Int8Codec<32>)
-    ->Arg(262144)
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Fp8Codec<Fp8Scale::kPerHead>)
-    ->Arg(262144)
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Fp8Codec<Fp8Scale::kPerHead>)
-    ->Arg(262144)
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_GpuAppend, NHD, KVLayout::kNHD)
     ->Arg(262144)
     ->UseManualTime()

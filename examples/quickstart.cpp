@@ -58,7 +58,7 @@ int run(Backend backend) {
       }
     }
     AppendBatch batch = manager.prepare_append(seqs, new_tokens);
-    FlashInferPageTable table = manager.export_flashinfer(batch);
+    FlashInferPageTable table = export_flashinfer(manager, batch);
     for (std::int32_t layer = 0; layer < shape.num_layers; ++layer) {
       const auto host_k = make_kv(shape, batch.num_tokens(), 1000u * step + 2u * layer);
       const auto host_v = make_kv(shape, batch.num_tokens(), 1000u * step + 2u * layer + 1u);

@@ -19,12 +19,13 @@ bool debug_sync() {
 
 namespace detail {
 
+void clear_stale_error() {
+  (void)cudaGetLastError();
+}
+
 cudaError_t finish_launch(cudaStream_t stream) {
-  cudaError_t status = cudaPeekAtLastError();
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky-free launch error
-    return status;
-  }
+  cudaError_t status = cudaGetLastError();  // this launch's error, and clear it
+  if (status != cudaSuccess) return status;
   if (debug_sync()) status = cudaStreamSynchronize(stream);
   return status;
 }

@@ -4,8 +4,14 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cub/block/block_reduce.cuh>
+
+#include "kvcache/dtype.hpp"
 
 namespace kvcache::kernels::cuda::detail {
+
+// Threads of the codec kernels' CTAs (the plain kernels size their own).
+inline constexpr int kThreads = 256;
 
 // Kernels move rows in 16-byte vectors; the launchers check the alignment.
 inline bool aligned16(const void* pointer) {
@@ -16,8 +22,15 @@ inline bool multiple_of_16(std::int64_t bytes) {
   return (bytes & 15) == 0;
 }
 
-// Checks the launch just made (and, with debug sync on, waits for it).
+inline unsigned blocks_for(std::int64_t items, std::int64_t per_block) {
+  return static_cast<unsigned>((items + per_block - 1) / per_block);
+}
+
+// Checks the launch just made (and, with debug sync on, waits for it). A
+// stale error left by an earlier call is cleared first by the launchers
+// (clear_stale_error), so the status returned is this launch's.
 cudaError_t finish_launch(cudaStream_t stream);
+void clear_stale_error();
 
 // Streaming load: the source of an append or gather is read once.
 __device__ __forceinline__ uint4 load_streaming(const void* address) {
@@ -26,6 +39,38 @@ __device__ __forceinline__ uint4 load_streaming(const void* address) {
 
 __device__ __forceinline__ void store(void* address, uint4 value) {
   *static_cast<uint4*>(address) = value;
+}
+
+// The N = 16 / sizeof(T) values of one lane: a 16-byte vector of T.
+template <class T>
+inline constexpr int kLaneValues = 16 / static_cast<int>(sizeof(T));
+
+template <class T>
+__device__ __forceinline__ void load_lane(const std::byte* lane, float (&x)[kLaneValues<T>]) {
+  const uint4 bits = load_streaming(lane);
+  const auto* values = reinterpret_cast<const std::byte*>(&bits);
+#pragma unroll
+  for (int i = 0; i < kLaneValues<T>; ++i)
+    x[i] = load_element<T>(values, i);
+}
+
+template <class T>
+__device__ __forceinline__ void store_lane(std::byte* lane, const float (&x)[kLaneValues<T>]) {
+  uint4 bits;
+  auto* values = reinterpret_cast<std::byte*>(&bits);
+#pragma unroll
+  for (int i = 0; i < kLaneValues<T>; ++i)
+    store_element<T>(values, i, x[i]);
+  store(lane, bits);
+}
+
+// Adds a CTA's non-finite counts to the counter with one atomic.
+__device__ __forceinline__ void add_nonfinite(unsigned long long* counter, int count) {
+  using Reduce = cub::BlockReduce<int, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
+  const int total = Reduce(temp).Sum(count);
+  if (threadIdx.x == 0 && total != 0 && counter != nullptr)
+    atomicAdd(counter, static_cast<unsigned long long>(total));
 }
 
 }  // namespace kvcache::kernels::cuda::detail

@@ -39,7 +39,8 @@ __global__ void __launch_bounds__(kThreads) copy_blocks_kernel(CopyBlocksParams 
 
 }  // namespace
 
-cudaError_t launch_copy_blocks(const CopyBlocksParams& p, cudaStream_t stream) {
+cudaError_t launch(const CopyBlocksParams& p, cudaStream_t stream) {
+  detail::clear_stale_error();
   if (p.num_pairs < 0) return cudaErrorInvalidValue;
   if (p.num_pairs == 0) return cudaSuccess;
   if (p.data == nullptr || p.pairs == nullptr) return cudaErrorInvalidValue;

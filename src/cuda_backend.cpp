@@ -5,10 +5,10 @@
 #include <cusolverDn.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <memory>
-#include <vector>
-
 #include <utility>
+#include <vector>
 
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/cuda.hpp"
@@ -23,14 +23,36 @@ void check(cudaError_t status, const char* call) {
   }
 }
 
-void check_launch(cudaError_t status, const char* kernel, std::int64_t pages,
-                  std::int64_t page_bytes) {
-  if (status != cudaSuccess) {
-    detail::raise<CudaError>("{} launch failed: {} ({}); cache of {} pages x {} bytes", kernel,
-                             cudaGetErrorString(status), cudaGetErrorName(status), pages,
-                             page_bytes);
+void check_solver(cusolverStatus_t status, const char* call) {
+  if (status != CUSOLVER_STATUS_SUCCESS) {
+    detail::raise<CudaError>("{} failed: cuSOLVER status {}", call, static_cast<int>(status));
   }
 }
+
+// What the low-rank fit of a (heads, head_dim) sample needs, allocated once
+// (low_rank_fit_workspace) so that a fit on the append path allocates
+// nothing: the cuSOLVER handle, the covariance matrices, eigenvalues, one
+// status per head, the batched solver's scratch, and host copies.
+struct LowRankWorkspace {
+  int device = 0;
+  std::int32_t heads = 0;
+  std::int32_t dim = 0;
+  cusolverDnHandle_t handle = nullptr;
+  cusolverDnParams_t params = nullptr;
+  Buffer covariance;   // [heads][dim][dim]
+  Buffer eigenvalues;  // [heads][dim], ascending per head
+  Buffer info;         // [heads]
+  Buffer device_work;
+  std::size_t device_work_bytes = 0;
+  std::vector<std::byte> host_work;
+  std::vector<float> host_eigenvalues;
+  std::vector<int> host_info;
+
+  ~LowRankWorkspace() {
+    if (params != nullptr) (void)cusolverDnDestroyParams(params);
+    if (handle != nullptr) (void)cusolverDnDestroy(handle);
+  }
+};
 
 }  // namespace
 
@@ -45,6 +67,10 @@ int cuda_device_count() noexcept {
     return 0;
   }
   return count;
+}
+
+void CudaBackend::unsupported() {
+  throw Unsupported("CudaBackend: this operation is not supported");
 }
 
 CudaBackend::Staging::Staging(Staging&& other) noexcept
@@ -74,11 +100,25 @@ CudaBackend::CudaBackend(int device, Stream stream) : device_(device), stream_(s
     detail::raise<CudaError>("CudaBackend: device {} is outside the {} visible CUDA device(s)",
                              device, count);
   }
+  activate();
+}
+
+// Every entry point that touches the device makes the backend's device
+// current first: an engine may drive several devices from one thread.
+void CudaBackend::activate() {
   check(cudaSetDevice(device_), "cudaSetDevice");
 }
 
+void CudaBackend::check_launch(const char* kernel, int status) {
+  const auto error = static_cast<cudaError_t>(status);
+  if (error != cudaSuccess) {
+    detail::raise<CudaError>("{} launch on device {} failed: {} ({})", kernel, device_,
+                             cudaGetErrorString(error), cudaGetErrorName(error));
+  }
+}
+
 Buffer CudaBackend::allocate(std::size_t bytes) {
-  check(cudaSetDevice(device_), "cudaSetDevice");
+  activate();
   void* data = nullptr;
   if (bytes != 0) {
     const cudaError_t status = cudaMalloc(&data, bytes);
@@ -92,7 +132,7 @@ Buffer CudaBackend::allocate(std::size_t bytes) {
 }
 
 CudaBackend::Staging CudaBackend::make_staging(std::size_t bytes) {
-  check(cudaSetDevice(device_), "cudaSetDevice");
+  activate();
   Staging staging;
   void* host = nullptr;
   check(cudaMallocHost(&host, bytes == 0 ? 1 : bytes), "cudaMallocHost");
@@ -105,6 +145,7 @@ CudaBackend::Staging CudaBackend::make_staging(std::size_t bytes) {
 void* CudaBackend::staging_host(Staging& staging) {
   if (staging.pending_) {
     // The previous upload may still be reading the pinned buffer.
+    activate();
     check(cudaEventSynchronize(staging.uploaded_), "cudaEventSynchronize");
     staging.pending_ = false;
   }
@@ -113,6 +154,7 @@ void* CudaBackend::staging_host(Staging& staging) {
 
 const void* CudaBackend::upload(Staging& staging, std::size_t bytes) {
   if (bytes != 0) {
+    activate();
     check(cudaMemcpyAsync(staging.device_.data(), staging.host_.data(), bytes,
                           cudaMemcpyHostToDevice, stream_),
           "cudaMemcpyAsync(staging)");
@@ -124,133 +166,126 @@ const void* CudaBackend::upload(Staging& staging, std::size_t bytes) {
 
 void CudaBackend::copy_to_backend(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
+  activate();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync(H2D)");
   check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
 void CudaBackend::copy_to_host(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
+  activate();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync(D2H)");
   check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
 void CudaBackend::copy_within(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
+  activate();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_),
         "cudaMemcpyAsync(D2D)");
 }
 
 void CudaBackend::fill_zero(void* dst, std::size_t bytes) {
   if (bytes == 0) return;
+  activate();
   check(cudaMemsetAsync(dst, 0, bytes, stream_), "cudaMemsetAsync");
 }
 
-void CudaBackend::append(const kernels::AppendParams& params) {
-  check_launch(kernels::cuda::launch_append(params, stream_), "append", params.cache.num_pages,
-               params.cache.page_bytes);
+void CudaBackend::synchronize() {
+  activate();
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
-void CudaBackend::gather(const kernels::GatherParams& params) {
-  check_launch(kernels::cuda::launch_gather(params, stream_), "gather", params.cache.num_pages,
-               params.cache.page_bytes);
+Buffer low_rank_fit_workspace(CudaBackend& backend, std::int32_t heads, std::int32_t head_dim,
+                              std::int32_t /*rank*/) {
+  auto workspace = std::make_unique<LowRankWorkspace>();
+  workspace->device = backend.device();
+  workspace->heads = heads;
+  workspace->dim = head_dim;
+  const auto cells = static_cast<std::size_t>(head_dim) * static_cast<std::size_t>(head_dim);
+  workspace->covariance = backend.allocate(static_cast<std::size_t>(heads) * cells * sizeof(float));
+  workspace->eigenvalues = backend.allocate(static_cast<std::size_t>(heads) *
+                                            static_cast<std::size_t>(head_dim) * sizeof(float));
+  workspace->info = backend.allocate(static_cast<std::size_t>(heads) * sizeof(int));
+  check_solver(cusolverDnCreate(&workspace->handle), "cusolverDnCreate");
+  check_solver(cusolverDnSetStream(workspace->handle, backend.stream()), "cusolverDnSetStream");
+  check_solver(cusolverDnCreateParams(&workspace->params), "cusolverDnCreateParams");
+  std::size_t host_bytes = 0;
+  check_solver(cusolverDnXsyevBatched_bufferSize(
+                   workspace->handle, workspace->params, CUSOLVER_EIG_MODE_VECTOR,
+                   CUBLAS_FILL_MODE_LOWER, head_dim, CUDA_R_32F, workspace->covariance.data(),
+                   head_dim, CUDA_R_32F, workspace->eigenvalues.data(), CUDA_R_32F,
+                   &workspace->device_work_bytes, &host_bytes, heads),
+               "cusolverDnXsyevBatched_bufferSize");
+  workspace->device_work =
+      backend.allocate(std::max<std::size_t>(workspace->device_work_bytes, 16));
+  workspace->host_work.resize(std::max<std::size_t>(host_bytes, 1));
+  workspace->host_eigenvalues.resize(static_cast<std::size_t>(heads) *
+                                     static_cast<std::size_t>(head_dim));
+  workspace->host_info.resize(static_cast<std::size_t>(heads));
+  return Buffer(workspace.release(), sizeof(LowRankWorkspace),
+                [](void* p) noexcept { delete static_cast<LowRankWorkspace*>(p); });
 }
-
-void CudaBackend::copy_blocks(const kernels::CopyBlocksParams& params) {
-  check_launch(kernels::cuda::launch_copy_blocks(params, stream_), "copy_blocks", params.num_pages,
-               params.page_bytes);
-}
-
-void CudaBackend::codec_append(const kernels::CodecAppendParams& params) {
-  check_launch(kernels::cuda::launch_codec_append(params, stream_), "codec_append",
-               params.cache.num_pages, params.cache.page_bytes);
-}
-
-void CudaBackend::codec_gather(const kernels::CodecGatherParams& params) {
-  check_launch(kernels::cuda::launch_codec_gather(params, stream_), "codec_gather",
-               params.cache.num_pages, params.cache.page_bytes);
-}
-
-void CudaBackend::kivi_flush(const kernels::KiviFlushParams& params) {
-  check_launch(kernels::cuda::launch_kivi_flush(params, stream_), "kivi_flush",
-               params.cache.num_pages, params.cache.page_bytes);
-}
-
-void CudaBackend::kivi_gather(const kernels::KiviGatherParams& params) {
-  check_launch(kernels::cuda::launch_kivi_gather(params, stream_), "kivi_gather",
-               params.cache.num_pages, params.cache.page_bytes);
-}
-
-void CudaBackend::abs_max(const kernels::AbsMaxParams& params) {
-  check_launch(kernels::cuda::launch_abs_max(params, stream_), "abs_max", 0, 0);
-}
-
-namespace {
-
-void check_solver(cusolverStatus_t status, const char* call) {
-  if (status != CUSOLVER_STATUS_SUCCESS) {
-    detail::raise<CudaError>("{} failed: cuSOLVER status {}", call, static_cast<int>(status));
-  }
-}
-
-struct SolverDeleter {
-  void operator()(cusolverDnContext* handle) const noexcept { (void)cusolverDnDestroy(handle); }
-};
-
-}  // namespace
 
 // Per head: the covariance X^T X of the sample, its eigen-decomposition by
-// cuSOLVER (syevd: eigenvalues ascending, eigenvectors in place), and the
-// top `rank` eigenvectors as the basis. The eigenvalues are the squared
-// singular values of X, so the energy kept is the same figure as the SVD's.
+// cuSOLVER (one batched syev over the heads: eigenvalues ascending,
+// eigenvectors in place), and the top `rank` eigenvectors as the basis. The
+// eigenvalues are the squared singular values of X, so the energy kept is
+// the CPU SVD's figure; directions past the sample's own rank are zero, as
+// on the CPU.
 void CudaBackend::low_rank_fit(const kernels::LowRankFitParams& params) {
   const kernels::SampleView& sample = params.sample;
   const std::int32_t heads = sample.num_heads;
   const std::int32_t dim = sample.head_dim;
-  const auto cells = static_cast<std::size_t>(dim) * static_cast<std::size_t>(dim);
-  Buffer covariance = allocate(static_cast<std::size_t>(heads) * cells * sizeof(float));
-  Buffer eigenvalues =
-      allocate(static_cast<std::size_t>(heads) * static_cast<std::size_t>(dim) * sizeof(float));
-  check_launch(kernels::cuda::launch_covariance(sample, covariance.as<float>(), stream_),
-               "covariance", 0, 0);
-  cusolverDnHandle_t raw = nullptr;
-  check_solver(cusolverDnCreate(&raw), "cusolverDnCreate");
-  std::unique_ptr<cusolverDnContext, SolverDeleter> handle(raw);
-  check_solver(cusolverDnSetStream(raw, stream_), "cusolverDnSetStream");
-  int work_size = 0;
-  check_solver(
-      cusolverDnSsyevd_bufferSize(raw, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, dim,
-                                  covariance.as<float>(), dim, eigenvalues.as<float>(), &work_size),
-      "cusolverDnSsyevd_bufferSize");
-  Buffer work = allocate(static_cast<std::size_t>(std::max(work_size, 1)) * sizeof(float));
-  Buffer info = allocate(sizeof(int));
-  for (std::int32_t h = 0; h < heads; ++h) {
-    check_solver(cusolverDnSsyevd(raw, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, dim,
-                                  covariance.as<float>() + static_cast<std::size_t>(h) * cells, dim,
-                                  eigenvalues.as<float>() + static_cast<std::size_t>(h) * dim,
-                                  work.as<float>(), work_size, info.as<int>()),
-                 "cusolverDnSsyevd");
+  auto* workspace = static_cast<LowRankWorkspace*>(params.workspace);
+  if (workspace == nullptr || workspace->heads != heads || workspace->dim != dim ||
+      workspace->device != device_) {
+    detail::raise<InvalidArgument>(
+        "CudaBackend::low_rank_fit: the workspace was not made by low_rank_fit_workspace for {} "
+        "heads x {} on device {}",
+        heads, dim, device_);
   }
-  check_launch(kernels::cuda::launch_take_top_eigenvectors(covariance.as<float>(), heads, dim,
-                                                           params.rank, params.basis, stream_),
-               "take_top_eigenvectors", 0, 0);
-  std::vector<float> values(static_cast<std::size_t>(heads) * static_cast<std::size_t>(dim));
-  copy_to_host(values.data(), eigenvalues.data(), values.size() * sizeof(float));
-  int status = 0;
-  copy_to_host(&status, info.data(), sizeof(int));
-  if (status != 0) detail::raise<CudaError>("cusolverDnSsyevd did not converge (info {})", status);
+  activate();
+  check_launch("covariance", static_cast<int>(kernels::cuda::launch_covariance(
+                                 sample, workspace->covariance.as<float>(), stream_)));
+  check_solver(
+      cusolverDnXsyevBatched(workspace->handle, workspace->params, CUSOLVER_EIG_MODE_VECTOR,
+                             CUBLAS_FILL_MODE_LOWER, dim, CUDA_R_32F, workspace->covariance.data(),
+                             dim, CUDA_R_32F, workspace->eigenvalues.data(), CUDA_R_32F,
+                             workspace->device_work.data(), workspace->device_work_bytes,
+                             workspace->host_work.data(), workspace->host_work.size(),
+                             workspace->info.as<int>(), heads),
+      "cusolverDnXsyevBatched");
+  const std::int32_t valid = std::min(sample.num_tokens, dim);
+  check_launch("take_top_eigenvectors",
+               static_cast<int>(kernels::cuda::launch_take_top_eigenvectors(
+                   workspace->covariance.as<float>(), heads, dim, params.rank, valid, params.basis,
+                   stream_)));
+  check(cudaMemcpyAsync(workspace->host_eigenvalues.data(), workspace->eigenvalues.data(),
+                        workspace->host_eigenvalues.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                        stream_),
+        "cudaMemcpyAsync(eigenvalues)");
+  check(cudaMemcpyAsync(workspace->host_info.data(), workspace->info.data(),
+                        workspace->host_info.size() * sizeof(int), cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync(info)");
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  for (std::int32_t h = 0; h < heads; ++h) {
+    const int status = workspace->host_info[static_cast<std::size_t>(h)];
+    if (status != 0) {
+      detail::raise<CudaError>("cusolverDnXsyevBatched did not converge for head {} (info {})", h,
+                               status);
+    }
+  }
   for (std::int32_t h = 0; h < heads; ++h) {
     double kept = 0.0, total = 0.0;
     for (std::int32_t i = 0; i < dim; ++i) {
-      const double value = std::max(0.0f, values[static_cast<std::size_t>(h) * dim + i]);
+      const double value =
+          std::max(0.0f, workspace->host_eigenvalues[static_cast<std::size_t>(h) * dim + i]);
       total += value;
       if (i >= dim - params.rank) kept += value;
     }
     params.energy_kept[h] = total > 0.0 ? static_cast<float>(kept / total) : 1.0f;
   }
-}
-
-void CudaBackend::synchronize() {
-  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
 }  // namespace kvcache

@@ -1,15 +1,16 @@
 // The CUDA backend of a build without CUDA: it reports, it never pretends.
+// Every member is defined (a program naming CudaBackend links) and throws
+// Unsupported.
 #include "kvcache/backend/cuda.hpp"
 #include "kvcache/error.hpp"
 
 namespace kvcache {
-namespace {
-[[noreturn]] void unsupported() {
+
+void CudaBackend::unsupported() {
   throw Unsupported(
       "this build of kvcache has no CUDA backend (configured with KVCACHE_CUDA=OFF or without "
       "nvcc); use HostBackend or rebuild with -DKVCACHE_CUDA=ON");
 }
-}  // namespace
 
 bool built_with_cuda() noexcept {
   return false;
@@ -49,16 +50,19 @@ void CudaBackend::copy_within(void*, const void*, std::size_t) {
 void CudaBackend::fill_zero(void*, std::size_t) {
   unsupported();
 }
-void CudaBackend::append(const kernels::AppendParams&) {
-  unsupported();
-}
-void CudaBackend::gather(const kernels::GatherParams&) {
-  unsupported();
-}
-void CudaBackend::copy_blocks(const kernels::CopyBlocksParams&) {
-  unsupported();
-}
 void CudaBackend::synchronize() {
+  unsupported();
+}
+void CudaBackend::low_rank_fit(const kernels::LowRankFitParams&) {
+  unsupported();
+}
+Buffer low_rank_fit_workspace(CudaBackend&, std::int32_t, std::int32_t, std::int32_t) {
+  CudaBackend::unsupported();
+}
+void CudaBackend::activate() {
+  unsupported();
+}
+void CudaBackend::check_launch(const char*, int) {
   unsupported();
 }
 

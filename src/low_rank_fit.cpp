@@ -1,5 +1,5 @@
-// The CPU low-rank fit (see kvcache/codec/low_rank_fit.hpp).
-#include "kvcache/codec/low_rank_fit.hpp"
+// The CPU low-rank fit (declared in kvcache/backend/host.hpp).
+#include "kvcache/backend/host.hpp"
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -7,10 +7,10 @@
 
 #include "kvcache/codec/quant_math.hpp"
 
-namespace kvcache::kernels::cpu {
+namespace kvcache::detail::cpu {
 
-void low_rank_fit(const LowRankFitParams& p) {
-  const SampleView& s = p.sample;
+void low_rank_fit(const kernels::LowRankFitParams& p) {
+  const kernels::SampleView& s = p.sample;
   for (std::int32_t h = 0; h < s.num_heads; ++h) {
     Eigen::MatrixXd rows(s.num_tokens, s.head_dim);
     for (std::int32_t t = 0; t < s.num_tokens; ++t) {
@@ -41,4 +41,4 @@ void low_rank_fit(const LowRankFitParams& p) {
   }
 }
 
-}  // namespace kvcache::kernels::cpu
+}  // namespace kvcache::detail::cpu

@@ -11,6 +11,10 @@
 
 #include "kvcache/config.hpp"
 
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
+
 namespace kvcache {
 
 enum class DType : std::uint8_t { kF16 = 0, kBF16 = 1, kF32 = 2 };
@@ -67,6 +71,13 @@ KVCACHE_HD float bits_float(std::uint32_t bits) {
 
 // IEEE binary16, round to nearest even; overflow gives Inf, NaN stays NaN.
 KVCACHE_HD std::uint16_t float_to_half_bits(float value) {
+#if defined(__CUDA_ARCH__)
+  // The hardware conversion rounds the same way; only NaN is made the host's
+  // quiet NaN (sign kept) here.
+  if ((__float_as_uint(value) & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<std::uint16_t>(((__float_as_uint(value) >> 16) & 0x8000u) | 0x7e00u);
+  return __half_as_ushort(__float2half_rn(value));
+#else
   std::uint32_t bits = detail::float_bits(value);
   const std::uint32_t sign = (bits >> 16) & 0x8000u;
   bits &= 0x7fffffffu;
@@ -84,9 +95,13 @@ KVCACHE_HD std::uint16_t float_to_half_bits(float value) {
   // the mantissa correctly bumps the exponent (up to Inf for >= 65520).
   bits += 0xc8000fffu + odd;  // (15 - 127) << 23, plus 0xfff, mod 2^32
   return static_cast<std::uint16_t>(sign | (bits >> 13));
+#endif
 }
 
 KVCACHE_HD float half_bits_to_float(std::uint16_t half) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(half));  // exact
+#else
   const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
   const std::uint32_t exponent = (half >> 10) & 0x1fu;
   const std::uint32_t mantissa = half & 0x3ffu;
@@ -97,6 +112,7 @@ KVCACHE_HD float half_bits_to_float(std::uint16_t half) {
   }
   if (exponent == 31) return detail::bits_float(sign | 0x7f800000u | (mantissa << 13));
   return detail::bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+#endif
 }
 
 // bfloat16, round to nearest even; NaN stays a quiet NaN.
@@ -139,6 +155,52 @@ KVCACHE_HD void store_from_float(void* data, DType dtype, std::int64_t index, fl
     default:
       static_cast<float*>(data)[index] = value;
       break;
+  }
+}
+
+// ---- typed access: T is Half, BFloat16 or float (the kernels' template
+// parameter; one dispatch per launch instead of a switch per element) ----------
+
+template <class T>
+inline constexpr DType kDTypeOf = DType::kF32;
+template <>
+inline constexpr DType kDTypeOf<Half> = DType::kF16;
+template <>
+inline constexpr DType kDTypeOf<BFloat16> = DType::kBF16;
+
+template <class T>
+KVCACHE_HD float load_element(const void* data, std::int64_t index) {
+  if constexpr (kDTypeOf<T> == DType::kF16) {
+    return half_bits_to_float(static_cast<const std::uint16_t*>(data)[index]);
+  } else if constexpr (kDTypeOf<T> == DType::kBF16) {
+    return bfloat16_bits_to_float(static_cast<const std::uint16_t*>(data)[index]);
+  } else {
+    return static_cast<const float*>(data)[index];
+  }
+}
+
+template <class T>
+KVCACHE_HD void store_element(void* data, std::int64_t index, float value) {
+  if constexpr (kDTypeOf<T> == DType::kF16) {
+    static_cast<std::uint16_t*>(data)[index] = float_to_half_bits(value);
+  } else if constexpr (kDTypeOf<T> == DType::kBF16) {
+    static_cast<std::uint16_t*>(data)[index] = float_to_bfloat16_bits(value);
+  } else {
+    static_cast<float*>(data)[index] = value;
+  }
+}
+
+// Calls f.template operator()<T>() with the element type of `dtype`.
+template <class F>
+decltype(auto) dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kF16:
+      return f.template operator()<Half>();
+    case DType::kBF16:
+      return f.template operator()<BFloat16>();
+    case DType::kF32:
+    default:
+      return f.template operator()<float>();
   }
 }
 

@@ -1,15 +1,18 @@
-// The whole public interface of kvcache (header-only parts and the backends).
+// The whole public interface of kvcache: the manager and its exports, every
+// strategy and codec, and the three backends.
 #pragma once
 
+#include "kvcache/append_batch.hpp"
 #include "kvcache/backend/cuda.hpp"
 #include "kvcache/backend/host.hpp"
 #include "kvcache/backend/metadata.hpp"
 #include "kvcache/block_pool.hpp"
 #include "kvcache/codec/codecs.hpp"
-#include "kvcache/codec/fp8.hpp"
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/error.hpp"
+#include "kvcache/export.hpp"
+#include "kvcache/fwd.hpp"
 #include "kvcache/layout.hpp"
 #include "kvcache/manager.hpp"
 #include "kvcache/model_shape.hpp"
@@ -17,3 +20,5 @@
 #include "kvcache/policy/cache_policy.hpp"
 #include "kvcache/reencode.hpp"
 #include "kvcache/tensor.hpp"
+#include "kvcache/types.hpp"
+#include "kvcache/version.hpp"

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kvcache/codec/layout.hpp"
+#include "kvcache/codec/page_view.hpp"
 #include "kvcache/layout.hpp"
 
 namespace kvcache {
@@ -37,7 +37,7 @@ struct CacheAddressing {
   DType dtype = DType::kF16;
   KVLayout layout = KVLayout::kNHD;
   // kPlain: element strides of dtype. Otherwise the pages hold codes and the
-  // strides are in bytes (see KVCacheManager::codec_view()).
+  // strides are in bytes (see the codec storage's view(): manager.codec().view()).
   CodecKind codec = CodecKind::kPlain;
 
   void* k_data(std::int32_t layer) const { return base + layer * layer_stride_bytes; }

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kvcache/codec/row_codec.hpp"
+#include "kvcache/codec/codecs.hpp"
 
 namespace kvcache::testing {
 
@@ -22,64 +22,48 @@ inline double relative_error(const std::vector<float>& exact, const std::vector<
   return std::sqrt(difference / norm);
 }
 
-// A view describing rows of `head_dim` values for the row codecs.
-inline CodecPageView row_view(CodecKind kind, std::int32_t head_dim, std::int32_t group,
-                              std::int32_t bits, std::int32_t scale_bytes, std::int32_t rank = 0) {
-  CodecPageView view;
-  view.kind = kind;
-  view.head_dim = head_dim;
-  view.group_size = group;
-  view.bits = bits;
-  view.scale_bytes = scale_bytes;
-  view.rank = rank;
-  view.dtype = DType::kF32;
-  view.num_heads = 1;
-  return view;
-}
-
-// decode(encode(row)) of every head_dim-row of `values` (row-major).
-inline std::vector<float> round_trip_rows(const CodecPageView& view,
-                                          const std::vector<float>& values,
-                                          const float* state = nullptr,
-                                          std::int32_t* nonfinite = nullptr) {
-  const std::int32_t d = view.head_dim;
+// decode(encode(row)) of every head_dim-row of `values` (row-major), with
+// the codec's row math (Rows: Int8Rows, Fp8Rows, KiviRows, LowRankRows).
+template <class Rows>
+std::vector<float> round_trip_rows(std::int32_t d, const std::vector<float>& values,
+                                   const float* state = nullptr,
+                                   std::int32_t* nonfinite = nullptr) {
   std::vector<float> out(values.size());
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(d) * 4 + 64),
       scales(static_cast<std::size_t>(d) * 8 + 64);
   for (std::size_t row = 0; row * d < values.size(); ++row) {
     const float* x = values.data() + row * d;
-    const std::int32_t bad = codec::encode_row(
-        view, [&](std::int32_t i) { return x[i]; }, codes.data(), scales.data(), state);
+    const std::int32_t bad = Rows::encode(
+        d, [&](std::int32_t i) { return x[i]; }, codes.data(), scales.data(), state);
     if (nonfinite != nullptr) *nonfinite += bad;
-    codec::decode_row(view, codes.data(), scales.data(), state,
-                      [&](std::int32_t i, float v) { out[row * d + i] = v; });
+    Rows::decode(d, codes.data(), scales.data(), state,
+                 [&](std::int32_t i, float v) { out[row * d + i] = v; });
   }
   return out;
 }
 
 // KIVI-style per-channel quantization of keys: every channel of every group
-// of `group` consecutive rows is one asymmetric group.
-inline std::vector<float> round_trip_per_channel(const std::vector<float>& keys,
-                                                 std::int32_t head_dim, std::int32_t group,
-                                                 std::int32_t bits) {
-  CodecPageView view = row_view(CodecKind::kKivi, head_dim, group, bits, 2);
-  view.page_size = group;
-  view.num_heads = 1;
-  view.region[0] = channel_major_region(group, 1, head_dim, bits, 2);
-  std::vector<std::uint8_t> region(static_cast<std::size_t>(view.region[0].bytes));
+// of `Group` consecutive rows is one asymmetric group.
+template <std::int32_t Bits, std::int32_t Group>
+std::vector<float> round_trip_per_channel(const std::vector<float>& keys, std::int32_t head_dim) {
+  using Rows = KiviRows<Bits, Group, 2>;
+  const RegionLayout region = channel_major_region(Group, 1, head_dim, Bits, 2);
+  const CodecPageView view =
+      make_codec_view(nullptr, 1, Group, 1, 1, head_dim, DType::kF32, region, region);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(region.bytes));
   std::vector<float> out(keys.size());
   const std::size_t rows = keys.size() / static_cast<std::size_t>(head_dim);
-  for (std::size_t first = 0; first + group <= rows; first += static_cast<std::size_t>(group)) {
+  for (std::size_t first = 0; first + Group <= rows; first += static_cast<std::size_t>(Group)) {
     for (std::int32_t c = 0; c < head_dim; ++c) {
-      codec::encode_key_channel(
+      Rows::encode_key_channel(
           view,
           [&](std::int32_t t) {
             return keys[(first + static_cast<std::size_t>(t)) * head_dim + c];
           },
-          region.data(), 0, c);
-      for (std::int32_t t = 0; t < group; ++t) {
+          bytes.data(), 0, c);
+      for (std::int32_t t = 0; t < Group; ++t) {
         out[(first + static_cast<std::size_t>(t)) * head_dim + c] =
-            codec::decode_key(view, region.data(), 0, c, t);
+            Rows::decode_key(view, bytes.data(), 0, c, t);
       }
     }
   }

@@ -60,24 +60,22 @@ std::pair<std::vector<float>, std::vector<float>> round_trip(M& m, std::int64_t 
 
 TEST(CodecCapacity, TokensPerByteFollowTheCodes) {
   const ModelShape shape = ModelShape::gqa(32, 8, 128, DType::kF16);
-  const double plain = static_cast<double>(codec_block_bytes<PlainCodec>(shape, 32));
+  const double plain = static_cast<double>(PlainCodec::block_bytes(shape, 32));
   // int8 g32: one byte per value plus a 2-byte scale per 32 -> 2 / (1 + 2/32).
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<Int8Codec<32>>(shape, 32)),
+  EXPECT_NEAR(plain / static_cast<double>(Int8Codec<32>::block_bytes(shape, 32)),
               2.0 / (1.0 + 2.0 / 32), 1e-9);
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<Int8Codec<128>>(shape, 32)),
+  EXPECT_NEAR(plain / static_cast<double>(Int8Codec<128>::block_bytes(shape, 32)),
               2.0 / (1.0 + 2.0 / 128), 1e-9);
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<Fp8Codec<>>(shape, 32)), 2.0, 1e-9);
+  EXPECT_NEAR(plain / static_cast<double>(Fp8Codec<>::block_bytes(shape, 32)), 2.0, 1e-9);
   // int4 KIVI g32: half a byte per value, scale + zero (4 bytes) per 32.
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<KiviCodec<4, 32, 128>>(shape, 32)),
+  EXPECT_NEAR(plain / static_cast<double>(KiviCodec<4, 32, 128>::block_bytes(shape, 32)),
               2.0 / (0.5 + 4.0 / 32), 1e-9);
-  EXPECT_NEAR(
-      4 * plain / static_cast<double>(codec_block_bytes<KiviCodec<4, 128, 128>>(shape, 128)),
-      2.0 / (0.5 + 4.0 / 128), 1e-9);
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<KiviCodec<2, 32, 128>>(shape, 32)),
+  EXPECT_NEAR(4 * plain / static_cast<double>(KiviCodec<4, 128, 128>::block_bytes(shape, 128)),
+              2.0 / (0.5 + 4.0 / 128), 1e-9);
+  EXPECT_NEAR(plain / static_cast<double>(KiviCodec<2, 32, 128>::block_bytes(shape, 32)),
               2.0 / (0.25 + 4.0 / 32), 1e-9);
   // Low rank 32 of 128 in fp16: a quarter of the bytes (no reconstructed rows).
-  EXPECT_NEAR(plain / static_cast<double>(codec_block_bytes<LowRankCodec<32>>(shape, 32)), 4.0,
-              1e-9);
+  EXPECT_NEAR(plain / static_cast<double>(LowRankCodec<32>::block_bytes(shape, 32)), 4.0, 1e-9);
   // The same byte budget holds that many more tokens.
   CacheConfig c = config(32, 0);
   c.budget_bytes = std::int64_t{64} << 20;
@@ -104,8 +102,8 @@ TEST(CodecManager, Int8AndFp8ErrorsThroughTheCache) {
     Manager<Fp8Codec<Fp8Scale::kPerHead>> m(config(16, 256));
     const auto [x, y] = round_trip(m, 700, 700, seed);  // one batch: it calibrates the scales
     EXPECT_NEAR(relative_error(x, y), 0.026, 0.004);
-    EXPECT_TRUE(m.is_calibrated(0));
-    const auto scales = m.codec_state();
+    EXPECT_TRUE(m.codec().is_calibrated(0));
+    const auto scales = m.codec().state();
     ASSERT_EQ(scales.size(), 2u * 2 * 4);
     for (float s : scales)
       EXPECT_GT(s, 0.0f);
@@ -180,7 +178,7 @@ TEST(CodecManager, LowRankStoresCoefficientsAndKeepsTheEnergyOfLowRankData) {
   }
   const SeqId seq = m.create_sequence();
   ASSERT_EQ(m.try_reserve(seq, tokens), ReserveStatus::kOk);
-  EXPECT_FALSE(m.is_calibrated(0));
+  EXPECT_FALSE(m.codec().is_calibrated(0));
   const auto view = TensorView::packed(rows.data(), DType::kF32, tokens, shape.num_kv_heads, 128);
   for (std::int32_t layer = 0; layer < 2; ++layer)
     m.calibrate(layer, view, view);
@@ -194,13 +192,13 @@ TEST(CodecManager, LowRankStoresCoefficientsAndKeepsTheEnergyOfLowRankData) {
            TensorView::packed(v.data(), DType::kF32, tokens, shape.num_kv_heads, 128));
   EXPECT_LT(relative_error(rows, k), 0.01);
   for (std::int32_t h = 0; h < shape.num_kv_heads; ++h)
-    EXPECT_GT(m.energy_kept(1, 0, h), 0.9999f);
+    EXPECT_GT(m.codec().energy_kept(1, 0, h), 0.9999f);
   // Pages hold 16 fp32 coefficients per row: 16 x 4 bytes instead of 128 x 4.
-  EXPECT_EQ(m.bytes_per_block(), codec_block_bytes<PlainCodec>(shape, 16) / 8);
+  EXPECT_EQ(m.bytes_per_block(), PlainCodec::block_bytes(shape, 16) / 8);
   // On unstructured data the kept energy says how little a rank-16 basis holds.
   Manager<LowRankCodec<16, 4>> noise(config(16, 128, DType::kF32));
   const auto [x, y] = round_trip(noise, 300, 300, seed);
-  const float kept = noise.energy_kept(1, 0, 0);
+  const float kept = noise.codec().energy_kept(1, 0, 0);
   EXPECT_GT(kept, 16.0f / 128.0f);
   EXPECT_LT(kept, 0.5f);
   EXPECT_NEAR(relative_error(x, y), std::sqrt(1.0 - kept), 0.1);
@@ -303,7 +301,7 @@ TEST(CodecManager, BadConfigurationsAreRejected) {
   Manager<KiviCodec<4, 32, 64>> kivi(config(32, 8));
   const SeqId k_seq = kivi.create_sequence();
   EXPECT_TRUE(
-      throws_with<Unsupported>([&] { (void)kivi.export_flashinfer(std::vector<SeqId>{k_seq}); },
+      throws_with<Unsupported>([&] { (void)export_flashinfer(kivi, std::vector<SeqId>{k_seq}); },
                                {"export_flashinfer", "ring", "gather"}));
 }
 

@@ -11,8 +11,8 @@
 
 #include "codec_reference.hpp"
 #include "kv_test_support.hpp"
-#include "kvcache/codec/fp8.hpp"
-#include "kvcache/kernels/int8_simd.hpp"
+#include "kvcache/codec/codecs.hpp"
+#include "kvcache/detail/cpu/int8_simd.hpp"
 
 namespace kvcache::testing {
 namespace {
@@ -91,13 +91,9 @@ TEST(Int8Codec, ErrorMatchesTheUniformQuantizerPrediction) {
   double norm = 0.0;
   for (float v : x)
     norm += static_cast<double>(v) * v;
-  const std::vector<std::pair<std::int32_t, double>> groups = {
-      {32, 0.0053}, {64, 0.0059}, {128, 0.0064}};
   double previous = 0.0;
-  for (const auto& [group, design] : groups) {
-    const CodecPageView view =
-        row_view(CodecKind::kInt8, d, group, 8, 4);  // fp32 scales: the pure quantizer
-    const auto y = round_trip_rows(view, x);
+  auto check = [&]<std::int32_t group>(double design) {
+    const auto y = round_trip_rows<Int8Rows<group, 4>>(d, x);  // fp32 scales: the pure quantizer
     const double error = relative_error(x, y);
     double predicted = 0.0;
     for (std::size_t g = 0; g < x.size() / group; ++g) {
@@ -113,9 +109,12 @@ TEST(Int8Codec, ErrorMatchesTheUniformQuantizerPrediction) {
     EXPECT_GT(error, previous);  // bigger groups, coarser steps
     previous = error;
     // fp16 scales change the figure only slightly.
-    const auto y16 = round_trip_rows(row_view(CodecKind::kInt8, d, group, 8, 2), x);
+    const auto y16 = round_trip_rows<Int8Rows<group, 2>>(d, x);
     EXPECT_NEAR(relative_error(x, y16), error, 0.0005);
-  }
+  };
+  check.template operator()<32>(0.0053);
+  check.template operator()<64>(0.0059);
+  check.template operator()<128>(0.0064);
 }
 
 TEST(Fp8Codec, ErrorIsAboutTwoAndAHalfPercentWhateverTheScale) {
@@ -129,7 +128,7 @@ TEST(Fp8Codec, ErrorIsAboutTwoAndAHalfPercentWhateverTheScale) {
     for (float v : x)
       amax = std::max(amax, std::fabs(v));
     const float scale = amax / kFp8E4M3Max;
-    const auto y = round_trip_rows(row_view(CodecKind::kFp8, d, d, 8, 0), x, &scale);
+    const auto y = round_trip_rows<Fp8Rows>(d, x, &scale);
     // e4m3 keeps 3 mantissa bits: a relative step of 2^-3 for each binade, an
     // RMS relative error near 2^-3 / sqrt(12) / ~1.4 for these magnitudes.
     const double error = relative_error(x, y);
@@ -146,9 +145,8 @@ TEST(KiviCodec, Int4AndInt2ErrorsMatchTheirSteps) {
   double norm = 0.0;
   for (float v : x)
     norm += static_cast<double>(v) * v;
-  for (const auto& [bits, design, tolerance] :
-       {std::tuple{4, 0.08, 0.01}, std::tuple{2, 0.39, 0.06}}) {
-    const auto y = round_trip_rows(row_view(CodecKind::kKivi, d, group, bits, 4), x);
+  auto check = [&]<std::int32_t bits>(double design, double tolerance) {
+    const auto y = round_trip_rows<KiviRows<bits, 32, 4>>(d, x);
     const double error = relative_error(x, y);
     double predicted = 0.0;
     for (std::size_t g = 0; g < x.size() / group; ++g) {
@@ -165,7 +163,9 @@ TEST(KiviCodec, Int4AndInt2ErrorsMatchTheirSteps) {
     if (bits == 4) {
       EXPECT_NEAR(error / predicted, 1.0, 0.1);  // 16 levels: uniform error holds
     }
-  }
+  };
+  check.template operator()<4>(0.08, 0.01);
+  check.template operator()<2>(0.39, 0.06);
 }
 
 // Keys of real models have a few channels ~10x larger than the rest.
@@ -175,14 +175,14 @@ TEST(KiviCodec, PerChannelKeysBeatPerTokenKeysWithOutlierChannels) {
   const std::uint64_t seed = test_seed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  const std::int32_t d = 128, group = 32;
+  const std::int32_t d = 128;
   auto keys = normal_values(1024 * d, rng);
   for (std::int32_t outlier : {3, 40, 77, 101}) {
     for (std::size_t t = 0; t < keys.size() / d; ++t)
       keys[t * d + outlier] = keys[t * d + outlier] * 10.0f + 5.0f;
   }
-  const auto by_token = round_trip_rows(row_view(CodecKind::kKivi, d, group, 4, 2), keys);
-  const auto by_channel = round_trip_per_channel(keys, d, group, 4);
+  const auto by_token = round_trip_rows<KiviRows<4, 32, 2>>(d, keys);
+  const auto by_channel = round_trip_per_channel<4, 32>(keys, d);
   const double per_token = relative_error(keys, by_token);
   const double per_channel = relative_error(keys, by_channel);
   EXPECT_LT(per_channel, per_token) << "per channel " << per_channel << ", per token " << per_token;
@@ -202,9 +202,8 @@ TEST(KiviCodec, PerChannelKeysBeatPerTokenKeysWithOutlierChannels) {
       << "ordinary channels: per channel " << channel_ordinary << ", per token " << token_ordinary;
   // Without outliers the two are alike.
   const auto plain = normal_values(1024 * d, rng);
-  const double plain_token =
-      relative_error(plain, round_trip_rows(row_view(CodecKind::kKivi, d, group, 4, 2), plain));
-  const double plain_channel = relative_error(plain, round_trip_per_channel(plain, d, group, 4));
+  const double plain_token = relative_error(plain, round_trip_rows<KiviRows<4, 32, 2>>(d, plain));
+  const double plain_channel = relative_error(plain, round_trip_per_channel<4, 32>(plain, d));
   EXPECT_NEAR(plain_channel / plain_token, 1.0, 0.15);
 }
 
@@ -219,20 +218,20 @@ TEST(Codecs, AttentionOutputErrorFollowsTheCacheError) {
     const auto q = normal_values(d, rng), k = normal_values(tokens * d, rng),
                v = normal_values(tokens * d, rng);
     const auto exact = attention(q, k, v, d);
-    auto with = [&](const CodecPageView& view, const float* state = nullptr) {
-      return relative_error(
-          exact, attention(q, round_trip_rows(view, k, state), round_trip_rows(view, v, state), d));
+    auto with = [&]<class Rows>(const float* state) {
+      return relative_error(exact, attention(q, round_trip_rows<Rows>(d, k, state),
+                                             round_trip_rows<Rows>(d, v, state), d));
     };
-    int8_error += with(row_view(CodecKind::kInt8, d, 32, 8, 2)) / 8;
+    int8_error += with.template operator()<Int8Rows<32, 2>>(nullptr) / 8;
     float amax = 0.0f;
     for (float x : k)
       amax = std::max(amax, std::fabs(x));
     for (float x : v)
       amax = std::max(amax, std::fabs(x));
     const float scale = amax / kFp8E4M3Max;
-    fp8_error += with(row_view(CodecKind::kFp8, d, d, 8, 0), &scale) / 8;
-    const auto k4 = round_trip_per_channel(k, d, 32, 4);
-    const auto v4 = round_trip_rows(row_view(CodecKind::kKivi, d, 32, 4, 2), v);
+    fp8_error += with.template operator()<Fp8Rows>(&scale) / 8;
+    const auto k4 = round_trip_per_channel<4, 32>(k, d);
+    const auto v4 = round_trip_rows<KiviRows<4, 32, 2>>(d, v);
     int4_error += relative_error(exact, attention(q, k4, v4, d)) / 8;
   }
   // The output error follows the cache's round-trip error (about 1.5x of it
@@ -255,7 +254,7 @@ TEST(Codecs, NonFiniteInputsSaturateAndAreCounted) {
   row[9] = -std::numeric_limits<float>::infinity();
   row[11] = 2.0f;
   std::int32_t bad = 0;
-  const auto int8 = round_trip_rows(row_view(CodecKind::kInt8, d, 32, 8, 2), row, nullptr, &bad);
+  const auto int8 = round_trip_rows<Int8Rows<32, 2>>(d, row, nullptr, &bad);
   EXPECT_EQ(bad, 3);
   EXPECT_EQ(int8[3], 0.0f);           // NaN stored as 0
   EXPECT_NEAR(int8[7], 2.0f, 0.01);   // +Inf: the group's largest code
@@ -263,12 +262,12 @@ TEST(Codecs, NonFiniteInputsSaturateAndAreCounted) {
   EXPECT_NEAR(int8[0], 0.5f, 0.01);   // the finite values keep their scale
   bad = 0;
   const float scale = 1.0f / 64.0f;
-  const auto fp8 = round_trip_rows(row_view(CodecKind::kFp8, d, d, 8, 0), row, &scale, &bad);
+  const auto fp8 = round_trip_rows<Fp8Rows>(d, row, &scale, &bad);
   EXPECT_EQ(bad, 3);
   EXPECT_EQ(fp8[3], 0.0f);
   EXPECT_EQ(fp8[7], 448.0f * scale);  // saturated
   bad = 0;
-  const auto int4 = round_trip_rows(row_view(CodecKind::kKivi, d, 32, 4, 2), row, nullptr, &bad);
+  const auto int4 = round_trip_rows<KiviRows<4, 32, 2>>(d, row, nullptr, &bad);
   EXPECT_EQ(bad, 3);
   for (float value : int4)
     EXPECT_TRUE(std::isfinite(value));
@@ -282,7 +281,7 @@ namespace {
 
 // The CPU's AVX2 + F16C int8 path must give the scalar codec's bits.
 TEST(Int8Codec, VectorPathIsBitIdenticalToTheScalarCodec) {
-  if (!kernels::cpu::simd::available())
+  if (!detail::cpu::simd::available())
     GTEST_SKIP() << "this CPU lacks AVX2 + F16C: only the scalar path runs";
 #if KVCACHE_INT8_SIMD
   const std::uint64_t seed = test_seed();
@@ -312,15 +311,15 @@ TEST(Int8Codec, VectorPathIsBitIdenticalToTheScalarCodec) {
                 group, codes_scalar.data() + g, scales_scalar.data() + g / group * scale_bytes,
                 scale_bytes);
           }
-          const std::int32_t bad_vector = kernels::cpu::simd::int8_encode_f16(
+          const std::int32_t bad_vector = detail::cpu::simd::int8_encode_f16(
               x.data(), d, group, codes_vector.data(), scales_vector.data(), scale_bytes);
           ASSERT_EQ(codes_vector, codes_scalar)
               << "head_dim " << d << " group " << group << " row " << row;
           ASSERT_EQ(scales_vector, scales_scalar);
           ASSERT_EQ(bad_vector, bad_scalar);
           std::vector<std::uint16_t> out_vector(d);
-          kernels::cpu::simd::int8_decode_f16(codes_vector.data(), scales_vector.data(), d, group,
-                                              scale_bytes, out_vector.data());
+          detail::cpu::simd::int8_decode_f16(codes_vector.data(), scales_vector.data(), d, group,
+                                             scale_bytes, out_vector.data());
           for (std::int32_t i = 0; i < d; ++i) {
             const float scale =
                 codec::load_scale(scales_scalar.data() + i / group * scale_bytes, scale_bytes);

@@ -156,9 +156,10 @@ class Conformance : public ::testing::Test {
                                              << tokens << " tokens quantized";
       }
       auto want = [&](int kv) {
-        return codec_expected(m.codec_view(), state, shape,
-                              history_rows(shape, expected.history, 0, tokens, layer, kv), tokens,
-                              quantized, layer, kv);
+        return codec_expected<typename Policy::codec>(
+            m.codec().view(), state, shape,
+            history_rows(shape, expected.history, 0, tokens, layer, kv), tokens, quantized, layer,
+            kv);
       };
       if (hk != want(0) || hv != want(1)) {
         return ::testing::AssertionFailure()
@@ -169,10 +170,10 @@ class Conformance : public ::testing::Test {
   }
 
   static std::vector<float> codec_state(Manager& m) {
-    if constexpr (Manager::kPlain) {
-      return {};
+    if constexpr (requires { m.codec().state(); }) {
+      return m.codec().state();
     } else {
-      return m.codec_state();
+      return {};
     }
   }
   // KIVI: tokens held in pages (the rest are in the full-precision ring).

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <vector>
 
-#include "kvcache/codec/row_codec.hpp"
 #include "kvcache/kvcache.hpp"
 
 namespace kvcache::testing {
@@ -64,73 +63,79 @@ inline std::vector<std::byte> history_rows(const ModelShape& shape, const TokenH
   return rows;
 }
 
-// What a cache with codec `view` reads back for these rows: plain rows as
-// they are; per-token codecs each row through encode and decode with the
-// manager's calibrated state; KIVI the first `quantized` tokens through its
-// group codecs (keys per channel, values per token) and the rest exactly.
-inline std::vector<std::byte> codec_expected(const CodecPageView& view,
-                                             const std::vector<float>& state,
-                                             const ModelShape& shape,
-                                             const std::vector<std::byte>& rows,
-                                             std::int64_t tokens, std::int64_t quantized,
-                                             std::int32_t layer, int kv) {
-  if (view.kind == CodecKind::kPlain) return rows;
-  const std::int32_t heads = shape.num_kv_heads, d = shape.head_dim;
-  std::vector<std::byte> out(rows.size());
-  auto at = [&](std::int64_t t, std::int32_t h, std::int32_t i) { return (t * heads + h) * d + i; };
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(view.region[1].bytes) + 64);
-  std::vector<std::uint8_t> scales(static_cast<std::size_t>(view.region[1].bytes) + 64);
-  if (view.kind == CodecKind::kKivi) {
-    if (!rows.empty()) std::memcpy(out.data(), rows.data(), rows.size());
-    for (std::int64_t first = 0; first < quantized; first += view.page_size) {
-      for (std::int32_t h = 0; h < heads; ++h) {
-        if (kv == 0) {
-          std::vector<std::uint8_t> region(static_cast<std::size_t>(view.region[0].bytes));
-          for (std::int32_t c = 0; c < d; ++c) {
-            codec::encode_key_channel(
-                view,
-                [&](std::int32_t t) {
-                  return load_as_float(rows.data(), shape.dtype, at(first + t, h, c));
-                },
-                region.data(), h, c);
-            for (std::int32_t t = 0; t < view.page_size; ++t) {
-              store_from_float(out.data(), shape.dtype, at(first + t, h, c),
-                               codec::decode_key(view, region.data(), h, c, t));
+// What a cache with codec `Codec` (pages `view`) reads back for these rows:
+// plain rows as they are; per-token codecs each row through encode and decode
+// with the manager's calibrated state; KIVI the first `quantized` tokens
+// through its group codecs (keys per channel, values per token) and the rest
+// exactly.
+template <class Codec, class View>
+std::vector<std::byte> codec_expected(const View& view, const std::vector<float>& state,
+                                      const ModelShape& shape, const std::vector<std::byte>& rows,
+                                      std::int64_t tokens, std::int64_t quantized,
+                                      std::int32_t layer, int kv) {
+  if constexpr (Codec::kKind == CodecKind::kPlain) {
+    return rows;
+  } else {
+    using Rows = typename Codec::Rows;
+    const std::int32_t heads = shape.num_kv_heads, d = shape.head_dim;
+    std::vector<std::byte> out(rows.size());
+    auto at = [&](std::int64_t t, std::int32_t h, std::int32_t i) {
+      return (t * heads + h) * d + i;
+    };
+    std::vector<std::uint8_t> codes(static_cast<std::size_t>(view.region[1].bytes) + 64);
+    std::vector<std::uint8_t> scales(static_cast<std::size_t>(view.region[1].bytes) + 64);
+    if constexpr (Codec::kKind == CodecKind::kKivi) {
+      if (!rows.empty()) std::memcpy(out.data(), rows.data(), rows.size());
+      for (std::int64_t first = 0; first < quantized; first += view.page_size) {
+        for (std::int32_t h = 0; h < heads; ++h) {
+          if (kv == 0) {
+            std::vector<std::uint8_t> region(static_cast<std::size_t>(view.region[0].bytes));
+            for (std::int32_t c = 0; c < d; ++c) {
+              Rows::encode_key_channel(
+                  view,
+                  [&](std::int32_t t) {
+                    return load_as_float(rows.data(), shape.dtype, at(first + t, h, c));
+                  },
+                  region.data(), h, c);
+              for (std::int32_t t = 0; t < view.page_size; ++t) {
+                store_from_float(out.data(), shape.dtype, at(first + t, h, c),
+                                 Rows::decode_key(view, region.data(), h, c, t));
+              }
             }
-          }
-        } else {
-          for (std::int32_t t = 0; t < view.page_size; ++t) {
-            codec::encode_row(
-                view,
-                [&](std::int32_t i) {
-                  return load_as_float(rows.data(), shape.dtype, at(first + t, h, i));
-                },
-                codes.data(), scales.data(), nullptr);
-            codec::decode_row(
-                view, codes.data(), scales.data(), nullptr, [&](std::int32_t i, float value) {
-                  store_from_float(out.data(), shape.dtype, at(first + t, h, i), value);
-                });
+          } else {
+            for (std::int32_t t = 0; t < view.page_size; ++t) {
+              Rows::encode(
+                  d,
+                  [&](std::int32_t i) {
+                    return load_as_float(rows.data(), shape.dtype, at(first + t, h, i));
+                  },
+                  codes.data(), scales.data(), nullptr);
+              Rows::decode(d, codes.data(), scales.data(), nullptr,
+                           [&](std::int32_t i, float value) {
+                             store_from_float(out.data(), shape.dtype, at(first + t, h, i), value);
+                           });
+            }
           }
         }
       }
+      return out;
+    } else {
+      for (std::int64_t t = 0; t < tokens; ++t) {
+        for (std::int32_t h = 0; h < heads; ++h) {
+          const float* row_state =
+              kernels::row_state<Rows>(state.empty() ? nullptr : state.data(), view, layer, kv, h);
+          Rows::encode(
+              d,
+              [&](std::int32_t i) { return load_as_float(rows.data(), shape.dtype, at(t, h, i)); },
+              codes.data(), scales.data(), row_state);
+          Rows::decode(d, codes.data(), scales.data(), row_state, [&](std::int32_t i, float value) {
+            store_from_float(out.data(), shape.dtype, at(t, h, i), value);
+          });
+        }
+      }
+      return out;
     }
-    return out;
   }
-  for (std::int64_t t = 0; t < tokens; ++t) {
-    for (std::int32_t h = 0; h < heads; ++h) {
-      const float* row_state =
-          codec::row_state(view, state.empty() ? nullptr : state.data(), layer, kv, h);
-      codec::encode_row(
-          view,
-          [&](std::int32_t i) { return load_as_float(rows.data(), shape.dtype, at(t, h, i)); },
-          codes.data(), scales.data(), row_state);
-      codec::decode_row(view, codes.data(), scales.data(), row_state,
-                        [&](std::int32_t i, float value) {
-                          store_from_float(out.data(), shape.dtype, at(t, h, i), value);
-                        });
-    }
-  }
-  return out;
 }
 
 }  // namespace kvcache::testing

@@ -155,18 +155,18 @@ TEST_P(ManagerTest, CopyBlocksKernelCopiesEveryLayer) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed_);
   Manager manager(config(6));
   std::mt19937_64 rng(seed_);
-  const auto page_bytes = static_cast<std::size_t>(manager.view().page_bytes);
+  const auto page_bytes = static_cast<std::size_t>(manager.codec().view().page_bytes);
   auto image = kvcache::testing::random_rows(DType::kF32,
                                              static_cast<std::int64_t>(6 * page_bytes / 4), rng);
-  std::memcpy(manager.view().data, image.data(), image.size());
+  std::memcpy(manager.codec().view().data, image.data(), image.size());
   const std::vector<std::int32_t> pairs = {4, 1, 0, 5};
-  kernels::CopyBlocksParams params{manager.view().data, manager.view().page_bytes, 6, pairs.data(),
-                                   2};
-  manager.backend().copy_blocks(params);
+  kernels::CopyBlocksParams params{manager.codec().view().data, manager.codec().view().page_bytes,
+                                   6, pairs.data(), 2};
+  launch(manager.backend(), params);
   auto expected = image;
   std::memcpy(expected.data() + 1 * page_bytes, image.data() + 4 * page_bytes, page_bytes);
   std::memcpy(expected.data() + 5 * page_bytes, image.data() + 0 * page_bytes, page_bytes);
-  EXPECT_EQ(std::memcmp(manager.view().data, expected.data(), expected.size()), 0);
+  EXPECT_EQ(std::memcmp(manager.codec().view().data, expected.data(), expected.size()), 0);
 }
 
 TEST_P(ManagerTest, AppendKernelSkipsPaddingSlots) {
@@ -174,28 +174,27 @@ TEST_P(ManagerTest, AppendKernelSkipsPaddingSlots) {
   Manager manager(config(4));
   std::mt19937_64 rng(seed_);
   const ModelShape& shape = manager.shape();
-  const auto arena = static_cast<std::size_t>(manager.view().page_bytes * 4);
+  const auto arena = static_cast<std::size_t>(manager.codec().view().page_bytes * 4);
   auto image =
       kvcache::testing::random_rows(DType::kF32, static_cast<std::int64_t>(arena / 4), rng);
-  std::memcpy(manager.view().data, image.data(), arena);
+  std::memcpy(manager.codec().view().data, image.data(), arena);
   auto k = kvcache::testing::random_rows(shape.dtype, 3 * shape.kv_width(), rng);
   auto v = kvcache::testing::random_rows(shape.dtype, 3 * shape.kv_width(), rng);
   const std::int64_t slot =
       2 * manager.block_size() + manager.block_size() - 1;  // last token of block 2
   const std::vector<std::int64_t> slots = {-1, slot, -1};
   kernels::AppendParams params;
-  params.cache = manager.view();
+  params.cache = manager.codec().view();
   params.layer = 1;
-  params.k = k.data();
-  params.v = v.data();
-  params.src_head_bytes = shape.head_dim * dtype_size(shape.dtype);
-  params.src_token_bytes = params.src_head_bytes * shape.num_kv_heads;
-  params.slot_mapping = slots.data();
-  params.num_tokens = 3;
-  manager.backend().append(params);
+  params.source.k = k.data();
+  params.source.v = v.data();
+  params.source.head_bytes = shape.head_dim * dtype_size(shape.dtype);
+  params.source.token_bytes = params.source.head_bytes * shape.num_kv_heads;
+  params.slots = kernels::SlotMapping{slots.data(), 3};
+  launch(manager.backend(), params);
   // Only token 1's rows changed, exactly where the index math says.
   auto expected = image;
-  const PagedKVView& view = manager.view();
+  const PagedKVView& view = manager.codec().view();
   const auto row = static_cast<std::size_t>(view.row_bytes());
   for (int kv = 0; kv < 2; ++kv) {
     for (int h = 0; h < shape.num_kv_heads; ++h) {

@@ -82,7 +82,7 @@ TEST_F(ManagerErrors, UnknownOrReleasedSequences) {
       {"gather", "sequence " + id});
   expect_rejected<UnknownSequence>(
       [&] {
-        (void)manager_.export_flashinfer(std::vector<SeqId>{a_, 4242});
+        (void)export_flashinfer(manager_, std::vector<SeqId>{a_, 4242});
       },
       {"sequence 4242"});
 }

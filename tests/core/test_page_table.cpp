@@ -49,7 +49,7 @@ std::uint16_t read_through(const CacheAddressing& a, bool is_v, std::int32_t lay
 
 TEST_P(PageTableTest, FlashInferFormMatchesTheBlockTables) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed_);
-  const FlashInferPageTable table = manager_->export_flashinfer(seqs_);
+  const FlashInferPageTable table = export_flashinfer(*manager_, seqs_);
   ASSERT_EQ(table.indptr.size(), seqs_.size() + 1);
   EXPECT_EQ(table.indptr[0], 0);
   for (std::size_t b = 0; b < seqs_.size(); ++b) {
@@ -97,7 +97,7 @@ TEST_P(PageTableTest, BatchExportIncludesTheStepsNewTokens) {
     ASSERT_EQ(manager_->try_reserve(seq, 3), ReserveStatus::kOk);
   const std::vector<std::int32_t> counts = {3, 0, 1, 2};
   AppendBatch batch = manager_->prepare_append(seqs_, counts);
-  const FlashInferPageTable table = manager_->export_flashinfer(batch);
+  const FlashInferPageTable table = export_flashinfer(*manager_, batch);
   for (std::size_t b = 0; b < seqs_.size(); ++b) {
     const std::int64_t tokens = manager_->sequence(seqs_[b]).num_tokens + counts[b];
     EXPECT_EQ(table.indptr[b + 1] - table.indptr[b], (tokens + 7) / 8);
@@ -110,7 +110,7 @@ TEST_P(PageTableTest, VllmFormMatchesTheBlockTables) {
     ASSERT_EQ(manager_->try_reserve(seq, 2), ReserveStatus::kOk);
   const std::vector<std::int32_t> counts = {2, 1, 0, 2};
   AppendBatch batch = manager_->prepare_append(seqs_, counts);
-  const VllmPageTable table = manager_->export_vllm(batch, 8);
+  const VllmPageTable table = export_vllm(*manager_, batch, 8);
   std::size_t widest = 0;
   for (SeqId seq : seqs_)
     widest = std::max(widest, manager_->sequence(seq).blocks.size());

@@ -72,7 +72,7 @@ TEST_P(CudaMatchesCpu, AppendGatherAndArenaAreIdentical) {
   }
   const auto bytes = static_cast<std::size_t>(host.memory().arena_bytes);
   std::vector<std::byte> device_arena(bytes);
-  device.backend().copy_to_host(device_arena.data(), device.view().data, bytes);
+  device.backend().copy_to_host(device_arena.data(), device.codec().view().data, bytes);
   // Blocks never written hold whatever cudaMalloc gave: compare the rows of
   // every committed token.
   for (SeqId seq : hs) {
@@ -84,9 +84,9 @@ TEST_P(CudaMatchesCpu, AppendGatherAndArenaAreIdentical) {
         for (int kv = 0; kv < 2; ++kv) {
           for (std::int32_t h = 0; h < 4; ++h) {
             const auto offset =
-                static_cast<std::size_t>(host.view().slot_offset(slot, layer, kv, h));
-            ASSERT_EQ(std::memcmp(device_arena.data() + offset, host.view().data + offset,
-                                  static_cast<std::size_t>(host.view().row_bytes())),
+                static_cast<std::size_t>(host.codec().view().slot_offset(slot, layer, kv, h));
+            ASSERT_EQ(std::memcmp(device_arena.data() + offset, host.codec().view().data + offset,
+                                  static_cast<std::size_t>(host.codec().view().row_bytes())),
                       0)
                 << "token " << t << " layer " << layer << " kv " << kv << " head " << h;
           }
@@ -105,20 +105,22 @@ TEST_P(CudaMatchesCpu, CopyBlocksMatches) {
   const auto bytes = static_cast<std::size_t>(host.memory().arena_bytes);
   auto image =
       kvcache::testing::random_rows(DType::kF32, static_cast<std::int64_t>(bytes / 4), rng);
-  std::memcpy(host.view().data, image.data(), bytes);
-  device.backend().copy_to_backend(device.view().data, image.data(), bytes);
+  std::memcpy(host.codec().view().data, image.data(), bytes);
+  device.backend().copy_to_backend(device.codec().view().data, image.data(), bytes);
   const std::vector<std::int32_t> pairs = {3, 40, 47, 0, 5, 6};
-  host.backend().copy_blocks(kernels::CopyBlocksParams{host.view().data, host.view().page_bytes,
-                                                       host.view().num_pages, pairs.data(), 3});
+  launch(host.backend(),
+         kernels::CopyBlocksParams{host.codec().view().data, host.codec().view().page_bytes,
+                                   host.codec().view().num_pages, pairs.data(), 3});
   Buffer device_pairs = device.backend().allocate(pairs.size() * sizeof(std::int32_t));
   device.backend().copy_to_backend(device_pairs.data(), pairs.data(),
                                    pairs.size() * sizeof(std::int32_t));
-  device.backend().copy_blocks(
-      kernels::CopyBlocksParams{device.view().data, device.view().page_bytes,
-                                device.view().num_pages, device_pairs.as<std::int32_t>(), 3});
+  launch(device.backend(),
+         kernels::CopyBlocksParams{device.codec().view().data, device.codec().view().page_bytes,
+                                   device.codec().view().num_pages, device_pairs.as<std::int32_t>(),
+                                   3});
   std::vector<std::byte> back(bytes);
-  device.backend().copy_to_host(back.data(), device.view().data, bytes);
-  EXPECT_EQ(std::memcmp(back.data(), host.view().data, bytes), 0);
+  device.backend().copy_to_host(back.data(), device.codec().view().data, bytes);
+  EXPECT_EQ(std::memcmp(back.data(), host.codec().view().data, bytes), 0);
 }
 
 TEST_P(CudaMatchesCpu, PaddingSlotsAreSkipped) {
@@ -131,8 +133,8 @@ TEST_P(CudaMatchesCpu, PaddingSlotsAreSkipped) {
   const auto bytes = static_cast<std::size_t>(host.memory().arena_bytes);
   auto image =
       kvcache::testing::random_rows(DType::kF32, static_cast<std::int64_t>(bytes / 4), rng);
-  std::memcpy(host.view().data, image.data(), bytes);
-  device.backend().copy_to_backend(device.view().data, image.data(), bytes);
+  std::memcpy(host.codec().view().data, image.data(), bytes);
+  device.backend().copy_to_backend(device.codec().view().data, image.data(), bytes);
   const std::int32_t tokens = 300;
   auto k = kvcache::testing::random_rows(shape.dtype, tokens * shape.kv_width(), rng);
   auto v = kvcache::testing::random_rows(shape.dtype, tokens * shape.kv_width(), rng);
@@ -145,26 +147,25 @@ TEST_P(CudaMatchesCpu, PaddingSlotsAreSkipped) {
     slots[t] = (t % 7 == 3) ? -1 : all[static_cast<std::size_t>(t)];
   kernels::AppendParams params;
   params.layer = 2;
-  params.src_head_bytes = shape.head_dim * dtype_size(shape.dtype);
-  params.src_token_bytes = params.src_head_bytes * shape.num_kv_heads;
-  params.num_tokens = tokens;
-  params.cache = host.view();
-  params.k = k.data();
-  params.v = v.data();
-  params.slot_mapping = slots.data();
-  host.backend().append(params);
+  params.source.head_bytes = shape.head_dim * dtype_size(shape.dtype);
+  params.source.token_bytes = params.source.head_bytes * shape.num_kv_heads;
+  params.cache = host.codec().view();
+  params.source.k = k.data();
+  params.source.v = v.data();
+  params.slots = kernels::SlotMapping{slots.data(), tokens};
+  launch(host.backend(), params);
   Buffer dk = kvcache::testing::to_backend(device.backend(), k);
   Buffer dv = kvcache::testing::to_backend(device.backend(), v);
   Buffer ds = device.backend().allocate(slots.size() * 8);
   device.backend().copy_to_backend(ds.data(), slots.data(), slots.size() * 8);
-  params.cache = device.view();
-  params.k = dk.data();
-  params.v = dv.data();
-  params.slot_mapping = ds.as<std::int64_t>();
-  device.backend().append(params);
+  params.cache = device.codec().view();
+  params.source.k = dk.data();
+  params.source.v = dv.data();
+  params.slots.slots = ds.as<std::int64_t>();
+  launch(device.backend(), params);
   std::vector<std::byte> back(bytes);
-  device.backend().copy_to_host(back.data(), device.view().data, bytes);
-  EXPECT_EQ(std::memcmp(back.data(), host.view().data, bytes), 0);
+  device.backend().copy_to_host(back.data(), device.codec().view().data, bytes);
+  EXPECT_EQ(std::memcmp(back.data(), host.codec().view().data, bytes), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, CudaMatchesCpu,
@@ -183,30 +184,30 @@ TEST(CudaLaunchers, RejectBadParametersWithAStatus) {
   kernels::AppendParams append;
   append.cache = make_plain_view(nullptr, 4, 16, 2, 2, 64, DType::kF16, KVLayout::kNHD);
   append.layer = 5;
-  append.num_tokens = 1;
-  EXPECT_EQ(kernels::cuda::launch_append(append, nullptr), cudaErrorInvalidValue);
+  append.slots.num_tokens = 1;
+  EXPECT_EQ(kernels::cuda::launch(append, nullptr), cudaErrorInvalidValue);
   append.layer = 0;
-  EXPECT_EQ(kernels::cuda::launch_append(append, nullptr), cudaErrorInvalidValue);  // null pointers
+  EXPECT_EQ(kernels::cuda::launch(append, nullptr), cudaErrorInvalidValue);  // null pointers
   alignas(16) static std::byte storage[64];
   static const std::int64_t slot = 0;
   append.cache.data = storage;
-  append.k = storage + 4;
-  append.v = storage;
-  append.slot_mapping = &slot;
-  append.src_head_bytes = 128;
-  append.src_token_bytes = 256;
-  EXPECT_EQ(kernels::cuda::launch_append(append, nullptr), cudaErrorMisalignedAddress);
-  append.num_tokens = 0;
-  EXPECT_EQ(kernels::cuda::launch_append(append, nullptr), cudaSuccess);  // nothing to do
+  append.source.k = storage + 4;
+  append.source.v = storage;
+  append.slots.slots = &slot;
+  append.source.head_bytes = 128;
+  append.source.token_bytes = 256;
+  EXPECT_EQ(kernels::cuda::launch(append, nullptr), cudaErrorMisalignedAddress);
+  append.slots.num_tokens = 0;
+  EXPECT_EQ(kernels::cuda::launch(append, nullptr), cudaSuccess);  // nothing to do
 
   kernels::GatherParams gather;
   gather.cache = append.cache;
-  gather.total_pages = -1;
-  EXPECT_EQ(kernels::cuda::launch_gather(gather, nullptr), cudaErrorInvalidValue);
+  gather.table.total_pages = -1;
+  EXPECT_EQ(kernels::cuda::launch(gather, nullptr), cudaErrorInvalidValue);
   kernels::CopyBlocksParams copy;
   copy.page_bytes = append.cache.page_bytes;
   copy.num_pairs = 1;
-  EXPECT_EQ(kernels::cuda::launch_copy_blocks(copy, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(kernels::cuda::launch(copy, nullptr), cudaErrorInvalidValue);
 }
 
 TEST(CudaBackend, NamesTheBadDevice) {

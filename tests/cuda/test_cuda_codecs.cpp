@@ -65,7 +65,7 @@ TYPED_TEST(CudaCodecMatchesCpu, PagesAndGathersMatch) {
     }
     const auto bytes = static_cast<std::size_t>(host.memory().arena_bytes);
     std::vector<std::byte> arena(bytes);
-    device.backend().copy_to_host(arena.data(), device.codec_view().data, bytes);
+    device.backend().copy_to_host(arena.data(), device.codec().view().data, bytes);
     constexpr bool kExact = TypeParam::kKind != CodecKind::kLowRank;
     for (std::size_t i = 0; i < hs.size(); ++i) {
       const SequenceInfo info = host.sequence(hs[i]);
@@ -76,7 +76,7 @@ TYPED_TEST(CudaCodecMatchesCpu, PagesAndGathersMatch) {
         for (std::int64_t p = 0; p < written; ++p) {
           const auto offset = static_cast<std::size_t>(info.blocks[static_cast<std::size_t>(p)] *
                                                        host.bytes_per_block());
-          ASSERT_EQ(std::memcmp(arena.data() + offset, host.codec_view().data + offset,
+          ASSERT_EQ(std::memcmp(arena.data() + offset, host.codec().view().data + offset,
                                 static_cast<std::size_t>(host.bytes_per_block())),
                     0)
               << "sequence " << i << " page " << p;

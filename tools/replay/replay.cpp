@@ -18,17 +18,17 @@ const std::vector<std::string> kCodecs = {"plain", "int8", "fp8", "int4", "int2"
 
 std::int64_t codec_bytes_per_block(const std::string& codec, const ModelShape& shape,
                                    std::int32_t block_tokens) {
-  if (codec == "plain") return codec_block_bytes<PlainCodec>(shape, block_tokens);
-  if (codec == "int8") return codec_block_bytes<Int8Codec<32>>(shape, block_tokens);
-  if (codec == "fp8") return codec_block_bytes<Fp8Codec<>>(shape, block_tokens);
-  if (codec == "low-rank-32") return codec_block_bytes<LowRankCodec<32>>(shape, block_tokens);
+  if (codec == "plain") return PlainCodec::block_bytes(shape, block_tokens);
+  if (codec == "int8") return Int8Codec<32>::block_bytes(shape, block_tokens);
+  if (codec == "fp8") return Fp8Codec<>::block_bytes(shape, block_tokens);
+  if (codec == "low-rank-32") return LowRankCodec<32>::block_bytes(shape, block_tokens);
   if (codec == "int4" || codec == "int2") {
     if (block_tokens % 32 != 0) {
       detail::raise<InvalidArgument>(
           "replay: codec {} needs blocks of a multiple of 32 tokens, not {}", codec, block_tokens);
     }
-    const std::int64_t page = codec == "int4" ? codec_block_bytes<KiviCodec<4, 32, 128>>(shape, 32)
-                                              : codec_block_bytes<KiviCodec<2, 32, 128>>(shape, 32);
+    const std::int64_t page = codec == "int4" ? KiviCodec<4, 32, 128>::block_bytes(shape, 32)
+                                              : KiviCodec<2, 32, 128>::block_bytes(shape, 32);
     return page * (block_tokens / 32);
   }
   detail::raise<InvalidArgument>(

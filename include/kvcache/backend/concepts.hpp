@@ -1,13 +1,16 @@
-// What the manager needs from a memory backend.
+// What the manager needs from a memory backend: memory, and a way to move
+// bytes. Kernels are not part of it: each kernel's parameter struct has a
+// `launch(backend, params)` overload per backend (backend/host.hpp,
+// backend/cuda.hpp, backend/metadata.hpp), and a codec's storage calls only
+// the launches it uses.
 //
 // A backend allocates buffers in its memory (the arena in one allocation at
-// construction), moves bytes between host and its memory, and runs the cache
-// kernels. Staging areas carry small host-built tables (slot mappings, page
-// tables) to the kernels: the host writes into host_data(), then upload()
-// returns the pointer the kernels read, ordered before the next launch.
-// Compressed caches add the codec kernels (quantize-append, dequantize-
-// gather, KIVI flush and gather) and the calibration steps (abs-max for fp8
-// scales, the low-rank fit).
+// construction) and moves bytes between host and its memory. Staging areas
+// carry small host-built tables (slot mappings, page tables) to the kernels:
+// the host writes into staging_host(), then upload() returns the pointer the
+// kernels read, ordered before the next launch. A staging area may rotate
+// between several buffers (CudaBackend double-buffers): the pointer upload()
+// returned stays valid until the area has been uploaded twice more.
 #pragma once
 
 #include <concepts>
@@ -15,19 +18,12 @@
 #include <string_view>
 
 #include "kvcache/buffer.hpp"
-#include "kvcache/kernels/codec_params.hpp"
-#include "kvcache/kernels/params.hpp"
 
 namespace kvcache {
 
 template <class B>
-concept MemoryBackend = requires(
-    B& backend, const B& const_backend, void* dst, const void* src, std::size_t bytes,
-    typename B::Staging& staging, const kernels::AppendParams& append,
-    const kernels::GatherParams& gather, const kernels::CopyBlocksParams& copy,
-    const kernels::CodecAppendParams& codec_append, const kernels::CodecGatherParams& codec_gather,
-    const kernels::KiviFlushParams& kivi_flush, const kernels::KiviGatherParams& kivi_gather,
-    const kernels::AbsMaxParams& abs_max, const kernels::LowRankFitParams& low_rank_fit) {
+concept MemoryBackend = requires(B& backend, const B& const_backend, void* dst, const void* src,
+                                 std::size_t bytes, typename B::Staging& staging) {
   { B::kDeviceMemory } -> std::convertible_to<bool>;
   { const_backend.name() } -> std::convertible_to<std::string_view>;
   { backend.allocate(bytes) } -> std::same_as<Buffer>;
@@ -38,15 +34,6 @@ concept MemoryBackend = requires(
   backend.copy_to_host(dst, src, bytes);
   backend.copy_within(dst, src, bytes);
   backend.fill_zero(dst, bytes);
-  backend.append(append);
-  backend.gather(gather);
-  backend.copy_blocks(copy);
-  backend.codec_append(codec_append);
-  backend.codec_gather(codec_gather);
-  backend.kivi_flush(kivi_flush);
-  backend.kivi_gather(kivi_gather);
-  backend.abs_max(abs_max);
-  backend.low_rank_fit(low_rank_fit);
   backend.synchronize();
 };
 

@@ -1,16 +1,17 @@
 // CUDA device-memory backend: the arena comes from one cudaMalloc, the cache
-// kernels are the ones in kernels/*.cu, and every operation is ordered on the
-// backend's stream. Implemented in src/cuda_backend.cpp; this header needs no
-// CUDA headers, so it compiles (and the backend reports Unsupported at
-// construction) in a build without CUDA.
+// kernels are the ones in kernels/ (declared in kvcache/kernels/cuda.hpp),
+// and every operation is ordered on the backend's stream. Implemented in
+// src/cuda_backend.cpp; this header needs no CUDA headers, so it compiles in
+// a build without CUDA, where the backend throws Unsupported at construction
+// (and every launch throws it too).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
-#include "kvcache/kernels/codec_params.hpp"
 #include "kvcache/kernels/params.hpp"
 
 struct CUstream_st;
@@ -64,23 +65,63 @@ class CudaBackend {
   void copy_to_host(void* dst, const void* src, std::size_t bytes);     // device -> host, waits
   void copy_within(void* dst, const void* src, std::size_t bytes);      // device -> device
   void fill_zero(void* dst, std::size_t bytes);
-
-  void append(const kernels::AppendParams& params);
-  void gather(const kernels::GatherParams& params);
-  void copy_blocks(const kernels::CopyBlocksParams& params);
-  void codec_append(const kernels::CodecAppendParams& params);
-  void codec_gather(const kernels::CodecGatherParams& params);
-  void kivi_flush(const kernels::KiviFlushParams& params);
-  void kivi_gather(const kernels::KiviGatherParams& params);
-  void abs_max(const kernels::AbsMaxParams& params);           // CUB block reductions
-  void low_rank_fit(const kernels::LowRankFitParams& params);  // covariance + cuSOLVER syevd
   void synchronize();
 
+  // The one launch wrapper: runs launcher(stream) on this backend's device
+  // and throws CudaError naming `kernel` when it returns an error status.
+  template <class Launcher>
+  void run(const char* kernel, Launcher launcher) {
+    activate();
+    check_launch(kernel, static_cast<int>(launcher(stream_)));
+  }
+
+  // Per head: covariance of the sample, cuSOLVER syevd, the top `rank`
+  // eigenvectors (see kvcache/kernels/cuda.hpp).
+  void low_rank_fit(const kernels::LowRankFitParams& params);
+
+  [[noreturn]] static void unsupported();
+
  private:
+  void activate();
+  void check_launch(const char* kernel, int status);
+
   int device_ = 0;
   Stream stream_ = nullptr;
 };
 
 static_assert(MemoryBackend<CudaBackend>);
 
+inline void launch(CudaBackend& backend, const kernels::LowRankFitParams& params) {
+  backend.low_rank_fit(params);
+}
+
+// The low-rank fit's workspace for samples of `heads` x `head_dim` rows,
+// allocated once by the codec's storage (the cuSOLVER handle and scratch).
+Buffer low_rank_fit_workspace(CudaBackend& backend, std::int32_t heads, std::int32_t head_dim,
+                              std::int32_t rank);
+
 }  // namespace kvcache
+
+#if defined(KVCACHE_HAS_CUDA)
+#include "kvcache/kernels/cuda.hpp"
+
+namespace kvcache {
+// Every other kernel: its launcher in kvcache/kernels/cuda.hpp, named by its
+// parameter struct.
+template <class Params>
+requires requires(const Params& params) {
+  kernels::cuda::launch(params, nullptr);
+}
+void launch(CudaBackend& backend, const Params& params) {
+  backend.run(Params::kName,
+              [&](CudaBackend::Stream stream) { return kernels::cuda::launch(params, stream); });
+}
+}  // namespace kvcache
+#else
+namespace kvcache {
+template <class Params>
+void launch(CudaBackend&, const Params&) {
+  CudaBackend::unsupported();
+}
+}  // namespace kvcache
+#endif

@@ -1,20 +1,21 @@
 // Host-memory backend: the arena is ordinary (256-byte aligned) host memory
-// and the kernels are the CPU versions in kernels/cpu.hpp and
-// kernels/codec_cpu.hpp (the low-rank fit uses Eigen). Header-only.
+// and the kernels are the CPU versions in detail/cpu/ (the low-rank fit,
+// Eigen's SVD, is compiled into the library). Header-only otherwise.
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <limits>
 #include <string_view>
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
-#include "kvcache/codec/low_rank_fit.hpp"
+#include "kvcache/detail/cpu/codec_kernels.hpp"
+#include "kvcache/detail/cpu/copy_kernels.hpp"
+#include "kvcache/dtype.hpp"
 #include "kvcache/error.hpp"
-#include "kvcache/kernels/codec_cpu.hpp"
-#include "kvcache/kernels/cpu.hpp"
+#include "kvcache/kernels/params.hpp"
 
 namespace kvcache {
 
@@ -31,6 +32,9 @@ class HostBackend {
   std::string_view name() const { return "cpu"; }
 
   Buffer allocate(std::size_t bytes) {
+    if (bytes > std::numeric_limits<std::size_t>::max() - kAlignment) {
+      detail::raise<OutOfMemory>("HostBackend: cannot allocate {} bytes of host memory", bytes);
+    }
     const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     void* data = rounded == 0 ? nullptr : std::aligned_alloc(kAlignment, rounded);
     if (rounded != 0 && data == nullptr) {
@@ -49,20 +53,6 @@ class HostBackend {
   void fill_zero(void* dst, std::size_t bytes) {
     if (bytes != 0) std::memset(dst, 0, bytes);
   }
-
-  void append(const kernels::AppendParams& params) { kernels::cpu::append(params); }
-  void gather(const kernels::GatherParams& params) { kernels::cpu::gather(params); }
-  void copy_blocks(const kernels::CopyBlocksParams& params) { kernels::cpu::copy_blocks(params); }
-  void codec_append(const kernels::CodecAppendParams& params) {
-    kernels::cpu::codec_append(params);
-  }
-  void codec_gather(const kernels::CodecGatherParams& params) {
-    kernels::cpu::codec_gather(params);
-  }
-  void kivi_flush(const kernels::KiviFlushParams& params) { kernels::cpu::kivi_flush(params); }
-  void kivi_gather(const kernels::KiviGatherParams& params) { kernels::cpu::kivi_gather(params); }
-  void abs_max(const kernels::AbsMaxParams& params) { kernels::cpu::abs_max(params); }
-  void low_rank_fit(const kernels::LowRankFitParams& params) { kernels::cpu::low_rank_fit(params); }
   void synchronize() {}
 
  private:
@@ -72,5 +62,45 @@ class HostBackend {
 };
 
 static_assert(MemoryBackend<HostBackend>);
+
+namespace detail::cpu {
+// Per head, the top `rank` right singular vectors of the sample (Eigen's
+// BDCSVD), compiled into the library so that the headers do not parse Eigen.
+void low_rank_fit(const kernels::LowRankFitParams& params);
+}  // namespace detail::cpu
+
+// ---- kernel launches on the host ---------------------------------------------------
+
+inline void launch(HostBackend&, const kernels::AppendParams& p) {
+  detail::cpu::append(p);
+}
+inline void launch(HostBackend&, const kernels::GatherParams& p) {
+  detail::cpu::gather(p);
+}
+inline void launch(HostBackend&, const kernels::CopyBlocksParams& p) {
+  detail::cpu::copy_blocks(p);
+}
+template <class Rows>
+void launch(HostBackend&, const kernels::CodecAppendParams<Rows>& p) {
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_append<Rows, T>(p); });
+}
+template <class Rows>
+void launch(HostBackend&, const kernels::CodecGatherParams<Rows>& p) {
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_gather<Rows, T>(p); });
+}
+template <class Rows>
+void launch(HostBackend&, const kernels::KiviFlushParams<Rows>& p) {
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::kivi_flush<Rows, T>(p); });
+}
+template <class Rows>
+void launch(HostBackend&, const kernels::KiviGatherParams<Rows>& p) {
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::kivi_gather<Rows, T>(p); });
+}
+inline void launch(HostBackend&, const kernels::AbsMaxParams& p) {
+  dispatch_dtype(p.sample.dtype, [&]<class T>() { detail::cpu::abs_max<T>(p); });
+}
+inline void launch(HostBackend&, const kernels::LowRankFitParams& p) {
+  detail::cpu::low_rank_fit(p);
+}
 
 }  // namespace kvcache

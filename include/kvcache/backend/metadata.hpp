@@ -1,7 +1,7 @@
 // Metadata-only backend: no arena and no data movement, only the bookkeeping.
 // For capacity planning and trace replay, where a million requests must run
-// in a second and no K/V bytes exist. Buffers have null data; the kernels do
-// nothing.
+// in a second and no K/V bytes exist. Buffers have null data; every kernel
+// launch does nothing.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +10,7 @@
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
+#include "kvcache/kernels/params.hpp"
 
 namespace kvcache {
 
@@ -34,22 +35,18 @@ class MetadataBackend {
   void copy_to_host(void*, const void*, std::size_t) {}
   void copy_within(void*, const void*, std::size_t) {}
   void fill_zero(void*, std::size_t) {}
-  void append(const kernels::AppendParams&) {}
-  void gather(const kernels::GatherParams&) {}
-  void copy_blocks(const kernels::CopyBlocksParams&) {}
-  void codec_append(const kernels::CodecAppendParams&) {}
-  void codec_gather(const kernels::CodecGatherParams&) {}
-  void kivi_flush(const kernels::KiviFlushParams&) {}
-  void kivi_gather(const kernels::KiviGatherParams&) {}
-  // Calibration without data: unit scales, an identity-prefix basis.
-  void abs_max(const kernels::AbsMaxParams&) {}
-  void low_rank_fit(const kernels::LowRankFitParams& params) {
-    for (std::int32_t h = 0; h < params.sample.num_heads; ++h)
-      params.energy_kept[h] = 0.0f;
-  }
   void synchronize() {}
 };
 
 static_assert(MemoryBackend<MetadataBackend>);
+
+// Every kernel is a no-op; calibration without data gives unit fp8 scales
+// and a zero basis that keeps no energy.
+template <class Params>
+void launch(MetadataBackend&, const Params&) {}
+inline void launch(MetadataBackend&, const kernels::LowRankFitParams& params) {
+  for (std::int32_t h = 0; h < params.sample.num_heads; ++h)
+    params.energy_kept[h] = 0.0f;
+}
 
 }  // namespace kvcache

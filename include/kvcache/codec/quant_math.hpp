@@ -90,6 +90,28 @@ KVCACHE_HD float load_scale(const std::uint8_t* at, std::int32_t scale_bytes) {
 
 // ---- int8, symmetric: code = round(x / s), s = amax / 127 -------------------
 
+// The stored scale of a group whose largest finite magnitude is `amax`, and
+// the multiplier its codes use (0 for an all-zero group).
+KVCACHE_HD float int8_scale(float amax, std::int32_t scale_bytes) {
+  return round_to_storage(div_exact(amax, 127.0f), scale_bytes);
+}
+KVCACHE_HD float inverse_of(float scale) {
+  return scale > 0.0f ? div_exact(1.0f, scale) : 0.0f;
+}
+// |value| when finite, else 0 (non-finite values take no part in a scale).
+KVCACHE_HD float finite_magnitude(float value) {
+  return is_finite(value) ? (value < 0.0f ? -value : value) : 0.0f;
+}
+// NaN -> 0, +-Inf -> +-127, else round(clamp(value x inverse)).
+KVCACHE_HD std::int8_t int8_code(float value, float inverse) {
+  float code = 0.0f;
+  if (!is_nan(value)) {
+    code = is_finite(value) ? round_even(clamp(mul_exact(value, inverse), -127.0f, 127.0f))
+                            : (value > 0.0f ? 127.0f : -127.0f);
+  }
+  return static_cast<std::int8_t>(code);
+}
+
 // Encodes `count` values read through `load(i)`; writes codes and the scale.
 // Returns the number of non-finite inputs.
 template <class Load>
@@ -99,25 +121,15 @@ KVCACHE_HD std::int32_t int8_encode(Load load, std::int32_t count, std::int8_t* 
   std::int32_t nonfinite = 0;
   for (std::int32_t i = 0; i < count; ++i) {
     const float value = load(i);
-    if (!is_finite(value)) {
-      ++nonfinite;
-      continue;
-    }
-    const float magnitude = value < 0.0f ? -value : value;
+    nonfinite += is_finite(value) ? 0 : 1;
+    const float magnitude = finite_magnitude(value);
     amax = magnitude > amax ? magnitude : amax;
   }
-  const float scale = round_to_storage(div_exact(amax, 127.0f), scale_bytes);
+  const float scale = int8_scale(amax, scale_bytes);
   store_scale(scale_at, scale, scale_bytes);
-  const float inverse = scale > 0.0f ? div_exact(1.0f, scale) : 0.0f;
-  for (std::int32_t i = 0; i < count; ++i) {
-    const float value = load(i);
-    float code = 0.0f;
-    if (!is_nan(value)) {
-      code = is_finite(value) ? round_even(clamp(mul_exact(value, inverse), -127.0f, 127.0f))
-                              : (value > 0.0f ? 127.0f : -127.0f);
-    }
-    codes[i] = static_cast<std::int8_t>(code);
-  }
+  const float inverse = inverse_of(scale);
+  for (std::int32_t i = 0; i < count; ++i)
+    codes[i] = int8_code(load(i), inverse);
   return nonfinite;
 }
 
@@ -128,8 +140,7 @@ KVCACHE_HD float int8_decode(std::int8_t code, float scale) {
 // ---- asymmetric b-bit (KIVI): code = round((x - z) / s), s = (max - min) / (2^b - 1), z = min
 
 // Codes are packed little-end first: value i sits in bits (i % per_byte) * b
-// of byte i / per_byte. Stride `code_stride` lets per-channel key groups read
-// tokens from a channel-major layout.
+// of byte i / per_byte.
 KVCACHE_HD void put_code(std::uint8_t* packed, std::int32_t index, std::int32_t bits,
                          std::uint32_t code) {
   const std::int32_t per_byte = 8 / bits;
@@ -145,23 +156,15 @@ KVCACHE_HD std::uint32_t get_code(const std::uint8_t* packed, std::int32_t index
   return (packed[index / per_byte] >> ((index % per_byte) * bits)) & ((1u << bits) - 1u);
 }
 
-// Encodes `count` values (load(i)) into codes put at `packed` positions
-// first_index + i; writes scale and zero point (each scale_bytes wide).
-// Returns the number of non-finite inputs.
-template <class Load>
-KVCACHE_HD std::int32_t asymmetric_encode(Load load, std::int32_t count, std::int32_t bits,
-                                          std::uint8_t* packed, std::int32_t first_index,
-                                          std::uint8_t* scale_at, std::uint8_t* zero_at,
-                                          std::int32_t scale_bytes) {
-  float low = 0.0f, high = 0.0f;
+// Finite minimum and maximum of a group (both 0 when none is finite), folded
+// one value at a time: order-free, so any split of the group gives the same.
+struct MinMax {
+  float low = 0.0f;
+  float high = 0.0f;
   bool any = false;
-  std::int32_t nonfinite = 0;
-  for (std::int32_t i = 0; i < count; ++i) {
-    const float value = load(i);
-    if (!is_finite(value)) {
-      ++nonfinite;
-      continue;
-    }
+
+  KVCACHE_HD void add(float value) {
+    if (!is_finite(value)) return;
     if (!any) {
       low = high = value;
       any = true;
@@ -170,23 +173,64 @@ KVCACHE_HD std::int32_t asymmetric_encode(Load load, std::int32_t count, std::in
       high = value > high ? value : high;
     }
   }
+  KVCACHE_HD void merge(const MinMax& other) {
+    if (!other.any) return;
+    if (!any) {
+      *this = other;
+      return;
+    }
+    low = other.low < low ? other.low : low;
+    high = other.high > high ? other.high : high;
+  }
+};
+
+// Stored zero point and scale of a group with range `range`.
+struct AsymmetricScale {
+  float zero = 0.0f;
+  float scale = 0.0f;
+  float inverse = 0.0f;
+};
+KVCACHE_HD AsymmetricScale asymmetric_scale(const MinMax& range, std::int32_t bits,
+                                            std::int32_t scale_bytes) {
   const float levels = static_cast<float>((1 << bits) - 1);
-  const float zero = round_to_storage(low, scale_bytes);
+  AsymmetricScale s;
+  s.zero = round_to_storage(range.low, scale_bytes);
   // The range is measured from the stored zero so that `high` stays reachable.
-  const float scale = round_to_storage(div_exact(add_exact(high, -zero), levels), scale_bytes);
-  store_scale(scale_at, scale, scale_bytes);
-  store_scale(zero_at, zero, scale_bytes);
-  const float inverse = scale > 0.0f ? div_exact(1.0f, scale) : 0.0f;
+  s.scale = round_to_storage(div_exact(add_exact(range.high, -s.zero), levels), scale_bytes);
+  s.inverse = inverse_of(s.scale);
+  return s;
+}
+KVCACHE_HD std::uint32_t asymmetric_code(float value, const AsymmetricScale& s, std::int32_t bits) {
+  const float levels = static_cast<float>((1 << bits) - 1);
+  float code = 0.0f;
+  if (is_finite(value)) {
+    code = round_even(clamp(mul_exact(add_exact(value, -s.zero), s.inverse), 0.0f, levels));
+  } else if (!is_nan(value)) {
+    code = value > 0.0f ? levels : 0.0f;
+  }
+  return static_cast<std::uint32_t>(code);
+}
+
+// Encodes `count` values (load(i)) into codes put at `packed` positions
+// first_index + i; writes scale and zero point (each scale_bytes wide).
+// Returns the number of non-finite inputs.
+template <class Load>
+KVCACHE_HD std::int32_t asymmetric_encode(Load load, std::int32_t count, std::int32_t bits,
+                                          std::uint8_t* packed, std::int32_t first_index,
+                                          std::uint8_t* scale_at, std::uint8_t* zero_at,
+                                          std::int32_t scale_bytes) {
+  MinMax range;
+  std::int32_t nonfinite = 0;
   for (std::int32_t i = 0; i < count; ++i) {
     const float value = load(i);
-    float code = 0.0f;
-    if (is_finite(value)) {
-      code = round_even(clamp(mul_exact(add_exact(value, -zero), inverse), 0.0f, levels));
-    } else if (!is_nan(value)) {
-      code = value > 0.0f ? levels : 0.0f;
-    }
-    put_code(packed, first_index + i, bits, static_cast<std::uint32_t>(code));
+    nonfinite += is_finite(value) ? 0 : 1;
+    range.add(value);
   }
+  const AsymmetricScale s = asymmetric_scale(range, bits, scale_bytes);
+  store_scale(scale_at, s.scale, scale_bytes);
+  store_scale(zero_at, s.zero, scale_bytes);
+  for (std::int32_t i = 0; i < count; ++i)
+    put_code(packed, first_index + i, bits, asymmetric_code(load(i), s, bits));
   return nonfinite;
 }
 

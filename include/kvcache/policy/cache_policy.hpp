@@ -9,6 +9,7 @@
 #pragma once
 
 #include "kvcache/codec/codecs.hpp"
+#include "kvcache/codec/concepts.hpp"
 #include "kvcache/policy/concepts.hpp"
 #include "kvcache/policy/dynamic.hpp"
 #include "kvcache/policy/lfu_aging.hpp"

@@ -5,7 +5,8 @@
 //               doubling);
 //   eviction    NoEviction, LruEviction, LfuAgingEviction, S3FifoEviction;
 //   sharing     NoPrefixSharing or PrefixSharing (chained block hashes,
-//               copy-on-write).
+//               copy-on-write);
+//   codec       how a page stores K and V (codec/concepts.hpp).
 //
 // CachePolicy bundles one of each; changing one template argument changes the
 // behaviour and nothing else in the engine's code.
@@ -73,15 +74,6 @@ concept EvictionPolicy = requires(E e, const E ce, EvictionKey key) {
   e.forget(key);     // the entry's contents are gone (evicted or freed)
   { e.pop_victim() } -> std::same_as<std::optional<EvictionKey>>;
   { ce.size() } -> std::same_as<std::int64_t>;
-};
-
-// A storage codec (codec/codecs.hpp): its kind, how many recent tokens it
-// keeps in full precision, and the checks it makes of a configuration.
-template <class C>
-concept CacheCodec = requires(std::int32_t block_size) {
-  { C::name() } -> std::convertible_to<std::string>;
-  { C::kResidualTokens } -> std::convertible_to<std::int32_t>;
-  C::kKind;
 };
 
 template <class S>

@@ -17,7 +17,7 @@
 #define KVCACHE_INT8_SIMD 0
 #endif
 
-namespace kvcache::kernels::cpu::simd {
+namespace kvcache::detail::cpu::simd {
 
 #if KVCACHE_INT8_SIMD
 
@@ -210,4 +210,4 @@ inline bool available() {
 
 #endif
 
-}  // namespace kvcache::kernels::cpu::simd
+}  // namespace kvcache::detail::cpu::simd

@@ -12,7 +12,9 @@
 //     scales [heads][head_dim][scale, zero]
 //
 // Scales are fp16 (2 bytes) or fp32 (4 bytes), little-endian, stored in the
-// same page as the codes they scale.
+// same page as the codes they scale. The view holds geometry only: what a
+// byte means is the codec's (its Rows type, a template parameter of the
+// kernels).
 #pragma once
 
 #include <cstddef>
@@ -24,6 +26,7 @@
 
 namespace kvcache {
 
+// The codec families, as an engine reading an exported page table sees them.
 enum class CodecKind : std::uint8_t { kPlain = 0, kInt8 = 1, kFp8 = 2, kKivi = 3, kLowRank = 4 };
 
 constexpr std::string_view codec_kind_name(CodecKind kind) {
@@ -62,12 +65,6 @@ struct CodecPageView {
   std::int32_t num_heads = 0;
   std::int32_t head_dim = 0;
   DType dtype = DType::kF16;  // of the tensors going in (append) and out (gather)
-  CodecKind kind = CodecKind::kPlain;
-  std::int32_t group_size =
-      0;  // int8: values per scale; KIVI: tokens per key group = values per value group
-  std::int32_t bits = 8;         // KIVI: 4 or 2
-  std::int32_t scale_bytes = 2;  // 2: fp16 scales, 4: fp32
-  std::int32_t rank = 0;         // low-rank: coefficients per row
 
   KVCACHE_HD std::byte* region_base(std::int64_t page, std::int32_t layer, std::int32_t kv) const {
     return data + page * page_bytes + layer * layer_bytes + (kv != 0 ? region[0].bytes : 0);
@@ -121,9 +118,23 @@ constexpr RegionLayout channel_major_region(std::int32_t page_size, std::int32_t
   return r;
 }
 
-constexpr CodecPageView finish_layout(CodecPageView view) {
-  view.layer_bytes = view.region[0].bytes + view.region[1].bytes;
-  view.page_bytes = view.layer_bytes * view.num_layers;
+// The whole page of `num_layers` layers of two regions (K, V).
+constexpr CodecPageView make_codec_view(std::byte* data, std::int32_t num_pages,
+                                        std::int32_t page_size, std::int32_t num_layers,
+                                        std::int32_t num_heads, std::int32_t head_dim, DType dtype,
+                                        RegionLayout k, RegionLayout v) {
+  CodecPageView view;
+  view.data = data;
+  view.num_pages = num_pages;
+  view.page_size = page_size;
+  view.num_layers = num_layers;
+  view.num_heads = num_heads;
+  view.head_dim = head_dim;
+  view.dtype = dtype;
+  view.region[0] = k;
+  view.region[1] = v;
+  view.layer_bytes = k.bytes + v.bytes;
+  view.page_bytes = view.layer_bytes * num_layers;
   return view;
 }
 

@@ -1,5 +1,6 @@
-// The CPU backend's kernels: the same index math as kernels/*.cu, run with
-// memcpy over contiguous rows. Callers validate the parameters first.
+// The CPU backend's plain kernels (append, gather, copy_blocks): the same
+// index math as kernels/*.cu, run with memcpy over contiguous rows. Callers
+// validate the parameters first.
 #pragma once
 
 #include <cstddef>
@@ -9,9 +10,9 @@
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/kernels/params.hpp"
 
-namespace kvcache::kernels::cpu {
+namespace kvcache::detail::cpu {
 
-namespace detail {
+namespace copy {
 
 // Copies `count` rows of kRow bytes; the fixed size lets the compiler inline
 // the copy as vector moves instead of calling memcpy per row.
@@ -72,53 +73,50 @@ inline void copy_grid(std::byte* dst, RowGrid dst_grid, const std::byte* src, Ro
   }
 }
 
-}  // namespace detail
+}  // namespace copy
 
-inline void append(const AppendParams& p) {
+inline void append(const kernels::AppendParams& p) {
   const PagedKVView& cache = p.cache;
   const std::int64_t row = cache.row_bytes();
-  const detail::RowGrid src_grid{p.src_token_bytes, p.src_head_bytes};
-  const detail::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
-  const auto* k = static_cast<const std::byte*>(p.k);
-  const auto* v = static_cast<const std::byte*>(p.v);
-  for (std::int32_t token = 0; token < p.num_tokens; ++token) {
-    const std::int64_t slot = p.slot_mapping[token];
+  const copy::RowGrid src_grid{p.source.token_bytes, p.source.head_bytes};
+  const copy::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
+  for (std::int32_t token = 0; token < p.slots.num_tokens; ++token) {
+    const std::int64_t slot = p.slots.slots[token];
     if (slot < 0) continue;
-    const std::int64_t src = token * p.src_token_bytes;
-    detail::copy_grid(cache.data + cache.slot_offset(slot, p.layer, 0, 0), cache_grid, k + src,
-                      src_grid, 1, cache.num_heads, row);
-    detail::copy_grid(cache.data + cache.slot_offset(slot, p.layer, 1, 0), cache_grid, v + src,
-                      src_grid, 1, cache.num_heads, row);
-  }
-}
-
-inline void gather(const GatherParams& p) {
-  const PagedKVView& cache = p.cache;
-  const std::int64_t row = cache.row_bytes();
-  const std::int64_t out_token_bytes = row * cache.num_heads;
-  const detail::RowGrid out_grid{out_token_bytes, row};
-  const detail::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
-  auto* k_out = static_cast<std::byte*>(p.k_out);
-  auto* v_out = static_cast<std::byte*>(p.v_out);
-  for (std::int32_t b = 0; b < p.batch_size; ++b) {
-    const std::int32_t first = p.page_indptr[b];
-    const std::int32_t num_pages = p.page_indptr[b + 1] - first;
-    for (std::int32_t i = 0; i < num_pages; ++i) {
-      const std::int64_t page = p.page_indices[first + i];
-      const std::int32_t tokens = tokens_in_page(i, num_pages, p.last_page_len[b], cache.page_size);
-      const std::int64_t out =
-          (p.out_row_offset[b] + static_cast<std::int64_t>(i) * cache.page_size) * out_token_bytes;
-      detail::copy_grid(k_out + out, out_grid,
-                        cache.data + cache.row_offset(page, p.layer, 0, 0, 0), cache_grid, tokens,
-                        cache.num_heads, row);
-      detail::copy_grid(v_out + out, out_grid,
-                        cache.data + cache.row_offset(page, p.layer, 1, 0, 0), cache_grid, tokens,
-                        cache.num_heads, row);
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      copy::copy_grid(cache.data + cache.slot_offset(slot, p.layer, kv, 0), cache_grid,
+                      p.source.row(kv, token, 0), src_grid, 1, cache.num_heads, row);
     }
   }
 }
 
-inline void copy_blocks(const CopyBlocksParams& p) {
+inline void gather(const kernels::GatherParams& p) {
+  const PagedKVView& cache = p.cache;
+  const kernels::PageTableView& table = p.table;
+  const std::int64_t row = cache.row_bytes();
+  const std::int64_t out_token_bytes = row * cache.num_heads;
+  const copy::RowGrid out_grid{out_token_bytes, row};
+  const copy::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
+  for (std::int32_t b = 0; b < table.batch_size; ++b) {
+    const std::int32_t first = table.indptr[b];
+    const std::int32_t num_pages = table.indptr[b + 1] - first;
+    for (std::int32_t i = 0; i < num_pages; ++i) {
+      const std::int64_t page = table.indices[first + i];
+      const std::int32_t tokens =
+          kernels::tokens_in_page(i, num_pages, table.last_page_len[b], cache.page_size);
+      const std::int64_t out =
+          (table.out_row_offset[b] + static_cast<std::int64_t>(i) * cache.page_size) *
+          out_token_bytes;
+      for (std::int32_t kv = 0; kv < 2; ++kv) {
+        copy::copy_grid(static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v) + out, out_grid,
+                        cache.data + cache.row_offset(page, p.layer, kv, 0, 0), cache_grid, tokens,
+                        cache.num_heads, row);
+      }
+    }
+  }
+}
+
+inline void copy_blocks(const kernels::CopyBlocksParams& p) {
   for (std::int32_t i = 0; i < p.num_pairs; ++i) {
     const std::int64_t src = p.pairs[2 * i];
     const std::int64_t dst = p.pairs[2 * i + 1];
@@ -127,4 +125,4 @@ inline void copy_blocks(const CopyBlocksParams& p) {
   }
 }
 
-}  // namespace kvcache::kernels::cpu
+}  // namespace kvcache::detail::cpu

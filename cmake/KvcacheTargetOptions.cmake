@@ -1,0 +1,23 @@
+# Warnings and sanitizers for kvcache's own targets, set per target and
+# PRIVATE, so a project that add_subdirectory()s kvcache (or links it) gets
+# none of them.
+function(kvcache_target_options target)
+  set(cxx_flags -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused)
+  if(KVCACHE_WARNINGS_AS_ERRORS)
+    list(APPEND cxx_flags -Werror)
+  endif()
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${cxx_flags}>)
+  set(cuda_flags -Xcompiler=-Wall,-Wextra)
+  if(KVCACHE_WARNINGS_AS_ERRORS)
+    list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)
+  endif()
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${cuda_flags}>)
+  if(KVCACHE_SANITIZE)
+    set(sanitize -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${sanitize}>)
+    get_target_property(type ${target} TYPE)
+    if(NOT type STREQUAL "STATIC_LIBRARY" AND NOT type STREQUAL "OBJECT_LIBRARY")
+      target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+    endif()
+  endif()
+endfunction()

@@ -1,0 +1,124 @@
+// The open append batch of a manager: prepare_append's validation of the
+// batch as a whole, its copies of the sequence ids, counts and token ids, the
+// staged slot mapping, and the id that ties an AppendBatch to it (ids are
+// process-wide, so a batch of another manager never matches).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kvcache/append_batch.hpp"
+#include "kvcache/error.hpp"
+#include "kvcache/types.hpp"
+
+namespace kvcache::detail {
+
+template <class Backend, class Entry>
+class BatchBuilder {
+ public:
+  BatchBuilder(Backend& backend, const CacheConfig& config)
+      : max_sequences_(config.max_batch_sequences),
+        max_tokens_(config.max_batch_tokens),
+        slot_staging_(backend.make_staging(sizeof(std::int64_t) *
+                                           static_cast<std::size_t>(config.max_batch_tokens))) {
+    sequences_.reserve(static_cast<std::size_t>(max_sequences_));
+    counts_.reserve(static_cast<std::size_t>(max_sequences_));
+    entries_.reserve(static_cast<std::size_t>(max_sequences_));
+    token_ids_.reserve(static_cast<std::size_t>(max_tokens_));
+  }
+
+  // Validates a batch: find(seq) returns the sequence's entry (or throws),
+  // check(entry, seq, count) throws when it cannot take `count` tokens.
+  // Nothing is recorded until every check passed; then plan(entries, counts,
+  // slots) writes the slot mapping, which is uploaded.
+  template <class Find, class Check, class Plan>
+  AppendBatch prepare(Backend& backend, std::span<const SeqId> seqs,
+                      std::span<const std::int32_t> counts, std::span<const std::int32_t> token_ids,
+                      Find find, Check check, Plan plan) {
+    if (seqs.size() != counts.size()) {
+      raise<InvalidArgument>("prepare_append: {} sequence ids but {} token counts; they must match",
+                             seqs.size(), counts.size());
+    }
+    if (seqs.size() > static_cast<std::size_t>(max_sequences_)) {
+      raise<InvalidArgument>("prepare_append: {} sequences exceed max_batch_sequences {}",
+                             seqs.size(), max_sequences_);
+    }
+    const std::uint64_t id = next_batch_id();
+    std::int64_t total = 0;
+    entries_.clear();
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      Entry& s = find(seqs[i]);
+      if (s.batch_mark == id) {
+        raise<InvalidArgument>("prepare_append: sequence {} appears twice in the batch", seqs[i]);
+      }
+      s.batch_mark = id;
+      check(s, seqs[i], counts[i]);
+      total += counts[i];
+      entries_.push_back(&s);
+    }
+    if (total > max_tokens_) {
+      raise<InvalidArgument>("prepare_append: {} new tokens exceed max_batch_tokens {}", total,
+                             max_tokens_);
+    }
+    if (!token_ids.empty() && static_cast<std::int64_t>(token_ids.size()) != total) {
+      raise<InvalidArgument>(
+          "prepare_append: {} token ids for {} new tokens; pass one id per token or none",
+          token_ids.size(), total);
+    }
+    // Validated: from here on nothing throws but the backend.
+    sequences_.assign(seqs.begin(), seqs.end());
+    counts_.assign(counts.begin(), counts.end());
+    token_ids_.assign(token_ids.begin(), token_ids.end());
+    auto* slots = static_cast<std::int64_t*>(backend.staging_host(slot_staging_));
+    plan(std::span<Entry* const>(entries_), counts, slots);
+    AppendBatch batch;
+    batch.id_ = id;
+    batch.sequences_ = sequences_;
+    batch.new_tokens_ = counts_;
+    batch.num_tokens_ = static_cast<std::int32_t>(total);
+    batch.host_slots_ = slots;
+    batch.backend_slots_ = static_cast<const std::int64_t*>(
+        backend.upload(slot_staging_, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
+    open_ = id;
+    return batch;
+  }
+
+  void check(const AppendBatch& batch, const char* what) const {
+    if (batch.id_ == 0 || batch.id_ != open_) {
+      raise<ReservationError>(
+          "{}: the append batch is stale (committed, replaced, invalidated by a "
+          "try_reserve/release/fork/park since prepare_append, or made by another manager)",
+          what);
+    }
+  }
+  void invalidate() { open_ = 0; }
+
+  // The open batch's sequences with their new tokens' count and ids (empty
+  // when the engine passed none), in batch order.
+  template <class Visit>
+  void for_each(Visit visit) const {
+    std::size_t next_id = 0;
+    for (std::size_t i = 0; i < sequences_.size(); ++i) {
+      const auto count = static_cast<std::size_t>(counts_[i]);
+      std::span<const std::int32_t> ids;
+      if (!token_ids_.empty())
+        ids = std::span<const std::int32_t>(token_ids_).subspan(next_id, count);
+      next_id += count;
+      visit(sequences_[i], counts_[i], ids);
+    }
+  }
+
+ private:
+  std::int32_t max_sequences_;
+  std::int32_t max_tokens_;
+  typename Backend::Staging slot_staging_;
+  std::uint64_t open_ = 0;
+  std::vector<SeqId> sequences_;
+  std::vector<std::int32_t> counts_;
+  std::vector<std::int32_t> token_ids_;
+  std::vector<Entry*> entries_;
+};
+
+}  // namespace kvcache::detail

@@ -1,0 +1,195 @@
+// The block ledger: who holds which block, and what goes when room is needed.
+// It owns the allocation policy (free blocks, regions), the eviction policy
+// (the order in which unreferenced entries go) and the prefix index (which
+// block holds which prefix), and keeps them consistent: a released keyed
+// block becomes cached (or free), a cache hit revives it, an eviction drops
+// a cached block or hands a parked sequence back to the manager to drop.
+// Block copies it decides on (copy-on-write, relocation, fork of a region)
+// are queued in moves() for the manager's copy kernel.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "kvcache/detail/prefix_index.hpp"
+#include "kvcache/detail/sequence_table.hpp"
+#include "kvcache/kernels/page_math.hpp"
+#include "kvcache/policy/concepts.hpp"
+#include "kvcache/types.hpp"
+
+namespace kvcache::detail {
+
+template <class Allocation, class Eviction, class Sharing>
+class BlockLedger {
+ public:
+  using Index = PrefixIndex<Sharing>;
+
+  explicit BlockLedger(const CacheConfig& config)
+      : allocation_(config.num_blocks,
+                    kernels::pages_for_tokens(config.initial_tokens, config.block_size)),
+        eviction_(config.num_blocks),
+        index_(config.num_blocks) {
+    moves_.reserve(static_cast<std::size_t>(config.num_blocks));
+  }
+
+  const Allocation& allocation() const { return allocation_; }
+  Eviction& eviction() { return eviction_; }
+  const Eviction& eviction() const { return eviction_; }
+  const Index& index() const { return index_; }
+  BlockMoves& moves() { return moves_; }
+  CacheStats& counters() { return counters_; }
+  const CacheStats& counters() const { return counters_; }
+  std::int64_t num_free() const { return allocation_.num_free(); }
+  std::int64_t num_cached() const { return allocation_.num_cached(); }
+
+  void set_listener(std::function<void(const EvictionEvent&)> listener) {
+    listener_ = std::move(listener);
+  }
+
+  // Evicts victims until done() holds: a cached block is dropped here, a
+  // parked sequence is dropped by drop_sequence(seq). False when nothing is
+  // left to evict and done() still does not hold.
+  template <class Done, class DropSequence>
+  bool evict_until(Done done, DropSequence drop_sequence) {
+    while (!done()) {
+      const std::optional<EvictionKey> victim = eviction_.pop_victim();
+      if (!victim) return false;
+      EvictionEvent event;
+      event.key = *victim;
+      if ((*victim & kSequenceKeyBit) != 0) {
+        event.kind = EvictionKind::kSequence;
+        event.sequence = *victim & ~kSequenceKeyBit;
+        drop_sequence(event.sequence);
+        ++counters_.evicted_sequences;
+      } else {
+        event.kind = EvictionKind::kBlock;
+        event.block = index_.drop_cached(*victim, allocation_);
+        ++counters_.evicted_blocks;
+      }
+      notify(event);
+    }
+    return true;
+  }
+
+  // Makes `table` hold `needed` blocks, evicting as needed; its first `used`
+  // blocks hold data (a relocated region queues their copy). With
+  // `copy_index` >= 0 the shared block at that index is first copied to a
+  // private one. False, with nothing changed, when no room can be made.
+  template <class DropSequence>
+  bool reserve(std::vector<BlockId>& table, std::int64_t used, std::int64_t needed,
+               std::int64_t copy_index, DropSequence drop_sequence) {
+    if constexpr (Allocation::kContiguous) {
+      return evict_until([&] { return allocation_.try_grow(table, used, needed, moves_); },
+                         drop_sequence);
+    } else {
+      const std::int64_t missing =
+          std::max<std::int64_t>(0, needed - static_cast<std::int64_t>(table.size())) +
+          (copy_index >= 0 ? 1 : 0);
+      if (!evict_until([&] { return allocation_.num_free() >= missing; }, drop_sequence))
+        return false;
+      if (copy_index >= 0) copy_on_write(table, static_cast<std::size_t>(copy_index));
+      allocation_.try_grow(table, used, needed, moves_);
+      return true;
+    }
+  }
+
+  // A fork's blocks: paged tables share the parent's first `used` blocks;
+  // a contiguous region gets its own copy (queued in moves()). False when
+  // there is no room.
+  template <class DropSequence>
+  bool fork(std::span<const BlockId> parent, std::int64_t used, std::vector<BlockId>& child,
+            DropSequence drop_sequence) {
+    if (used == 0) return true;
+    if constexpr (Allocation::kContiguous) {
+      if (!reserve(child, 0, used, -1, drop_sequence)) return false;
+      for (std::int64_t i = 0; i < used; ++i) {
+        moves_.emplace_back(parent[static_cast<std::size_t>(i)],
+                            child[static_cast<std::size_t>(i)]);
+      }
+    } else {
+      child.assign(parent.begin(), parent.begin() + used);
+      for (BlockId block : child)
+        allocation_.pool().retain(block);
+    }
+    return true;
+  }
+
+  // Gives a table's blocks back: shared blocks to their other owners, keyed
+  // blocks to the cache when the eviction policy keeps entries (tail first,
+  // so deeper blocks are evicted before their parents), the rest to the free
+  // list.
+  void release(std::span<const BlockId> table) {
+    if constexpr (Allocation::kContiguous) {
+      allocation_.release_table(table);
+    } else {
+      for (std::size_t i = table.size(); i-- > 0;)
+        release_block(table[i]);
+    }
+  }
+
+  // Prefix sharing (no-ops without it): the cached blocks of a prompt's
+  // longest cached prefix, and the keys of newly completed blocks.
+  template <class Seq>
+  std::size_t acquire_prefix(Seq& s, std::int32_t block_size) {
+    return index_.match(s.tokens, block_size, allocation_, eviction_, s.blocks, s.hashes,
+                        counters_);
+  }
+  template <class Seq>
+  void publish(Seq& s, std::size_t full_blocks, std::int32_t block_size) {
+    index_.publish(s, full_blocks, block_size, allocation_, eviction_);
+  }
+
+  // A parked sequence becomes evictable, or stops being so.
+  void park(SeqId seq) {
+    eviction_.on_access(sequence_key(seq));
+    eviction_.insert(sequence_key(seq));
+  }
+  void unpark(SeqId seq) { eviction_.erase(sequence_key(seq)); }
+  void forget(SeqId seq) { eviction_.forget(sequence_key(seq)); }
+
+ private:
+  void release_block(BlockId block) {
+    auto& pool = allocation_.pool();
+    const EvictionKey key = index_.key_of(block);
+    if (key != 0 && Eviction::kRetains) {
+      if (pool.release_to_cache(block)) eviction_.insert(key);
+      return;
+    }
+    if (pool.release(block) && key != 0) {
+      index_.unbind(key);
+      eviction_.forget(key);
+    }
+  }
+
+  void copy_on_write(std::vector<BlockId>& table, std::size_t index) {
+    const BlockId shared = table[index];
+    const BlockId fresh = *allocation_.pool().try_allocate();
+    moves_.emplace_back(shared, fresh);
+    allocation_.pool().release(shared);  // another owner keeps it
+    table[index] = fresh;
+    ++counters_.copy_on_write;
+  }
+
+  void notify(const EvictionEvent& event) {
+    if (!listener_) return;
+    try {
+      listener_(event);
+    } catch (...) {  // documented: a listener must not throw
+    }
+  }
+
+  Allocation allocation_;
+  Eviction eviction_;
+  Index index_;
+  BlockMoves moves_;
+  CacheStats counters_;
+  std::function<void(const EvictionEvent&)> listener_;
+};
+
+}  // namespace kvcache::detail

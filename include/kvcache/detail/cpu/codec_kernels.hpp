@@ -1,0 +1,277 @@
+// The CPU backend's compressed-cache kernels: each codec's row math
+// (Rows::encode / decode, KIVI's key channels) applied over slot mappings and
+// page tables, the loops the CUDA kernels parallelize. Templates on the
+// codec's Rows and the element type T (Half, BFloat16, float): the codec is
+// chosen at compile time, the dtype once per launch. Callers validate the
+// parameters.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kvcache/codec/int8/rows.hpp"
+#include "kvcache/codec/quant_math.hpp"
+#include "kvcache/detail/cpu/int8_simd.hpp"
+#include "kvcache/dtype.hpp"
+#include "kvcache/kernels/page_math.hpp"
+#include "kvcache/kernels/params.hpp"
+
+namespace kvcache::detail::cpu {
+
+namespace rows {
+
+// Every fp16 value as float: one lookup instead of a branchy conversion.
+inline const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> values(65536);
+    for (std::uint32_t bits = 0; bits < 65536; ++bits)
+      values[bits] = half_bits_to_float(static_cast<std::uint16_t>(bits));
+    return values;
+  }();
+  return table.data();
+}
+
+// A row of `count` values of T as floats (exactly what load_element gives).
+template <class T>
+void to_floats(const std::byte* row, std::int32_t count, float* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    std::memcpy(out, row, static_cast<std::size_t>(count) * sizeof(float));
+  } else {
+    std::uint16_t bits[1024];
+    std::memcpy(bits, row, static_cast<std::size_t>(count) * 2);
+    if constexpr (std::is_same_v<T, Half>) {
+#if KVCACHE_INT8_SIMD
+      if (simd::available()) return simd::halves_to_floats(bits, count, out);
+#endif
+      const float* table = half_table();
+      for (std::int32_t i = 0; i < count; ++i)
+        out[i] = table[bits[i]];
+    } else {
+      for (std::int32_t i = 0; i < count; ++i)
+        out[i] = bfloat16_bits_to_float(bits[i]);
+    }
+  }
+}
+
+// Floats stored as T (exactly what store_element writes).
+template <class T>
+void from_floats(const float* values, std::int32_t count, std::byte* row) {
+  if constexpr (std::is_same_v<T, float>) {
+    std::memcpy(row, values, static_cast<std::size_t>(count) * sizeof(float));
+  } else {
+    std::uint16_t bits[1024];
+    if constexpr (std::is_same_v<T, Half>) {
+#if KVCACHE_INT8_SIMD
+      if (simd::available()) {
+        simd::floats_to_halves(values, count, bits);
+        std::memcpy(row, bits, static_cast<std::size_t>(count) * 2);
+        return;
+      }
+#endif
+      for (std::int32_t i = 0; i < count; ++i)
+        bits[i] = float_to_half_bits(values[i]);
+    } else {
+      for (std::int32_t i = 0; i < count; ++i)
+        bits[i] = float_to_bfloat16_bits(values[i]);
+    }
+    std::memcpy(row, bits, static_cast<std::size_t>(count) * 2);
+  }
+}
+
+// Per-thread scratch for the KIVI kernels' group of rows: it grows to the
+// largest group seen and is reused, so appends allocate nothing once warm.
+inline float* scratch(std::size_t count) {
+  thread_local std::vector<float> rows;
+  if (rows.size() < count) rows.resize(count);
+  return rows.data();
+}
+
+// The AVX2 + F16C int8 path (bit-identical to Int8Rows) applies to fp16 rows
+// in groups of a multiple of 8.
+template <class Rows, class T>
+struct VectorInt8 : std::false_type {};
+template <std::int32_t G, std::int32_t S>
+struct VectorInt8<Int8Rows<G, S>, Half> : std::bool_constant<KVCACHE_INT8_SIMD && G % 8 == 0> {};
+
+}  // namespace rows
+
+template <class Rows, class T>
+void codec_append(const kernels::CodecAppendParams<Rows>& p) {
+  const CodecPageView& view = p.cache;
+  const std::int32_t d = view.head_dim;
+  unsigned long long nonfinite = 0;
+  float row[1024];
+  [[maybe_unused]] const bool vector = rows::VectorInt8<Rows, T>::value && simd::available();
+  for (std::int32_t t = 0; t < p.slots.num_tokens; ++t) {
+    const std::int64_t slot = p.slots.slots[t];
+    if (slot < 0) continue;
+    const std::int64_t page = slot / view.page_size;
+    const auto in_page = static_cast<std::int32_t>(slot - page * view.page_size);
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      for (std::int32_t h = 0; h < view.num_heads; ++h) {
+        const std::byte* source = p.source.row(kv, t, h);
+        std::uint8_t* codes = view.row_codes(page, p.layer, kv, in_page, h);
+        std::uint8_t* scales = view.row_scales(page, p.layer, kv, in_page, h);
+        if constexpr (rows::VectorInt8<Rows, T>::value) {
+          if (vector) {
+            nonfinite += static_cast<unsigned long long>(simd::int8_encode_f16(
+                reinterpret_cast<const std::uint16_t*>(source), d, Rows::kGroup,
+                reinterpret_cast<std::int8_t*>(codes), scales, Rows::kScaleBytes));
+            continue;
+          }
+        }
+        rows::to_floats<T>(source, d, row);
+        nonfinite += static_cast<unsigned long long>(Rows::encode(
+            d, [&](std::int32_t i) { return row[i]; }, codes, scales,
+            kernels::row_state<Rows>(p.state, view, p.layer, kv, h)));
+      }
+    }
+  }
+  if (p.nonfinite != nullptr) *p.nonfinite += nonfinite;
+}
+
+template <class Rows, class T>
+void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
+  const CodecPageView& view = p.cache;
+  const kernels::PageTableView& table = p.table;
+  const std::int32_t d = view.head_dim;
+  const std::int64_t out_token = static_cast<std::int64_t>(view.num_heads) * d;
+  float row[1024];
+  [[maybe_unused]] const bool vector = rows::VectorInt8<Rows, T>::value && simd::available();
+  for (std::int32_t b = 0; b < table.batch_size; ++b) {
+    const std::int32_t first = table.indptr[b];
+    const std::int32_t pages = table.indptr[b + 1] - first;
+    for (std::int32_t i = 0; i < pages; ++i) {
+      const std::int64_t page = table.indices[first + i];
+      const std::int32_t tokens =
+          kernels::tokens_in_page(i, pages, table.last_page_len[b], view.page_size);
+      for (std::int32_t t = 0; t < tokens; ++t) {
+        const std::int64_t out_row =
+            table.out_row_offset[b] + static_cast<std::int64_t>(i) * view.page_size + t;
+        for (std::int32_t kv = 0; kv < 2; ++kv) {
+          auto* out = static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v);
+          for (std::int32_t h = 0; h < view.num_heads; ++h) {
+            std::byte* target = out + (out_row * out_token + std::int64_t{h} * d) * sizeof(T);
+            const std::uint8_t* codes = view.row_codes(page, p.layer, kv, t, h);
+            const std::uint8_t* scales = view.row_scales(page, p.layer, kv, t, h);
+            if constexpr (rows::VectorInt8<Rows, T>::value) {
+              if (vector) {
+                simd::int8_decode_f16(reinterpret_cast<const std::int8_t*>(codes), scales, d,
+                                      Rows::kGroup, Rows::kScaleBytes,
+                                      reinterpret_cast<std::uint16_t*>(target));
+                continue;
+              }
+            }
+            Rows::decode(d, codes, scales, kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
+                         [&](std::int32_t index, float value) { row[index] = value; });
+            rows::from_floats<T>(row, d, target);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class Rows, class T>
+void kivi_flush(const kernels::KiviFlushParams<Rows>& p) {
+  const CodecPageView& view = p.cache;
+  constexpr std::int32_t kGroup = Rows::kGroup;
+  const std::int32_t d = view.head_dim;
+  unsigned long long nonfinite = 0;
+  float* group_rows = rows::scratch(static_cast<std::size_t>(kGroup) * static_cast<std::size_t>(d));
+  for (std::int32_t g = 0; g < p.num_groups; ++g) {
+    const std::int64_t page = p.pages[g];
+    const std::int64_t* sources = p.sources + static_cast<std::int64_t>(g) * kGroup;
+    auto* keys = reinterpret_cast<std::uint8_t*>(view.region_base(page, p.layer, 0));
+    for (std::int32_t h = 0; h < view.num_heads; ++h) {
+      // Keys: the group's rows of this head, then one asymmetric group per channel.
+      for (std::int32_t t = 0; t < kGroup; ++t)
+        rows::to_floats<T>(p.source_row(sources[t], 0, h), d, group_rows + std::int64_t{t} * d);
+      for (std::int32_t c = 0; c < d; ++c) {
+        nonfinite += static_cast<unsigned long long>(Rows::encode_key_channel(
+            view, [&](std::int32_t t) { return group_rows[std::int64_t{t} * d + c]; }, keys, h, c));
+      }
+      // Values: per token.
+      for (std::int32_t t = 0; t < kGroup; ++t) {
+        float* row = group_rows;
+        rows::to_floats<T>(p.source_row(sources[t], 1, h), d, row);
+        nonfinite += static_cast<unsigned long long>(Rows::encode(
+            d, [&](std::int32_t i) { return row[i]; }, view.row_codes(page, p.layer, 1, t, h),
+            view.row_scales(page, p.layer, 1, t, h), nullptr));
+      }
+    }
+  }
+  if (p.nonfinite != nullptr) *p.nonfinite += nonfinite;
+}
+
+template <class Rows, class T>
+void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
+  const CodecPageView& view = p.cache;
+  const kernels::PageTableView& table = p.table;
+  const std::int32_t d = view.head_dim;
+  const std::int64_t out_token = static_cast<std::int64_t>(view.num_heads) * d;
+  const std::int64_t ring_size = p.residual.page_size;
+  float* page_rows =
+      rows::scratch(static_cast<std::size_t>(view.page_size) * static_cast<std::size_t>(d));
+  float values[1024];
+  auto* k_out = static_cast<std::byte*>(p.out.k);
+  auto* v_out = static_cast<std::byte*>(p.out.v);
+  auto at = [&](std::byte* out, std::int64_t row, std::int32_t h) {
+    return out + (row * out_token + std::int64_t{h} * d) * std::int64_t{sizeof(T)};
+  };
+  for (std::int32_t b = 0; b < table.batch_size; ++b) {
+    const std::int64_t paged = p.side.paged_tokens[b];
+    // Pages: keys channel by channel (one scale load per channel), values row by row.
+    for (std::int64_t first = 0; first < paged; first += view.page_size) {
+      const std::int64_t page = table.indices[table.indptr[b] + first / view.page_size];
+      const auto* keys = reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
+      for (std::int32_t h = 0; h < view.num_heads; ++h) {
+        for (std::int32_t c = 0; c < d; ++c) {
+          for (std::int32_t t = 0; t < view.page_size; ++t)
+            page_rows[std::int64_t{t} * d + c] = Rows::decode_key(view, keys, h, c, t);
+        }
+        for (std::int32_t t = 0; t < view.page_size; ++t) {
+          const std::int64_t row = table.out_row_offset[b] + first + t;
+          rows::from_floats<T>(page_rows + std::int64_t{t} * d, d, at(k_out, row, h));
+          Rows::decode(d, view.row_codes(page, p.layer, 1, t, h),
+                       view.row_scales(page, p.layer, 1, t, h), nullptr,
+                       [&](std::int32_t i, float value) { values[i] = value; });
+          rows::from_floats<T>(values, d, at(v_out, row, h));
+        }
+      }
+    }
+    // The ring: plain copies.
+    for (std::int64_t t = paged; t < p.side.total_tokens[b]; ++t) {
+      const std::int64_t row = table.out_row_offset[b] + t;
+      const std::int64_t slot = p.side.side_slot[b] * ring_size + t % ring_size;
+      for (std::int32_t kv = 0; kv < 2; ++kv) {
+        for (std::int32_t h = 0; h < view.num_heads; ++h) {
+          std::memcpy(at(kv == 0 ? k_out : v_out, row, h),
+                      p.residual.data + p.residual.slot_offset(slot, p.layer, kv, h),
+                      static_cast<std::size_t>(p.residual.row_bytes()));
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void abs_max(const kernels::AbsMaxParams& p) {
+  const kernels::SampleView& s = p.sample;
+  for (std::int32_t h = 0; h < s.num_heads; ++h) {
+    float amax = 0.0f;
+    for (std::int32_t t = 0; t < s.num_tokens; ++t) {
+      const auto* row =
+          static_cast<const std::byte*>(s.data) + t * s.token_bytes + h * s.head_bytes;
+      for (std::int32_t i = 0; i < s.head_dim; ++i)
+        amax = std::max(amax, codec::finite_magnitude(load_element<T>(row, i)));
+    }
+    p.out[h] = amax;
+  }
+}
+
+}  // namespace kvcache::detail::cpu

@@ -1,0 +1,92 @@
+// The public value types of a KVCacheManager: its configuration, what it
+// reports about sequences, memory and counters, and eviction events.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kvcache/layout.hpp"
+#include "kvcache/model_shape.hpp"
+#include "kvcache/policy/concepts.hpp"
+
+namespace kvcache {
+
+using SeqId = std::uint64_t;
+
+struct CacheConfig {
+  ModelShape shape;
+  std::int32_t block_size = 16;  // tokens per block: a power of two in [1, 1024]
+  // The pool's size: set exactly one of the two.
+  std::int64_t num_blocks = 0;
+  std::int64_t budget_bytes = 0;
+  KVLayout layout = KVLayout::kNHD;
+  std::int32_t max_batch_tokens = 8192;     // most new tokens in one append batch
+  std::int32_t max_batch_sequences = 1024;  // most sequences in one append batch
+  // DynamicAllocation: capacity of a new sequence's region, in tokens.
+  std::int64_t initial_tokens = 256;
+  // KiviCodec: live sequences at most (each holds a full-precision ring of
+  // its most recent tokens, preallocated beside the arena).
+  std::int32_t max_sequences = 256;
+};
+
+enum class ReserveStatus { kOk, kPoolFull };
+
+struct SequenceInfo {
+  SeqId id = 0;
+  std::int64_t num_tokens = 0;       // committed tokens (after create: the cached prefix)
+  std::int64_t reserved_tokens = 0;  // tokens its blocks (and the codec's side storage) hold
+  std::int64_t known_tokens = 0;     // token ids known (prompt and appended)
+  // Tokens stored in pages; the rest (KIVI's residual window) sit beside them.
+  std::int64_t quantized_tokens = 0;
+  bool parked = false;
+  std::vector<BlockId> blocks;
+};
+
+struct MemoryStats {
+  std::int64_t arena_bytes = 0;
+  std::int64_t bytes_per_block = 0;
+  std::int64_t num_blocks = 0;
+  std::int64_t used_blocks = 0;    // referenced by a sequence
+  std::int64_t cached_blocks = 0;  // unreferenced, kept for prefix reuse (evictable)
+  std::int64_t free_blocks = 0;
+  std::int64_t num_sequences = 0;
+  std::int64_t parked_sequences = 0;
+  std::int64_t stored_tokens = 0;    // committed tokens over all sequences
+  std::int64_t reserved_tokens = 0;  // token capacity of the used blocks
+  std::int64_t residual_bytes = 0;   // KIVI: the full-precision rings beside the arena
+  std::int64_t used_bytes() const { return used_blocks * bytes_per_block; }
+};
+
+// Counters over the manager's life.
+struct CacheStats {
+  std::int64_t prefix_lookups = 0;           // create_sequence calls with a prompt
+  std::int64_t prefix_blocks_requested = 0;  // full blocks in those prompts
+  std::int64_t prefix_blocks_hit = 0;        // ... found cached, up to the first miss
+  std::int64_t evicted_blocks = 0;           // cached prefix blocks dropped
+  std::int64_t evicted_sequences = 0;        // parked sequences dropped
+  std::int64_t unpark_hits = 0;              // unpark found the sequence
+  std::int64_t unpark_misses = 0;            // unpark found it evicted
+  std::int64_t copy_on_write = 0;            // shared blocks copied before a write
+  std::int64_t blocks_copied = 0;            // blocks moved by the copy kernel (COW, growth, fork)
+  std::int64_t nonfinite_values = 0;  // NaN / Inf inputs met by a codec (saturated, see README)
+  std::int64_t flushed_groups = 0;    // KIVI: token groups quantized out of the residual window
+  AllocationStats allocation;
+  double prefix_hit_rate() const {
+    return prefix_blocks_requested == 0 ? 0.0
+                                        : static_cast<double>(prefix_blocks_hit) /
+                                              static_cast<double>(prefix_blocks_requested);
+  }
+};
+
+enum class EvictionKind { kBlock, kSequence };
+
+// What an eviction took away: a cached prefix block (its id and key) or a
+// parked sequence (its id; unpark will report the miss).
+struct EvictionEvent {
+  EvictionKind kind = EvictionKind::kBlock;
+  SeqId sequence = 0;
+  BlockId block = -1;
+  EvictionKey key = 0;
+};
+
+}  // namespace kvcache
