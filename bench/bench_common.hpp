@@ -39,7 +39,7 @@ inline void parse_smoke(int& argc, char** argv) {
   argc = out;
 }
 
-// DESIGN.md's geometry: fp16, 8 KV heads x 128, block 16, one layer (a
+// The benchmark geometry: fp16, 8 KV heads x 128, block 16, one layer (a
 // kernel call touches one layer).
 inline PagedKVView bench_view(std::byte* data, std::int32_t pages,
                               KVLayout layout = KVLayout::kNHD) {

@@ -1,6 +1,6 @@
 // GPU benchmarks (CUDA events): paged append, paged gather and decode append
 // against a device-to-device copy of the same bytes in the same iteration,
-// plus the plain copy ceiling. DESIGN.md's geometry: fp16, 8 KV heads x 128,
+// plus the plain copy ceiling. Geometry: fp16, 8 KV heads x 128,
 // block 16, shuffled block ids, 262144 tokens.
 //
 //   kvcache_gpu_bench [--smoke] [google benchmark flags]

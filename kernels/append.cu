@@ -49,17 +49,11 @@ __global__ void append_kernel(AppendParams p) {
 
 cudaError_t launch(const AppendParams& p, cudaStream_t stream) {
   detail::clear_stale_error();
-  if (p.slots.num_tokens < 0 || p.layer < 0 || p.layer >= p.cache.num_layers)
-    return cudaErrorInvalidValue;
-  if (p.slots.num_tokens == 0) return cudaSuccess;
-  if (p.cache.data == nullptr || p.source.k == nullptr || p.source.v == nullptr ||
-      p.slots.slots == nullptr) {
-    return cudaErrorInvalidValue;
-  }
-  if (!detail::aligned16(p.cache.data) || !detail::aligned16(p.source.k) ||
-      !detail::aligned16(p.source.v) || !detail::multiple_of_16(p.cache.row_bytes()) ||
-      !detail::multiple_of_16(p.source.token_bytes) ||
-      !detail::multiple_of_16(p.source.head_bytes)) {
+  const cudaError_t status =
+      detail::check_append(p.layer, p.cache.num_layers, p.slots.num_tokens, p.source);
+  if (status != cudaSuccess || p.slots.num_tokens == 0) return status;
+  if (p.cache.data == nullptr || p.slots.slots == nullptr) return cudaErrorInvalidValue;
+  if (!detail::aligned16(p.cache.data) || !detail::multiple_of_16(p.cache.row_bytes())) {
     return cudaErrorMisalignedAddress;
   }
   const auto vectors = static_cast<std::int32_t>(2 * p.cache.row_bytes() / 16 * p.cache.num_heads);

@@ -7,6 +7,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "kvcache/dtype.hpp"
+#include "kvcache/kernels/params.hpp"
 
 namespace kvcache::kernels::cuda::detail {
 
@@ -24,6 +25,35 @@ inline bool multiple_of_16(std::int64_t bytes) {
 
 inline unsigned blocks_for(std::int64_t items, std::int64_t per_block) {
   return static_cast<unsigned>((items + per_block - 1) / per_block);
+}
+
+// The checks every append launcher makes of its layer, token count (or
+// group count) and K/V source; `count` == 0 is a launch with nothing to do.
+inline cudaError_t check_append(std::int32_t layer, std::int32_t num_layers, std::int64_t count,
+                                const AppendSource& source) {
+  if (count < 0 || layer < 0 || layer >= num_layers) return cudaErrorInvalidValue;
+  if (count == 0) return cudaSuccess;
+  if (source.k == nullptr || source.v == nullptr) return cudaErrorInvalidValue;
+  if (!aligned16(source.k) || !aligned16(source.v) || !multiple_of_16(source.token_bytes) ||
+      !multiple_of_16(source.head_bytes)) {
+    return cudaErrorMisalignedAddress;
+  }
+  return cudaSuccess;
+}
+
+// The checks every gather launcher makes of its layer, page table and
+// outputs (each launcher adds its own: the cache view, the codec state).
+inline cudaError_t check_gather(std::int32_t layer, std::int32_t num_layers,
+                                const PageTableView& table, const GatherOutput& out) {
+  if (table.batch_size < 0 || table.total_pages < 0 || layer < 0 || layer >= num_layers)
+    return cudaErrorInvalidValue;
+  if (table.batch_size == 0) return cudaSuccess;
+  if (table.indptr == nullptr || table.indices == nullptr || table.last_page_len == nullptr ||
+      table.out_row_offset == nullptr || out.k == nullptr || out.v == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (!aligned16(out.k) || !aligned16(out.v)) return cudaErrorMisalignedAddress;
+  return cudaSuccess;
 }
 
 // Checks the launch just made (and, with debug sync on, waits for it). A

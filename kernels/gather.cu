@@ -65,22 +65,13 @@ __global__ void __launch_bounds__(kThreads) gather_kernel(GatherParams p) {
 
 cudaError_t launch(const GatherParams& p, cudaStream_t stream) {
   detail::clear_stale_error();
-  const PageTableView& table = p.table;
-  if (table.batch_size < 0 || table.total_pages < 0 || p.layer < 0 ||
-      p.layer >= p.cache.num_layers) {
-    return cudaErrorInvalidValue;
-  }
-  if (table.total_pages == 0) return cudaSuccess;
-  if (p.cache.data == nullptr || table.indptr == nullptr || table.indices == nullptr ||
-      table.last_page_len == nullptr || table.out_row_offset == nullptr || p.out.k == nullptr ||
-      p.out.v == nullptr) {
-    return cudaErrorInvalidValue;
-  }
-  if (!detail::aligned16(p.cache.data) || !detail::aligned16(p.out.k) ||
-      !detail::aligned16(p.out.v) || !detail::multiple_of_16(p.cache.row_bytes())) {
+  const cudaError_t status = detail::check_gather(p.layer, p.cache.num_layers, p.table, p.out);
+  if (status != cudaSuccess || p.table.total_pages == 0) return status;
+  if (p.cache.data == nullptr) return cudaErrorInvalidValue;
+  if (!detail::aligned16(p.cache.data) || !detail::multiple_of_16(p.cache.row_bytes())) {
     return cudaErrorMisalignedAddress;
   }
-  gather_kernel<<<static_cast<unsigned>(table.total_pages), kThreads, 0, stream>>>(p);
+  gather_kernel<<<static_cast<unsigned>(p.table.total_pages), kThreads, 0, stream>>>(p);
   return detail::finish_launch(stream);
 }
 

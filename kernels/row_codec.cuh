@@ -252,19 +252,11 @@ template <class Rows>
 cudaError_t launch(const CodecAppendParams<Rows>& p, cudaStream_t stream) {
   using rows_detail::kThreads;
   detail::clear_stale_error();
-  if (p.slots.num_tokens < 0 || p.layer < 0 || p.layer >= p.cache.num_layers)
-    return cudaErrorInvalidValue;
-  if (p.slots.num_tokens == 0) return cudaSuccess;
-  if (!rows_detail::valid_view(p.cache) || p.source.k == nullptr || p.source.v == nullptr ||
-      p.slots.slots == nullptr) {
-    return cudaErrorInvalidValue;
-  }
+  const cudaError_t status =
+      detail::check_append(p.layer, p.cache.num_layers, p.slots.num_tokens, p.source);
+  if (status != cudaSuccess || p.slots.num_tokens == 0) return status;
+  if (!rows_detail::valid_view(p.cache) || p.slots.slots == nullptr) return cudaErrorInvalidValue;
   if (Rows::state_floats(p.cache.head_dim) > 0 && p.state == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.source.k) || !detail::aligned16(p.source.v) ||
-      !detail::multiple_of_16(p.source.token_bytes) ||
-      !detail::multiple_of_16(p.source.head_bytes)) {
-    return cudaErrorMisalignedAddress;
-  }
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if constexpr (Rows::kLaneCodec) {
       const std::int64_t rows = std::int64_t{p.slots.num_tokens} * 2 * p.cache.num_heads;
@@ -286,18 +278,10 @@ cudaError_t launch(const CodecGatherParams<Rows>& p, cudaStream_t stream) {
   using rows_detail::kThreads;
   detail::clear_stale_error();
   const PageTableView& table = p.table;
-  if (table.batch_size < 0 || table.total_pages < 0 || p.layer < 0 ||
-      p.layer >= p.cache.num_layers) {
-    return cudaErrorInvalidValue;
-  }
-  if (table.total_pages == 0) return cudaSuccess;
-  if (!rows_detail::valid_view(p.cache) || table.indptr == nullptr || table.indices == nullptr ||
-      table.last_page_len == nullptr || table.out_row_offset == nullptr || p.out.k == nullptr ||
-      p.out.v == nullptr) {
-    return cudaErrorInvalidValue;
-  }
+  const cudaError_t status = detail::check_gather(p.layer, p.cache.num_layers, table, p.out);
+  if (status != cudaSuccess || table.total_pages == 0) return status;
+  if (!rows_detail::valid_view(p.cache)) return cudaErrorInvalidValue;
   if (Rows::state_floats(p.cache.head_dim) > 0 && p.state == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.out.k) || !detail::aligned16(p.out.v)) return cudaErrorMisalignedAddress;
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if constexpr (Rows::kLaneCodec) {
       const auto tiling = mapping::LaneTiling::of(p.cache.head_dim, sizeof(T), kThreads);

@@ -14,4 +14,8 @@ class AppendBatch;      // append_batch.hpp
 template <class Policy, MemoryBackend Backend>
 class KVCacheManager;  // manager.hpp
 
+namespace detail {
+struct ManagerAccess;  // export.hpp
+}  // namespace detail
+
 }  // namespace kvcache

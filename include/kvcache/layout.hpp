@@ -65,12 +65,13 @@ struct PagedKVView {
   }
 };
 
-// The plain (uncompressed) layout of a page for the given geometry.
-constexpr PagedKVView make_plain_view(std::byte* data, std::int32_t num_pages,
-                                      std::int32_t page_size, std::int32_t num_layers,
-                                      std::int32_t num_heads, std::int32_t head_dim, DType dtype,
-                                      KVLayout layout) {
-  PagedKVView view;
+// A page view (plain or compressed) with its geometry set; the strides are
+// the caller's.
+template <class View>
+constexpr View with_geometry(std::byte* data, std::int32_t num_pages, std::int32_t page_size,
+                             std::int32_t num_layers, std::int32_t num_heads, std::int32_t head_dim,
+                             DType dtype) {
+  View view;
   view.data = data;
   view.num_pages = num_pages;
   view.page_size = page_size;
@@ -78,6 +79,16 @@ constexpr PagedKVView make_plain_view(std::byte* data, std::int32_t num_pages,
   view.num_heads = num_heads;
   view.head_dim = head_dim;
   view.dtype = dtype;
+  return view;
+}
+
+// The plain (uncompressed) layout of a page for the given geometry.
+constexpr PagedKVView make_plain_view(std::byte* data, std::int32_t num_pages,
+                                      std::int32_t page_size, std::int32_t num_layers,
+                                      std::int32_t num_heads, std::int32_t head_dim, DType dtype,
+                                      KVLayout layout) {
+  PagedKVView view = with_geometry<PagedKVView>(data, num_pages, page_size, num_layers, num_heads,
+                                                head_dim, dtype);
   const std::int64_t row = static_cast<std::int64_t>(head_dim) * dtype_size(dtype);
   if (layout == KVLayout::kNHD) {
     view.head_bytes = row;

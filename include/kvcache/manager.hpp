@@ -27,10 +27,8 @@
 #include <optional>
 #include <span>
 #include <utility>
-#include <vector>
 
 #include "kvcache/append_batch.hpp"
-#include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
 #include "kvcache/codec/concepts.hpp"
 #include "kvcache/detail/batch_builder.hpp"
@@ -43,16 +41,11 @@
 #include "kvcache/error.hpp"
 #include "kvcache/fwd.hpp"
 #include "kvcache/kernels/page_math.hpp"
-#include "kvcache/kernels/params.hpp"
 #include "kvcache/policy/cache_policy.hpp"
 #include "kvcache/tensor.hpp"
 #include "kvcache/types.hpp"
 
 namespace kvcache {
-
-namespace detail {
-struct ManagerAccess;
-}
 
 template <class Policy = CachePolicy<>, MemoryBackend Backend = HostBackend>
 class KVCacheManager;
@@ -147,12 +140,7 @@ class KVCacheManager {
   // memory). Without a call, the first batch appended to a layer is its sample.
   void calibrate(std::int32_t layer, const TensorView& k_sample,
                  const TensorView& v_sample) requires Storage::kCalibrated {
-    detail::check_layer(shape(), layer, "calibrate");
-    detail::check_tensor(shape(), k_sample, k_sample.num_tokens, "calibrate", "k_sample");
-    detail::check_tensor(shape(), v_sample, k_sample.num_tokens, "calibrate", "v_sample");
-    if (k_sample.num_tokens < 1) {
-      detail::raise<InvalidArgument>("calibrate: layer {} needs at least one token, got 0", layer);
-    }
+    detail::check_sample(shape(), layer, k_sample, v_sample);
     codec_.calibrate(layer, detail::sample_view(k_sample), detail::sample_view(v_sample));
   }
 
@@ -282,7 +270,12 @@ class KVCacheManager {
     return batches_.prepare(
         backend_, seqs, counts, token_ids,
         [&](SeqId seq) -> Entry& { return sequences_.find_active(seq, "prepare_append"); },
-        [&](const Entry& s, SeqId seq, std::int32_t count) { check_room(s, seq, count); },
+        [&](const Entry& s, SeqId seq, std::int32_t count) {
+          const BlockId shared = count > 0 ? shared_write_block(s) : -1;
+          detail::check_room(seq, count, s.num_tokens,
+                             codec_.token_capacity(static_cast<std::int64_t>(s.blocks.size())),
+                             shared, shared >= 0 ? ref_count(shared) : 0);
+        },
         [&](std::span<Entry* const> entries, std::span<const std::int32_t> n, std::int64_t* slots) {
           codec_.plan(entries, n, slots);
         });
@@ -325,15 +318,10 @@ class KVCacheManager {
   // ([sum of lengths][kv_heads][head_dim], sequences in order).
   void gather(std::span<const SeqId> seqs, std::int32_t layer, const TensorView& k_out,
               const TensorView& v_out) {
-    detail::check_layer(shape(), layer, "gather");
     std::int64_t total = 0;
     for (SeqId seq : seqs)
       total += sequences_.find(seq, "gather").num_tokens;
-    detail::check_tensor(shape(), k_out, total, "gather", "k_out");
-    detail::check_tensor(shape(), v_out, total, "gather", "v_out");
-    if (!k_out.is_packed() || !v_out.is_packed()) {
-      detail::raise<InvalidArgument>("gather: outputs must be packed [tokens][heads][head_dim]");
-    }
+    detail::check_gather(shape(), layer, total, k_out, v_out);
     GatherRequest request;
     request.layer = layer;
     request.out = kernels::GatherOutput{k_out.data, v_out.data};
@@ -388,26 +376,6 @@ class KVCacheManager {
     if (!Storage::kWritesPartialPages || s.num_tokens % block_size() == 0) return -1;
     const BlockId block = s.blocks[static_cast<std::size_t>(s.num_tokens / block_size())];
     return ledger_.allocation().ref_count(block) > 1 ? block : -1;
-  }
-
-  void check_room(const Entry& s, SeqId seq, std::int32_t count) const {
-    if (count < 0) {
-      detail::raise<InvalidArgument>("prepare_append: token count {} for sequence {} is negative",
-                                     count, seq);
-    }
-    const std::int64_t capacity = codec_.token_capacity(static_cast<std::int64_t>(s.blocks.size()));
-    if (count > capacity - s.num_tokens) {
-      detail::raise<ReservationError>(
-          "prepare_append: sequence {} appends {} tokens but has room for {} (holds {} of {} "
-          "reserved); call try_reserve first",
-          seq, count, capacity - s.num_tokens, s.num_tokens, capacity);
-    }
-    if (const BlockId shared = count > 0 ? shared_write_block(s) : -1; shared >= 0) {
-      detail::raise<ReservationError>(
-          "prepare_append: sequence {} would write into block {} shared by {} sequences; call "
-          "try_reserve first (it copies the block)",
-          seq, shared, ledger_.allocation().ref_count(shared));
-    }
   }
 
   void invalidate_batch() { batches_.invalidate(); }

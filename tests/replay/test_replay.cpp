@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "kv_test_support.hpp"
+#include "registry.hpp"
 #include "replay.hpp"
 
 namespace kvcache::replay {
@@ -68,7 +69,7 @@ TEST(Trace, SkipBadCountsAndKeepsTheRest) {
   EXPECT_EQ(trace.bad_lines, 2);
 }
 
-// DESIGN.md's hit semantics with LRU, simulated independently: a request hits
+// The replay's hit semantics with LRU, simulated independently: a request hits
 // its leading cached blocks, then all its blocks are cached (its last block
 // the least recent of them, as the manager hands blocks back tail first).
 struct LruModel {
@@ -163,7 +164,8 @@ TEST(Replay, UnlimitedCapacityHitsEveryBlockSeenBefore) {
     hits += static_cast<std::int64_t>(i);
     seen.insert(request.hash_ids.begin(), request.hash_ids.end());
   }
-  for (const std::string& policy : kPolicies) {
+  for (const PolicyInfo& info : policies()) {
+    const std::string policy(info.name);
     ReplayOptions options;
     options.policy = policy;
     options.capacity_blocks = 0;
@@ -223,23 +225,25 @@ namespace {
 
 TEST(Replay, CompressedCachesHoldMoreBlocksAndHitMoreAtTheSameBytes) {
   const ModelShape shape = parse_model("llama3-8b");
-  EXPECT_EQ(codec_bytes_per_block("plain", shape, 512), 512 * 131072);
-  EXPECT_EQ(codec_bytes_per_block("int8", shape, 512),
-            512 * (65536 + 65536 / 32 * 2));  // codes + fp16 scales
-  EXPECT_EQ(codec_bytes_per_block("fp8", shape, 512), 512 * 65536);
-  EXPECT_LT(codec_bytes_per_block("int4", shape, 512), codec_bytes_per_block("fp8", shape, 512));
-  EXPECT_EQ(codec_fixed_bytes("int4", shape, 2), 2 * 160 * 131072);
-  EXPECT_EQ(codec_fixed_bytes("int8", shape, 2), 0);
+  auto bytes = [&](const char* codec) { return find_codec(codec).block_bytes(shape, 512); };
+  EXPECT_EQ(bytes("plain"), 512 * 131072);
+  EXPECT_EQ(bytes("int8"), 512 * (65536 + 65536 / 32 * 2));  // codes + fp16 scales
+  EXPECT_EQ(bytes("fp8"), 512 * 65536);
+  EXPECT_LT(bytes("int4"), bytes("fp8"));
+  EXPECT_EQ(find_codec("int4").fixed_bytes(shape, 2), 2 * 160 * 131072);
+  EXPECT_EQ(find_codec("int8").fixed_bytes(shape, 2), 0);
+  // Errors list the names, generated from the registry.
   EXPECT_TRUE(kvcache::testing::throws_with<InvalidArgument>(
-      [&] { (void)codec_bytes_per_block("int3", shape, 512); }, {"codec \"int3\""}));
+      [&] { (void)find_codec("int3"); },
+      {"codec \"int3\"", "plain, int8, fp8, int4, int2, low-rank-32"}));
   // Same bytes: more blocks, and on a prefix-sharing workload more hits.
   const Trace trace = synthetic_trace(300);
-  const std::int64_t budget = 200 * codec_bytes_per_block("plain", shape, 512);
+  const std::int64_t budget = 200 * bytes("plain");
   double previous = -1;
   for (const std::string codec : {"plain", "int8", "int4"}) {
     ReplayOptions options;
     options.capacity_blocks =
-        (budget - codec_fixed_bytes(codec, shape, 64)) / codec_bytes_per_block(codec, shape, 512);
+        (budget - find_codec(codec).fixed_bytes(shape, 64)) / find_codec(codec).block_bytes(shape, 512);
     const double hit = run_replay(trace, options).hit_rate();
     EXPECT_GT(hit, previous) << codec;
     previous = hit;

@@ -10,19 +10,28 @@
 #include <vector>
 
 #include "kvcache/kvcache.hpp"
+#include "registry.hpp"
 #include "replay.hpp"
 
 namespace {
 
 using namespace kvcache::replay;
 
-constexpr const char* kUsage = R"(usage: kvcache-replay [TRACE.jsonl] [options]
+// The help text; the policy and codec lists come from the registry.
+std::string usage() {
+  std::string policies_help, codecs_help;
+  for (const PolicyInfo& policy : policies())
+    policies_help += fmt::format("                         {:<12} {}\n", policy.name, policy.help);
+  for (const CodecInfo& codec : codecs())
+    codecs_help += fmt::format("                         {:<12} {}\n", codec.name, codec.help);
+  return R"(usage: kvcache-replay [TRACE.jsonl] [options]
 
 Replays a Mooncake-format trace (one JSON request a line) through the KV-cache
 manager; without TRACE it replays a built-in synthetic chat workload.
 
-  --policy P           eviction: none | lru | lfu-aging | s3-fifo   (default lru)
-  --capacity N         pool size in blocks (default: 1/8 of the trace's distinct prompt blocks)
+  --policy P           eviction policy (default lru):
+)" + policies_help +
+         R"(  --capacity N         pool size in blocks (default: 1/8 of the trace's distinct prompt blocks)
   --capacity-tokens N  pool size in tokens
   --block-size N       tokens per block (default 512, the trace's block)
   --decode-ms X        decode time per output token, ms (default 20; 0: one request at a time)
@@ -31,11 +40,11 @@ manager; without TRACE it replays a built-in synthetic chat workload.
   --backend B          cpu | cuda, where the K/V live with --model (default cpu)
   --sweep              hit rate against capacity for every policy, and unlimited
   --budget-gib G       pool size as bytes of K/V cache (needs --model; 1 GiB = 2^30)
-  --codec C            size the pool for a compressed cache: plain, int8, fp8, int4,
-                       int2 (KIVI g32 r128), low-rank-32 (with --budget-gib)
   --codec-table        hit rate of every codec at the same --budget-gib (LRU and LFU-aging)
   --skip-bad           skip (and count) malformed lines instead of stopping
-)";
+  --codec C            size the pool for a compressed cache (with --budget-gib):
+)" + codecs_help;
+}
 
 struct Arguments {
   std::string trace_path;
@@ -49,7 +58,7 @@ struct Arguments {
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "kvcache-replay: %s\n\n%s", message.c_str(), kUsage);
+  std::fprintf(stderr, "kvcache-replay: %s\n\n%s", message.c_str(), usage().c_str());
   std::exit(2);
 }
 
@@ -70,7 +79,7 @@ Arguments parse(int argc, char** argv) {
       return argv[++i];
     };
     if (flag == "--help" || flag == "-h") {
-      std::printf("%s", kUsage);
+      std::printf("%s", usage().c_str());
       std::exit(0);
     } else if (flag == "--policy") {
       args.options.policy = value();
@@ -148,9 +157,9 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
   std::vector<std::vector<ReplayResult>> rows;
   for (std::int64_t capacity : capacities) {
     std::vector<ReplayResult> row;
-    for (const std::string& policy : kPolicies) {
+    for (const PolicyInfo& policy : policies()) {
       ReplayOptions options = base;
-      options.policy = policy;
+      options.policy = policy.name;
       options.capacity_blocks = capacity;
       row.push_back(run_replay(trace, options));
     }
@@ -159,9 +168,10 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
   fmt::print(
       "\nPrefix hit rate (prompt blocks hit before each request's first miss / blocks "
       "requested)\n\n");
-  fmt::print("| capacity (blocks) | {} | best |\n", fmt::join(kPolicies, " | "));
+  const std::string header = names(policies(), " | ");
+  fmt::print("| capacity (blocks) | {} | best |\n", header);
   std::string rule = "|---|";
-  for (std::size_t i = 0; i < kPolicies.size(); ++i)
+  for (std::size_t i = 0; i < policies().size(); ++i)
     rule += "---|";
   fmt::print("{}---|\n", rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {
@@ -174,7 +184,7 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
     }
     std::vector<std::string> best;
     for (std::size_t p = 0; p < row.size(); ++p) {
-      if (row[p].hit_rate() == top) best.push_back(kPolicies[p]);
+      if (row[p].hit_rate() == top) best.emplace_back(policies()[p].name);
     }
     const std::string label = capacities[r] == 0
                                   ? fmt::format("unlimited ({})", row[0].capacity_blocks)
@@ -182,7 +192,7 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
     fmt::print("| {} | {} | {} |\n", label, fmt::join(cells, " | "), fmt::join(best, ", "));
   }
   fmt::print("\nEvicted blocks / peak blocks held or cached / rejected requests\n\n");
-  fmt::print("| capacity (blocks) | {} |\n", fmt::join(kPolicies, " | "));
+  fmt::print("| capacity (blocks) | {} |\n", header);
   fmt::print("{}\n", rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {
     std::vector<std::string> cells;
@@ -198,20 +208,21 @@ void print_sweep(const Trace& trace, const ReplayOptions& base) {
     for (const auto& x : row)
       seconds += x.seconds;
   }
-  fmt::print("\n{} replays in {:.2f} s\n", rows.size() * kPolicies.size(), seconds);
+  fmt::print("\n{} replays in {:.2f} s\n", rows.size() * policies().size(), seconds);
 }
 
 // Blocks a byte budget buys under a codec (KIVI's windows for 64 live
 // sequences come off the budget first).
-std::int64_t blocks_for_budget(const Arguments& args, const std::string& codec,
+std::int64_t blocks_for_budget(const Arguments& args, const std::string& name,
                                const ReplayOptions& options) {
+  const CodecInfo& codec = find_codec(name);
   const auto budget = static_cast<std::int64_t>(args.budget_gib * 1073741824.0);
-  const std::int64_t fixed = codec_fixed_bytes(codec, *options.model, 64);
+  const std::int64_t fixed = codec.fixed_bytes(*options.model, 64);
   const std::int64_t blocks =
-      (budget - fixed) / codec_bytes_per_block(codec, *options.model, options.block_size);
+      (budget - fixed) / codec.block_bytes(*options.model, options.block_size);
   if (blocks < 1)
     usage_error(
-        fmt::format("--budget-gib {} holds no block under codec {}", args.budget_gib, codec));
+        fmt::format("--budget-gib {} holds no block under codec {}", args.budget_gib, name));
   return blocks;
 }
 
@@ -224,18 +235,17 @@ void print_codec_table(const Trace& trace, const Arguments& args, ReplayOptions 
       "| codec | bytes per {}-token block | blocks | lru | lfu-aging |\n|---|---|---|---|---|\n",
       options.block_size);
   const std::optional<kvcache::ModelShape> model = options.model;
-  for (const std::string& codec : kCodecs) {
+  for (const CodecInfo& codec : codecs()) {
     options.model = model;
-    options.capacity_blocks = blocks_for_budget(args, codec, options);
+    options.capacity_blocks = blocks_for_budget(args, std::string(codec.name), options);
     options.model.reset();  // metadata only: the codec decides the capacity, not the hit logic
     std::vector<std::string> cells;
     for (const std::string policy : {"lru", "lfu-aging"}) {
       options.policy = policy;
       cells.push_back(percent(run_replay(trace, options).hit_rate()));
     }
-    fmt::print("| {} | {} | {} | {} |\n", codec,
-               codec_bytes_per_block(codec, *model, options.block_size), options.capacity_blocks,
-               fmt::join(cells, " | "));
+    fmt::print("| {} | {} | {} | {} |\n", codec.name, codec.block_bytes(*model, options.block_size),
+               options.capacity_blocks, fmt::join(cells, " | "));
   }
   fmt::print(
       "\nint4 / int2 also keep 128 + 32 recent tokens per live sequence in fp16 (charged for 64 "

@@ -9,7 +9,7 @@
 // holds its blocks while it decodes (output_length x decode_ms_per_token
 // milliseconds), then releases them: its full prompt blocks stay cached until
 // evicted. A request that finds no room even after eviction is rejected and
-// counted. Hits count up to a request's first miss (DESIGN.md). With a model
+// counted. Hits count up to a request's first miss. With a model
 // shape the replay moves real K/V bytes of that shape on the chosen backend;
 // without one it is metadata only. The same trace and options give the same
 // figures.
@@ -26,7 +26,7 @@
 namespace kvcache::replay {
 
 struct ReplayOptions {
-  std::string policy = "lru";  // none | lru | lfu-aging | s3-fifo
+  std::string policy = "lru";  // a name of registry.hpp's policies()
   std::int32_t block_size = 512;
   std::int64_t capacity_blocks = 0;  // 0: unlimited (never evicts)
   std::int32_t trace_block_tokens = 512;
@@ -65,21 +65,5 @@ ReplayResult run_replay(const Trace& trace, const ReplayOptions& options);
 // Parses a model name: tiny, llama3-8b, llama2-7b, qwen2-7b, or
 // layers:kv_heads:head_dim[:fp16|bf16|fp32].
 ModelShape parse_model(const std::string& name);
-
-extern const std::vector<std::string> kPolicies;
-
-// Storage codecs the replay can size a pool for: plain, int8, fp8, int4,
-// int2 (KIVI, group 32, residual 128) and low-rank-32.
-extern const std::vector<std::string> kCodecs;
-
-// Bytes one block of `block_tokens` tokens takes under `codec` for `shape`
-// (KIVI pages are groups of 32 tokens: a block is block_tokens / 32 pages).
-std::int64_t codec_bytes_per_block(const std::string& codec, const ModelShape& shape,
-                                   std::int32_t block_tokens);
-
-// Bytes a KIVI codec keeps outside the blocks for `sequences` live sequences
-// (their full-precision windows); 0 for the others.
-std::int64_t codec_fixed_bytes(const std::string& codec, const ModelShape& shape,
-                               std::int64_t sequences);
 
 }  // namespace kvcache::replay

@@ -23,6 +23,7 @@
 
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
+#include "kvcache/layout.hpp"
 
 namespace kvcache {
 
@@ -123,14 +124,8 @@ constexpr CodecPageView make_codec_view(std::byte* data, std::int32_t num_pages,
                                         std::int32_t page_size, std::int32_t num_layers,
                                         std::int32_t num_heads, std::int32_t head_dim, DType dtype,
                                         RegionLayout k, RegionLayout v) {
-  CodecPageView view;
-  view.data = data;
-  view.num_pages = num_pages;
-  view.page_size = page_size;
-  view.num_layers = num_layers;
-  view.num_heads = num_heads;
-  view.head_dim = head_dim;
-  view.dtype = dtype;
+  CodecPageView view = with_geometry<CodecPageView>(data, num_pages, page_size, num_layers,
+                                                    num_heads, head_dim, dtype);
   view.region[0] = k;
   view.region[1] = v;
   view.layer_bytes = k.bytes + v.bytes;

@@ -112,27 +112,6 @@ KVCACHE_HD std::int8_t int8_code(float value, float inverse) {
   return static_cast<std::int8_t>(code);
 }
 
-// Encodes `count` values read through `load(i)`; writes codes and the scale.
-// Returns the number of non-finite inputs.
-template <class Load>
-KVCACHE_HD std::int32_t int8_encode(Load load, std::int32_t count, std::int8_t* codes,
-                                    std::uint8_t* scale_at, std::int32_t scale_bytes) {
-  float amax = 0.0f;
-  std::int32_t nonfinite = 0;
-  for (std::int32_t i = 0; i < count; ++i) {
-    const float value = load(i);
-    nonfinite += is_finite(value) ? 0 : 1;
-    const float magnitude = finite_magnitude(value);
-    amax = magnitude > amax ? magnitude : amax;
-  }
-  const float scale = int8_scale(amax, scale_bytes);
-  store_scale(scale_at, scale, scale_bytes);
-  const float inverse = inverse_of(scale);
-  for (std::int32_t i = 0; i < count; ++i)
-    codes[i] = int8_code(load(i), inverse);
-  return nonfinite;
-}
-
 KVCACHE_HD float int8_decode(std::int8_t code, float scale) {
   return mul_exact(static_cast<float>(code), scale);
 }
@@ -141,15 +120,6 @@ KVCACHE_HD float int8_decode(std::int8_t code, float scale) {
 
 // Codes are packed little-end first: value i sits in bits (i % per_byte) * b
 // of byte i / per_byte.
-KVCACHE_HD void put_code(std::uint8_t* packed, std::int32_t index, std::int32_t bits,
-                         std::uint32_t code) {
-  const std::int32_t per_byte = 8 / bits;
-  const std::int32_t shift = (index % per_byte) * bits;
-  std::uint8_t& byte = packed[index / per_byte];
-  const auto mask = static_cast<std::uint8_t>(((1u << bits) - 1u) << shift);
-  byte = static_cast<std::uint8_t>((byte & ~mask) | ((code << shift) & mask));
-}
-
 KVCACHE_HD std::uint32_t get_code(const std::uint8_t* packed, std::int32_t index,
                                   std::int32_t bits) {
   const std::int32_t per_byte = 8 / bits;
@@ -209,29 +179,6 @@ KVCACHE_HD std::uint32_t asymmetric_code(float value, const AsymmetricScale& s, 
     code = value > 0.0f ? levels : 0.0f;
   }
   return static_cast<std::uint32_t>(code);
-}
-
-// Encodes `count` values (load(i)) into codes put at `packed` positions
-// first_index + i; writes scale and zero point (each scale_bytes wide).
-// Returns the number of non-finite inputs.
-template <class Load>
-KVCACHE_HD std::int32_t asymmetric_encode(Load load, std::int32_t count, std::int32_t bits,
-                                          std::uint8_t* packed, std::int32_t first_index,
-                                          std::uint8_t* scale_at, std::uint8_t* zero_at,
-                                          std::int32_t scale_bytes) {
-  MinMax range;
-  std::int32_t nonfinite = 0;
-  for (std::int32_t i = 0; i < count; ++i) {
-    const float value = load(i);
-    nonfinite += is_finite(value) ? 0 : 1;
-    range.add(value);
-  }
-  const AsymmetricScale s = asymmetric_scale(range, bits, scale_bytes);
-  store_scale(scale_at, s.scale, scale_bytes);
-  store_scale(zero_at, s.zero, scale_bytes);
-  for (std::int32_t i = 0; i < count; ++i)
-    put_code(packed, first_index + i, bits, asymmetric_code(load(i), s, bits));
-  return nonfinite;
 }
 
 KVCACHE_HD float asymmetric_decode(std::uint32_t code, float scale, float zero) {

@@ -59,6 +59,35 @@ void paged_slot_mapping(std::span<Seq* const> seqs, std::span<const std::int32_t
   }
 }
 
+// The geometry every exported addressing carries; the caller sets the
+// strides.
+template <class View>
+CacheAddressing addressing_of(const View& view, KVLayout layout, CodecKind codec) {
+  CacheAddressing a;
+  a.base = view.data;
+  a.layer_stride_bytes = view.layer_bytes;
+  a.num_pages = view.num_pages;
+  a.page_size = view.page_size;
+  a.num_heads = view.num_heads;
+  a.head_dim = view.head_dim;
+  a.dtype = view.dtype;
+  a.layout = layout;
+  a.codec = codec;
+  return a;
+}
+
+// Compressed pages: base and byte strides of the K codes (the view has the
+// scales).
+inline CacheAddressing codes_addressing(const CodecPageView& view, KVLayout layout,
+                                        CodecKind codec) {
+  CacheAddressing a = addressing_of(view, layout, codec);
+  a.kv_stride_bytes = view.region[0].bytes;
+  a.stride_page = view.page_bytes;
+  a.stride_token = view.region[0].code_token_bytes;
+  a.stride_head = view.region[0].code_head_bytes;
+  return a;
+}
+
 // A sample of K or V rows as the calibration kernels read it.
 inline kernels::SampleView sample_of(const kernels::AppendSource& source, std::int32_t kv,
                                      DType dtype, std::int32_t tokens, std::int32_t heads,
@@ -242,22 +271,7 @@ class TokenCodecStorage : public PagedStorage<Backend, typename Codec::SequenceS
   }
 
   CacheAddressing addressing(KVLayout layout) const {
-    CacheAddressing a;
-    const RegionLayout& k = view_.region[0];
-    a.base = view_.data;
-    a.layer_stride_bytes = view_.layer_bytes;
-    a.kv_stride_bytes = k.bytes;
-    a.stride_page = view_.page_bytes;
-    a.stride_token = k.code_token_bytes;
-    a.stride_head = k.code_head_bytes;
-    a.num_pages = view_.num_pages;
-    a.page_size = view_.page_size;
-    a.num_heads = view_.num_heads;
-    a.head_dim = view_.head_dim;
-    a.dtype = view_.dtype;
-    a.layout = layout;
-    a.codec = Codec::kKind;
-    return a;
+    return codes_addressing(view_, layout, Codec::kKind);
   }
 
   void add_stats(CacheStats& stats) { stats.nonfinite_values = counter_.read(*backend_); }

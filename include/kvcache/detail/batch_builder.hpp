@@ -11,9 +11,33 @@
 
 #include "kvcache/append_batch.hpp"
 #include "kvcache/error.hpp"
+#include "kvcache/policy/concepts.hpp"
 #include "kvcache/types.hpp"
 
 namespace kvcache::detail {
+
+// Throws when sequence `seq`, holding `tokens` tokens with room for
+// `capacity`, cannot take `count` more, or would write block `shared` (>= 0)
+// that `owners` sequences share.
+inline void check_room(SeqId seq, std::int32_t count, std::int64_t tokens, std::int64_t capacity,
+                       BlockId shared, std::int32_t owners) {
+  if (count < 0) {
+    raise<InvalidArgument>("prepare_append: token count {} for sequence {} is negative", count,
+                           seq);
+  }
+  if (count > capacity - tokens) {
+    raise<ReservationError>(
+        "prepare_append: sequence {} appends {} tokens but has room for {} (holds {} of {} "
+        "reserved); call try_reserve first",
+        seq, count, capacity - tokens, tokens, capacity);
+  }
+  if (shared >= 0) {
+    raise<ReservationError>(
+        "prepare_append: sequence {} would write into block {} shared by {} sequences; call "
+        "try_reserve first (it copies the block)",
+        seq, shared, owners);
+  }
+}
 
 template <class Backend, class Entry>
 class BatchBuilder {

@@ -107,6 +107,28 @@ inline void check_tensor(const ModelShape& shape, const TensorView& t, std::int6
   }
 }
 
+// A calibration sample of K and V rows for `layer` (at least one token).
+inline void check_sample(const ModelShape& shape, std::int32_t layer, const TensorView& k,
+                         const TensorView& v) {
+  check_layer(shape, layer, "calibrate");
+  check_tensor(shape, k, k.num_tokens, "calibrate", "k_sample");
+  check_tensor(shape, v, k.num_tokens, "calibrate", "v_sample");
+  if (k.num_tokens < 1) {
+    raise<InvalidArgument>("calibrate: layer {} needs at least one token, got 0", layer);
+  }
+}
+
+// Packed outputs of `tokens` rows for a gather of `layer`.
+inline void check_gather(const ModelShape& shape, std::int32_t layer, std::int64_t tokens,
+                         const TensorView& k_out, const TensorView& v_out) {
+  check_layer(shape, layer, "gather");
+  check_tensor(shape, k_out, tokens, "gather", "k_out");
+  check_tensor(shape, v_out, tokens, "gather", "v_out");
+  if (!k_out.is_packed() || !v_out.is_packed()) {
+    raise<InvalidArgument>("gather: outputs must be packed [tokens][heads][head_dim]");
+  }
+}
+
 // K and V as one append source (their strides must agree).
 inline kernels::AppendSource append_source(const TensorView& k, const TensorView& v,
                                            const char* what) {

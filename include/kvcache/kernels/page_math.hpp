@@ -43,4 +43,20 @@ KVCACHE_HD std::int32_t last_page_length(std::int64_t tokens, std::int32_t page_
                                                 static_cast<std::int64_t>(page_size));
 }
 
+// Visits the pages of a FlashInfer-style table in order: visit(b, page,
+// tokens, first_row) for sequence b's pages (its id, the tokens it holds, the
+// output row of its first token). The CPU kernels' loop over a gather's pages.
+template <class Table, class Visit>
+void for_each_page(const Table& table, std::int32_t page_size, Visit visit) {
+  for (std::int32_t b = 0; b < table.batch_size; ++b) {
+    const std::int32_t first = table.indptr[b];
+    const std::int32_t pages = table.indptr[b + 1] - first;
+    for (std::int32_t i = 0; i < pages; ++i) {
+      visit(b, std::int64_t{table.indices[first + i]},
+            tokens_in_page(i, pages, table.last_page_len[b], page_size),
+            table.out_row_offset[b] + std::int64_t{i} * page_size);
+    }
+  }
+}
+
 }  // namespace kvcache::kernels

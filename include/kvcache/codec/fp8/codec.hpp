@@ -15,6 +15,7 @@
 #include "kvcache/codec/page_view.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/codec/storage.hpp"
+#include "kvcache/codec/token_codec.hpp"
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/kernels/params.hpp"
@@ -25,12 +26,9 @@ namespace kvcache {
 enum class Fp8Scale { kPerTensor, kPerHead };
 
 template <Fp8Scale Mode = Fp8Scale::kPerHead>
-struct Fp8Codec {
+struct Fp8Codec : codec::TokenCodec<Fp8Rows> {
   static constexpr CodecKind kKind = CodecKind::kFp8;
-  static constexpr std::int32_t kResidualTokens = 0;
   static constexpr Fp8Scale kMode = Mode;
-  using Rows = Fp8Rows;
-  struct SequenceState {};
 
   // Scales from a sample's abs-max per head (kPerHead) or over the heads
   // (kPerTensor). The abs-max buffer is allocated once, at construction.
@@ -64,12 +62,6 @@ struct Fp8Codec {
     return Mode == Fp8Scale::kPerHead ? "fp8-e4m3-head" : "fp8-e4m3-tensor";
   }
   static void validate(const CacheConfig& config) { codec::require_nhd(config.layout, name()); }
-  static RegionLayout region(const ModelShape& shape, std::int32_t page_size, std::int32_t) {
-    return token_major_region(page_size, shape.num_kv_heads, Rows::code_bytes(shape.head_dim), 0);
-  }
-  static std::int64_t block_bytes(const ModelShape& shape, std::int32_t block_size) {
-    return shape.num_layers * 2 * region(shape, block_size, 0).bytes;
-  }
 };
 
 }  // namespace kvcache

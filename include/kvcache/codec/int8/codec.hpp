@@ -17,19 +17,17 @@
 #include "kvcache/codec/page_view.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/codec/storage.hpp"
+#include "kvcache/codec/token_codec.hpp"
 #include "kvcache/types.hpp"
 
 namespace kvcache {
 
 template <std::int32_t Group = 32, std::int32_t ScaleBytes = 2>
-struct Int8Codec {
+struct Int8Codec : codec::TokenCodec<Int8Rows<Group, ScaleBytes>> {
   static_assert(ScaleBytes == 2 || ScaleBytes == 4, "scales are fp16 (2) or fp32 (4)");
   static_assert(Group >= 1, "a group holds at least one value");
   static_assert(codec::lane_compatible(Group), "the group is 1, 2, 4 or a multiple of 8");
   static constexpr CodecKind kKind = CodecKind::kInt8;
-  static constexpr std::int32_t kResidualTokens = 0;
-  using Rows = Int8Rows<Group, ScaleBytes>;
-  struct SequenceState {};
   template <class Backend>
   using Calibration = codec::NoCalibration<Backend>;
   template <class Backend>
@@ -45,14 +43,6 @@ struct Int8Codec {
       detail::raise<InvalidArgument>("{}: group size {} does not divide head_dim {}", name(), Group,
                                      config.shape.head_dim);
     }
-  }
-  static RegionLayout region(const ModelShape& shape, std::int32_t page_size, std::int32_t) {
-    return token_major_region(page_size, shape.num_kv_heads, Rows::code_bytes(shape.head_dim),
-                              Rows::scale_bytes(shape.head_dim));
-  }
-  static std::int64_t block_bytes(const ModelShape& shape, std::int32_t block_size) {
-    return shape.num_layers *
-           (region(shape, block_size, 0).bytes + region(shape, block_size, 1).bytes);
   }
 };
 

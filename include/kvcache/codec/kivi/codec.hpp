@@ -217,16 +217,9 @@ struct KiviCodec {
     void append(std::int32_t layer, const kernels::AppendSource& source,
                 const kernels::SlotMapping& slots) {
       if (groups_ > 0) {
-        kernels::KiviFlushParams<Rows> flush;
-        flush.cache = view_;
-        flush.residual = residual_view_;
-        flush.layer = layer;
-        flush.source = source;
-        flush.sources = device_sources_;
-        flush.pages = device_pages_;
-        flush.num_groups = groups_;
-        flush.nonfinite = counter_.device();
-        launch(*backend_, flush);
+        launch(*backend_,
+               kernels::KiviFlushParams<Rows>{view_, residual_view_, layer, source, device_sources_,
+                                              device_pages_, groups_, counter_.device()});
       }
       launch(*backend_, kernels::AppendParams{residual_view_, layer, source, slots});
     }
@@ -245,19 +238,7 @@ struct KiviCodec {
     // Pages hold codes (byte strides); the ring is not described: KIVI caches
     // are read with gather().
     CacheAddressing addressing(KVLayout layout) const {
-      CacheAddressing a;
-      a.base = view_.data;
-      a.layer_stride_bytes = view_.layer_bytes;
-      a.kv_stride_bytes = view_.region[0].bytes;
-      a.stride_page = view_.page_bytes;
-      a.num_pages = view_.num_pages;
-      a.page_size = view_.page_size;
-      a.num_heads = view_.num_heads;
-      a.head_dim = view_.head_dim;
-      a.dtype = view_.dtype;
-      a.layout = layout;
-      a.codec = kKind;
-      return a;
+      return codec::codes_addressing(view_, layout, kKind);
     }
     std::int64_t side_bytes() const { return static_cast<std::int64_t>(residual_.size()); }
     void add_stats(CacheStats& stats) {

@@ -20,6 +20,7 @@
 #include "kvcache/codec/page_view.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/codec/storage.hpp"
+#include "kvcache/codec/token_codec.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/params.hpp"
 #include "kvcache/types.hpp"
@@ -34,13 +35,10 @@ Buffer low_rank_fit_workspace(Backend&, std::int32_t, std::int32_t, std::int32_t
 }
 
 template <std::int32_t Rank = 32, std::int32_t CoefficientBytes = 2>
-struct LowRankCodec {
+struct LowRankCodec : codec::TokenCodec<LowRankRows<Rank, CoefficientBytes>> {
   static_assert(CoefficientBytes == 2 || CoefficientBytes == 4, "coefficients are 16-bit or fp32");
   static constexpr CodecKind kKind = CodecKind::kLowRank;
-  static constexpr std::int32_t kResidualTokens = 0;
   static constexpr std::int32_t kRank = Rank;
-  using Rows = LowRankRows<Rank, CoefficientBytes>;
-  struct SequenceState {};
 
   template <class Backend>
   class Calibration {
@@ -73,12 +71,6 @@ struct LowRankCodec {
       detail::raise<InvalidArgument>("{}: rank {} is outside [1, head_dim {}]", name(), Rank,
                                      config.shape.head_dim);
     }
-  }
-  static RegionLayout region(const ModelShape& shape, std::int32_t page_size, std::int32_t) {
-    return token_major_region(page_size, shape.num_kv_heads, Rows::code_bytes(shape.head_dim), 0);
-  }
-  static std::int64_t block_bytes(const ModelShape& shape, std::int32_t block_size) {
-    return shape.num_layers * 2 * region(shape, block_size, 0).bytes;
   }
 };
 

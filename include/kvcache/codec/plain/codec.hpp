@@ -49,21 +49,14 @@ struct PlainCodec {
       launch(*backend_, kernels::GatherParams{view_, request.layer, request.table, request.out});
     }
 
+    // Element strides of the model dtype.
     CacheAddressing addressing(KVLayout layout) const {
       const std::int64_t element = dtype_size(view_.dtype);
-      CacheAddressing a;
-      a.base = view_.data;
-      a.layer_stride_bytes = view_.layer_bytes;
+      CacheAddressing a = codec::addressing_of(view_, layout, kKind);
       a.kv_stride_bytes = view_.kv_bytes;
       a.stride_page = view_.page_bytes / element;
       a.stride_token = view_.token_bytes / element;
       a.stride_head = view_.head_bytes / element;
-      a.num_pages = view_.num_pages;
-      a.page_size = view_.page_size;
-      a.num_heads = view_.num_heads;
-      a.head_dim = view_.head_dim;
-      a.dtype = view_.dtype;
-      a.layout = layout;
       return a;
     }
     void add_stats(CacheStats&) {}

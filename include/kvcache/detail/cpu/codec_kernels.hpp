@@ -142,38 +142,33 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
   const std::int64_t out_token = static_cast<std::int64_t>(view.num_heads) * d;
   float row[1024];
   [[maybe_unused]] const bool vector = rows::VectorInt8<Rows, T>::value && simd::available();
-  for (std::int32_t b = 0; b < table.batch_size; ++b) {
-    const std::int32_t first = table.indptr[b];
-    const std::int32_t pages = table.indptr[b + 1] - first;
-    for (std::int32_t i = 0; i < pages; ++i) {
-      const std::int64_t page = table.indices[first + i];
-      const std::int32_t tokens =
-          kernels::tokens_in_page(i, pages, table.last_page_len[b], view.page_size);
-      for (std::int32_t t = 0; t < tokens; ++t) {
-        const std::int64_t out_row =
-            table.out_row_offset[b] + static_cast<std::int64_t>(i) * view.page_size + t;
-        for (std::int32_t kv = 0; kv < 2; ++kv) {
-          auto* out = static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v);
-          for (std::int32_t h = 0; h < view.num_heads; ++h) {
-            std::byte* target = out + (out_row * out_token + std::int64_t{h} * d) * sizeof(T);
-            const std::uint8_t* codes = view.row_codes(page, p.layer, kv, t, h);
-            const std::uint8_t* scales = view.row_scales(page, p.layer, kv, t, h);
-            if constexpr (rows::VectorInt8<Rows, T>::value) {
-              if (vector) {
-                simd::int8_decode_f16(reinterpret_cast<const std::int8_t*>(codes), scales, d,
-                                      Rows::kGroup, Rows::kScaleBytes,
-                                      reinterpret_cast<std::uint16_t*>(target));
-                continue;
+  kernels::for_each_page(
+      table, view.page_size,
+      [&](std::int32_t, std::int64_t page, std::int32_t tokens, std::int64_t first_row) {
+        for (std::int32_t t = 0; t < tokens; ++t) {
+          for (std::int32_t kv = 0; kv < 2; ++kv) {
+            auto* out = static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v);
+            for (std::int32_t h = 0; h < view.num_heads; ++h) {
+              std::byte* target = out + ((first_row + t) * out_token + std::int64_t{h} * d) *
+                                            std::int64_t{sizeof(T)};
+              const std::uint8_t* codes = view.row_codes(page, p.layer, kv, t, h);
+              const std::uint8_t* scales = view.row_scales(page, p.layer, kv, t, h);
+              if constexpr (rows::VectorInt8<Rows, T>::value) {
+                if (vector) {
+                  simd::int8_decode_f16(reinterpret_cast<const std::int8_t*>(codes), scales, d,
+                                        Rows::kGroup, Rows::kScaleBytes,
+                                        reinterpret_cast<std::uint16_t*>(target));
+                  continue;
+                }
               }
+              Rows::decode(d, codes, scales,
+                           kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
+                           [&](std::int32_t index, float value) { row[index] = value; });
+              rows::from_floats<T>(row, d, target);
             }
-            Rows::decode(d, codes, scales, kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
-                         [&](std::int32_t index, float value) { row[index] = value; });
-            rows::from_floats<T>(row, d, target);
           }
         }
-      }
-    }
-  }
+      });
 }
 
 template <class Rows, class T>
@@ -223,29 +218,30 @@ void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
   auto at = [&](std::byte* out, std::int64_t row, std::int32_t h) {
     return out + (row * out_token + std::int64_t{h} * d) * std::int64_t{sizeof(T)};
   };
+  // Pages (each a whole quantized group): keys channel by channel (one scale
+  // load per channel), values row by row.
+  kernels::for_each_page(
+      table, view.page_size,
+      [&](std::int32_t, std::int64_t page, std::int32_t, std::int64_t first_row) {
+        const auto* keys =
+            reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
+        for (std::int32_t h = 0; h < view.num_heads; ++h) {
+          for (std::int32_t c = 0; c < d; ++c) {
+            for (std::int32_t t = 0; t < view.page_size; ++t)
+              page_rows[std::int64_t{t} * d + c] = Rows::decode_key(view, keys, h, c, t);
+          }
+          for (std::int32_t t = 0; t < view.page_size; ++t) {
+            rows::from_floats<T>(page_rows + std::int64_t{t} * d, d, at(k_out, first_row + t, h));
+            Rows::decode(d, view.row_codes(page, p.layer, 1, t, h),
+                         view.row_scales(page, p.layer, 1, t, h), nullptr,
+                         [&](std::int32_t i, float value) { values[i] = value; });
+            rows::from_floats<T>(values, d, at(v_out, first_row + t, h));
+          }
+        }
+      });
+  // The rings: plain copies.
   for (std::int32_t b = 0; b < table.batch_size; ++b) {
-    const std::int64_t paged = p.side.paged_tokens[b];
-    // Pages: keys channel by channel (one scale load per channel), values row by row.
-    for (std::int64_t first = 0; first < paged; first += view.page_size) {
-      const std::int64_t page = table.indices[table.indptr[b] + first / view.page_size];
-      const auto* keys = reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
-      for (std::int32_t h = 0; h < view.num_heads; ++h) {
-        for (std::int32_t c = 0; c < d; ++c) {
-          for (std::int32_t t = 0; t < view.page_size; ++t)
-            page_rows[std::int64_t{t} * d + c] = Rows::decode_key(view, keys, h, c, t);
-        }
-        for (std::int32_t t = 0; t < view.page_size; ++t) {
-          const std::int64_t row = table.out_row_offset[b] + first + t;
-          rows::from_floats<T>(page_rows + std::int64_t{t} * d, d, at(k_out, row, h));
-          Rows::decode(d, view.row_codes(page, p.layer, 1, t, h),
-                       view.row_scales(page, p.layer, 1, t, h), nullptr,
-                       [&](std::int32_t i, float value) { values[i] = value; });
-          rows::from_floats<T>(values, d, at(v_out, row, h));
-        }
-      }
-    }
-    // The ring: plain copies.
-    for (std::int64_t t = paged; t < p.side.total_tokens[b]; ++t) {
+    for (std::int64_t t = p.side.paged_tokens[b]; t < p.side.total_tokens[b]; ++t) {
       const std::int64_t row = table.out_row_offset[b] + t;
       const std::int64_t slot = p.side.side_slot[b] * ring_size + t % ring_size;
       for (std::int32_t kv = 0; kv < 2; ++kv) {

@@ -97,23 +97,16 @@ inline void gather(const kernels::GatherParams& p) {
   const std::int64_t out_token_bytes = row * cache.num_heads;
   const copy::RowGrid out_grid{out_token_bytes, row};
   const copy::RowGrid cache_grid{cache.token_bytes, cache.head_bytes};
-  for (std::int32_t b = 0; b < table.batch_size; ++b) {
-    const std::int32_t first = table.indptr[b];
-    const std::int32_t num_pages = table.indptr[b + 1] - first;
-    for (std::int32_t i = 0; i < num_pages; ++i) {
-      const std::int64_t page = table.indices[first + i];
-      const std::int32_t tokens =
-          kernels::tokens_in_page(i, num_pages, table.last_page_len[b], cache.page_size);
-      const std::int64_t out =
-          (table.out_row_offset[b] + static_cast<std::int64_t>(i) * cache.page_size) *
-          out_token_bytes;
-      for (std::int32_t kv = 0; kv < 2; ++kv) {
-        copy::copy_grid(static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v) + out, out_grid,
-                        cache.data + cache.row_offset(page, p.layer, kv, 0, 0), cache_grid, tokens,
-                        cache.num_heads, row);
-      }
-    }
-  }
+  kernels::for_each_page(
+      table, cache.page_size,
+      [&](std::int32_t, std::int64_t page, std::int32_t tokens, std::int64_t first_row) {
+        for (std::int32_t kv = 0; kv < 2; ++kv) {
+          copy::copy_grid(
+              static_cast<std::byte*>(kv == 0 ? p.out.k : p.out.v) + first_row * out_token_bytes,
+              out_grid, cache.data + cache.row_offset(page, p.layer, kv, 0, 0), cache_grid, tokens,
+              cache.num_heads, row);
+        }
+      });
 }
 
 inline void copy_blocks(const kernels::CopyBlocksParams& p) {

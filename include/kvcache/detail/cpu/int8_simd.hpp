@@ -1,6 +1,6 @@
 // AVX2 + F16C versions of the int8 row codec for fp16 tensors, used by the
 // CPU backend when the processor has them (checked at run time). They do the
-// same IEEE operations in the same order as codec::int8_encode / decode, so
+// same IEEE operations in the same order as Int8Rows::encode / decode, so
 // codes, scales and outputs are bit-identical to the scalar path (and to the
 // GPU): abs-max is order-free, q = round(clamp(x * (1 / s))) per element.
 #pragma once

@@ -1,0 +1,163 @@
+// The replay engine: a real KVCacheManager of policy `Policy` driven through a
+// trace (see replay.hpp for the serving model). A template, instantiated once
+// per policy by the registry (registry.cpp).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <queue>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "kvcache/kvcache.hpp"
+#include "replay.hpp"
+
+namespace kvcache::replay::engine {
+
+inline std::int64_t prompt_tokens(const TraceRequest& request, const ReplayOptions& options) {
+  return static_cast<std::int64_t>(request.hash_ids.size()) * options.trace_block_tokens;
+}
+
+// Token ids of a request's prompt: block j holds tokens derived from its
+// hash id, so equal hash ids give equal blocks.
+inline void fill_tokens(const TraceRequest& request, std::int32_t block_tokens,
+                 std::vector<std::int32_t>& tokens) {
+  tokens.resize(request.hash_ids.size() * static_cast<std::size_t>(block_tokens));
+  std::size_t next = 0;
+  for (std::int64_t id : request.hash_ids) {
+    const std::uint64_t base =
+        static_cast<std::uint64_t>(id) * static_cast<std::uint64_t>(block_tokens);
+    for (std::int32_t i = 0; i < block_tokens; ++i) {
+      tokens[next++] =
+          static_cast<std::int32_t>((base + static_cast<std::uint64_t>(i)) & 0x7fffffffu);
+    }
+  }
+}
+
+struct Running {
+  double finish_ms;
+  std::int64_t order;
+  SeqId seq;
+  bool operator>(const Running& other) const {
+    return finish_ms != other.finish_ms ? finish_ms > other.finish_ms : order > other.order;
+  }
+};
+
+template <class Manager>
+void append_chunk(Manager& manager, SeqId seq, std::int64_t count,
+                  std::span<const std::int32_t> ids, const Buffer& k, const Buffer& v,
+                  std::int64_t& bytes) {
+  if (count == 0) return;
+  const std::vector<SeqId> seqs = {seq};
+  const std::vector<std::int32_t> counts = {static_cast<std::int32_t>(count)};
+  AppendBatch batch = manager.prepare_append(seqs, counts, ids);
+  if (k) {
+    const ModelShape& shape = manager.shape();
+    for (std::int32_t layer = 0; layer < shape.num_layers; ++layer) {
+      manager.append(
+          layer, batch,
+          TensorView::packed(k.data(), shape.dtype, count, shape.num_kv_heads, shape.head_dim),
+          TensorView::packed(v.data(), shape.dtype, count, shape.num_kv_heads, shape.head_dim));
+    }
+    bytes += count * shape.bytes_per_token();
+  }
+  manager.commit(batch);
+}
+
+template <class Policy, class Backend>
+ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend backend) {
+  CacheConfig config;
+  config.shape = options.model.value_or(ModelShape::gqa(1, 1, 8, DType::kF16));
+  config.block_size = options.block_size;
+  config.num_blocks =
+      options.capacity_blocks > 0 ? options.capacity_blocks : unlimited_capacity(trace, options);
+  std::int64_t widest = 1;
+  for (const auto& request : trace.requests) {
+    widest = std::max({widest, prompt_tokens(request, options), request.output_length});
+  }
+  config.max_batch_tokens = static_cast<std::int32_t>(widest);
+  config.max_batch_sequences = 1;
+  KVCacheManager<Policy, Backend> manager(config, std::move(backend));
+
+  // With a model: one buffer of random K and V rows, appended for every chunk.
+  Buffer k, v;
+  if (options.model) {
+    const auto bytes =
+        static_cast<std::size_t>(widest * config.shape.kv_width() * dtype_size(config.shape.dtype));
+    std::vector<std::byte> host(bytes);
+    std::mt19937_64 rng(7);
+    for (std::size_t i = 0; i + 8 <= bytes; i += 8) {
+      const std::uint64_t bits =
+          rng() & 0x3bff3bff3bff3bffULL;  // finite fp16 / bf16 / fp32 bit patterns
+      std::memcpy(host.data() + i, &bits, 8);
+    }
+    k = manager.backend().allocate(bytes);
+    v = manager.backend().allocate(bytes);
+    manager.backend().copy_to_backend(k.data(), host.data(), bytes);
+    manager.backend().copy_to_backend(v.data(), host.data(), bytes);
+  }
+
+  ReplayResult result;
+  result.policy = options.policy;
+  result.capacity_blocks = config.num_blocks;
+  const auto start = std::chrono::steady_clock::now();
+  std::priority_queue<Running, std::vector<Running>, std::greater<>> running;
+  std::vector<std::int32_t> tokens;
+  std::int64_t order = 0;
+  for (const auto& request : trace.requests) {
+    const auto now = static_cast<double>(request.timestamp_ms);
+    while (!running.empty() && running.top().finish_ms <= now) {
+      manager.release(running.top().seq);
+      running.pop();
+    }
+    ++result.requests;
+    fill_tokens(request, options.trace_block_tokens, tokens);
+    const SeqId seq = manager.create_sequence(tokens);
+    const std::int64_t cached = manager.sequence(seq).num_tokens;
+    const std::int64_t uncached = static_cast<std::int64_t>(tokens.size()) - cached;
+    if (manager.try_reserve(seq, uncached + request.output_length) != ReserveStatus::kOk) {
+      ++result.rejected;
+      manager.release(seq);
+      continue;
+    }
+    // The prompt's ids are known since create_sequence: no need to pass them again.
+    append_chunk(manager, seq, uncached, {}, k, v, result.bytes_appended);
+    append_chunk(manager, seq, request.output_length, {}, k, v, result.bytes_appended);
+    const std::int64_t free = manager.num_free_blocks();
+    result.peak_occupied_blocks = std::max(result.peak_occupied_blocks, config.num_blocks - free);
+    result.peak_used_blocks =
+        std::max(result.peak_used_blocks, config.num_blocks - free - manager.num_cached_blocks());
+    if (options.decode_ms_per_token <= 0) {
+      manager.release(seq);
+    } else {
+      running.push({now + static_cast<double>(request.output_length) * options.decode_ms_per_token,
+                    order++, seq});
+    }
+  }
+  while (!running.empty()) {
+    manager.release(running.top().seq);
+    running.pop();
+  }
+  manager.backend().synchronize();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const CacheStats stats = manager.stats();
+  result.blocks_requested = stats.prefix_blocks_requested;
+  result.blocks_hit = stats.prefix_blocks_hit;
+  result.evicted_blocks = stats.evicted_blocks;
+  return result;
+}
+
+// The replay of `trace` under `Policy`, on the backend the options name
+// (metadata only without a model).
+template <class Policy>
+ReplayResult run_policy(const Trace& trace, const ReplayOptions& options) {
+  if (!options.model) return run_with<Policy>(trace, options, MetadataBackend());
+  if (options.backend == "cuda") return run_with<Policy>(trace, options, CudaBackend(0));
+  if (options.backend == "cpu") return run_with<Policy>(trace, options, HostBackend());
+  detail::raise<InvalidArgument>("replay: backend \"{}\" is not cpu or cuda", options.backend);
+}
+
+}  // namespace kvcache::replay::engine
