@@ -1,9 +1,9 @@
 // AppendBatch: the new tokens of one engine step, as prepare_append planned
 // them. Valid until commit() or until a call that changes block tables
 // (try_reserve, release, fork, park); the spans point into the manager's
-// staging memory. A batch belongs to the manager that made it: its id is
-// unique across all managers of the process, so a batch cannot be used with
-// another manager.
+// staging memory. A batch belongs to the manager that made it: its identity
+// is unique across all managers of the process and a manager's whole life,
+// so a batch cannot be used with another manager.
 #pragma once
 
 #include <atomic>
@@ -20,8 +20,10 @@ namespace detail {
 template <class Backend, class Entry>
 class BatchBuilder;
 
-// Process-wide batch ids: never 0, never reused.
-inline std::uint64_t next_batch_id() {
+// Process-wide ids of the managers' batch builders: never 0, never reused. A
+// batch is named by its builder's id and a serial number within it, so no
+// atomic is taken per batch.
+inline std::uint64_t next_builder_id() {
   static std::atomic<std::uint64_t> counter{0};
   return counter.fetch_add(1, std::memory_order_relaxed) + 1;
 }
@@ -43,7 +45,8 @@ class AppendBatch {
   template <class B, class E>
   friend class detail::BatchBuilder;
 
-  std::uint64_t id_ = 0;
+  std::uint64_t builder_ = 0;  // which manager made it
+  std::uint64_t serial_ = 0;   // which of its batches
   std::span<const SeqId> sequences_;
   std::span<const std::int32_t> new_tokens_;
   std::int32_t num_tokens_ = 0;

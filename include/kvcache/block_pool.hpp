@@ -120,24 +120,32 @@ class BlockPool {
   bool is_free(BlockId id) const { return ref_count(id) == 0 && !is_cached(id); }
 
  private:
-  void check_range(BlockId id, const char* what) const {
-    if (id < 0 || id >= capacity()) {
+  // The checks are a compare on the hot path; the message is built out of line.
+  enum class Fault { kRange, kNotCached, kNotAllocated };
+  KVCACHE_ALWAYS_INLINE void check_range(BlockId id, const char* what) const {
+    if (id < 0 || id >= capacity()) [[unlikely]]
+      fail(Fault::kRange, id, what);
+  }
+  KVCACHE_ALWAYS_INLINE void check_cached(BlockId id, const char* what) const {
+    check_range(id, what);
+    if (cached_[static_cast<std::size_t>(id)] == 0) [[unlikely]]
+      fail(Fault::kNotCached, id, what);
+  }
+  KVCACHE_ALWAYS_INLINE void check_allocated(BlockId id, const char* what) const {
+    check_range(id, what);
+    if (ref_counts_[static_cast<std::size_t>(id)] <= 0) [[unlikely]]
+      fail(Fault::kNotAllocated, id, what);
+  }
+  [[noreturn]] KVCACHE_COLD void fail(Fault fault, BlockId id, const char* what) const {
+    if (fault == Fault::kRange) {
       detail::raise<OutOfRange>("BlockPool::{}: block id {} is outside [0, {})", what, id,
                                 capacity());
     }
-  }
-  void check_cached(BlockId id, const char* what) const {
-    check_range(id, what);
-    if (cached_[static_cast<std::size_t>(id)] == 0) {
+    if (fault == Fault::kNotCached) {
       detail::raise<InvalidArgument>("BlockPool::{}: block {} is not cached", what, id);
     }
-  }
-  void check_allocated(BlockId id, const char* what) const {
-    check_range(id, what);
-    if (ref_counts_[static_cast<std::size_t>(id)] <= 0) {
-      detail::raise<InvalidArgument>(
-          "BlockPool::{}: block {} is free or cached (reference count 0)", what, id);
-    }
+    detail::raise<InvalidArgument>("BlockPool::{}: block {} is free or cached (reference count 0)",
+                                   what, id);
   }
 
   std::vector<BlockId> free_stack_;

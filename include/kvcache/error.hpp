@@ -65,8 +65,20 @@ class Unsupported : public Error {
 
 namespace detail {
 
+// Formats the message and throws E. Cold and never inlined: a check on a hot
+// path costs a compare and a predicted branch, not the formatting code.
+#if defined(__GNUC__)
+#define KVCACHE_COLD __attribute__((cold, noinline))
+// The few bookkeeping checks on the hottest paths: always inlined, whatever
+// the size of the translation unit around them.
+#define KVCACHE_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define KVCACHE_COLD
+#define KVCACHE_ALWAYS_INLINE inline
+#endif
+
 template <class E, class... Args>
-[[noreturn]] void raise(fmt::format_string<Args...> format, Args&&... args) {
+[[noreturn]] KVCACHE_COLD void raise(fmt::format_string<Args...> format, Args&&... args) {
   throw E(fmt::format(format, std::forward<Args>(args)...));
 }
 

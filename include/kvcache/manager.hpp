@@ -118,11 +118,11 @@ class KVCacheManager {
     stats.cached_blocks = num_cached_blocks();
     stats.used_blocks = num_blocks() - stats.free_blocks - stats.cached_blocks;
     stats.num_sequences = num_sequences();
-    for (const auto& [id, s] : sequences_) {
+    sequences_.for_each([&](SeqId, const Entry& s) {
       stats.stored_tokens += s.num_tokens;
       stats.reserved_tokens += static_cast<std::int64_t>(s.blocks.size()) * block_size();
       stats.parked_sequences += s.parked ? 1 : 0;
-    }
+    });
     stats.residual_bytes = codec_.side_bytes();
     return stats;
   }

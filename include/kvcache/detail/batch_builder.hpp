@@ -43,7 +43,8 @@ template <class Backend, class Entry>
 class BatchBuilder {
  public:
   BatchBuilder(Backend& backend, const CacheConfig& config)
-      : max_sequences_(config.max_batch_sequences),
+      : id_(next_builder_id()),
+        max_sequences_(config.max_batch_sequences),
         max_tokens_(config.max_batch_tokens),
         slot_staging_(backend.make_staging(sizeof(std::int64_t) *
                                            static_cast<std::size_t>(config.max_batch_tokens))) {
@@ -69,15 +70,15 @@ class BatchBuilder {
       raise<InvalidArgument>("prepare_append: {} sequences exceed max_batch_sequences {}",
                              seqs.size(), max_sequences_);
     }
-    const std::uint64_t id = next_batch_id();
+    const std::uint64_t serial = ++serial_;
     std::int64_t total = 0;
     entries_.clear();
     for (std::size_t i = 0; i < seqs.size(); ++i) {
       Entry& s = find(seqs[i]);
-      if (s.batch_mark == id) {
+      if (s.batch_mark == serial) {
         raise<InvalidArgument>("prepare_append: sequence {} appears twice in the batch", seqs[i]);
       }
-      s.batch_mark = id;
+      s.batch_mark = serial;
       check(s, seqs[i], counts[i]);
       total += counts[i];
       entries_.push_back(&s);
@@ -98,19 +99,20 @@ class BatchBuilder {
     auto* slots = static_cast<std::int64_t*>(backend.staging_host(slot_staging_));
     plan(std::span<Entry* const>(entries_), counts, slots);
     AppendBatch batch;
-    batch.id_ = id;
+    batch.builder_ = id_;
+    batch.serial_ = serial;
     batch.sequences_ = sequences_;
     batch.new_tokens_ = counts_;
     batch.num_tokens_ = static_cast<std::int32_t>(total);
     batch.host_slots_ = slots;
     batch.backend_slots_ = static_cast<const std::int64_t*>(
         backend.upload(slot_staging_, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
-    open_ = id;
+    open_ = serial;
     return batch;
   }
 
   void check(const AppendBatch& batch, const char* what) const {
-    if (batch.id_ == 0 || batch.id_ != open_) {
+    if (batch.builder_ != id_ || batch.serial_ == 0 || batch.serial_ != open_) {
       raise<ReservationError>(
           "{}: the append batch is stale (committed, replaced, invalidated by a "
           "try_reserve/release/fork/park since prepare_append, or made by another manager)",
@@ -135,6 +137,8 @@ class BatchBuilder {
   }
 
  private:
+  std::uint64_t id_;
+  std::uint64_t serial_ = 0;  // of the last batch prepared
   std::int32_t max_sequences_;
   std::int32_t max_tokens_;
   typename Backend::Staging slot_staging_;

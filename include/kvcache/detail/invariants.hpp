@@ -13,6 +13,7 @@
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/policy/concepts.hpp"
+#include "kvcache/types.hpp"
 
 namespace kvcache::detail {
 
@@ -24,7 +25,7 @@ void check_invariants(const Table& table, const Ledger& ledger, const Storage& c
   const std::int64_t num_blocks = allocation.num_blocks();
   std::vector<std::int32_t> owners(static_cast<std::size_t>(num_blocks), 0);
   std::int64_t parked = 0;
-  for (const auto& [id, s] : table) {
+  table.for_each([&](SeqId id, const auto& s) {
     const auto blocks = static_cast<std::int64_t>(s.blocks.size());
     const std::int64_t written =
         kernels::pages_for_tokens(codec.paged_tokens(s.codec, s.num_tokens), block_size);
@@ -43,7 +44,7 @@ void check_invariants(const Table& table, const Ledger& ledger, const Storage& c
       }
       ++owners[static_cast<std::size_t>(block)];
     }
-  }
+  });
   std::int64_t used = 0, cached = 0, keyed = 0;
   for (BlockId block = 0; block < num_blocks; ++block) {
     const std::int32_t expected = owners[static_cast<std::size_t>(block)];

@@ -44,9 +44,15 @@ class PrefixIndex {
     const std::size_t full = tokens.size() / static_cast<std::size_t>(block_size);
     ++stats.prefix_lookups;
     stats.prefix_blocks_requested += static_cast<std::int64_t>(full);
+    // Sized for a full hit and cut back at the first miss: no push_back per block.
+    const std::size_t first_block = blocks.size();
+    const std::size_t first_hash = hashes.size();
+    blocks.resize(first_block + full);
+    hashes.resize(first_hash + full);
     std::size_t taken = 0;
+    EvictionKey parent = first_hash == 0 ? PrefixSharing::kRootKey : hashes[first_hash - 1];
     for (; taken < full; ++taken) {
-      const EvictionKey key = block_key(parent_key(hashes, taken), tokens, taken, block_size);
+      const EvictionKey key = block_key(parent, tokens, taken, block_size);
       auto it = index_.find(key);
       if (it == index_.end()) break;
       const BlockId block = it->second;
@@ -57,10 +63,13 @@ class PrefixIndex {
         allocation.pool().retain(block);
       }
       eviction.on_access(key);
-      blocks.push_back(block);
-      hashes.push_back(key);
-      ++stats.prefix_blocks_hit;
+      blocks[first_block + taken] = block;
+      hashes[first_hash + taken] = key;
+      parent = key;
     }
+    blocks.resize(first_block + taken);
+    hashes.resize(first_hash + taken);
+    stats.prefix_blocks_hit += static_cast<std::int64_t>(taken);
     return taken;
   }
 

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -32,16 +31,20 @@ inline EvictionKey sequence_key(SeqId seq) {
   return kSequenceKeyBit | seq;
 }
 
+// Sequences live in slots reused through a free list; a SeqId names a slot
+// and the generation of its use (id = generation << 32 | slot), so a lookup
+// is an index and a compare, and an id of a released sequence never names
+// the next sequence in its slot.
 template <class CodecState>
 class SequenceTable {
  public:
   using Entry = Sequence<CodecState>;
-  using Map = std::unordered_map<SeqId, Entry>;
 
   const Entry& find(SeqId seq, const char* what) const {
-    auto it = map_.find(seq);
-    if (it == map_.end()) unknown(seq, what);
-    return it->second;
+    const Entry* entry = lookup(seq);
+    if (entry == nullptr) [[unlikely]]
+      unknown(seq, what);
+    return *entry;
   }
   Entry& find(SeqId seq, const char* what) {
     return const_cast<Entry&>(std::as_const(*this).find(seq, what));
@@ -49,46 +52,79 @@ class SequenceTable {
   // A sequence that may change: known and not parked.
   Entry& find_active(SeqId seq, const char* what) {
     Entry& s = find(seq, what);
-    if (s.parked) raise<InvalidArgument>("{}: sequence {} is parked; unpark it first", what, seq);
+    if (s.parked) [[unlikely]]
+      raise<InvalidArgument>("{}: sequence {} is parked; unpark it first", what, seq);
     return s;
   }
-  Entry* try_find(SeqId seq) {
-    auto it = map_.find(seq);
-    return it == map_.end() ? nullptr : &it->second;
-  }
-  bool contains(SeqId seq) const { return map_.count(seq) != 0; }
+  Entry* try_find(SeqId seq) { return const_cast<Entry*>(lookup(seq)); }
+  bool contains(SeqId seq) const { return lookup(seq) != nullptr; }
 
+  // The entry's id; references to entries stay valid until the next insert.
   SeqId insert(Entry&& entry) {
-    const SeqId id = next_id_++;
-    map_.emplace(id, std::move(entry));
-    return id;
+    std::uint32_t slot;
+    if (!free_.empty()) {
+      slot = free_.back();
+      free_.pop_back();
+    } else {
+      slot = static_cast<std::uint32_t>(slots_.size());
+      slots_.emplace_back();
+    }
+    Slot& target = slots_[slot];
+    ++target.generation;  // ids start at generation 1: 0 is never an id
+    target.live = true;
+    target.entry = std::move(entry);
+    ++size_;
+    return (SeqId{target.generation} << 32) | slot;
   }
   // Removes a sequence and returns its entry.
   Entry take(SeqId seq, const char* what) {
-    auto it = map_.find(seq);
-    if (it == map_.end()) unknown(seq, what);
-    Entry entry = std::move(it->second);
-    map_.erase(it);
-    return entry;
+    Entry& entry = find(seq, what);
+    Slot& slot = slots_[seq & 0xffffffffu];
+    Entry out = std::move(entry);
+    slot.entry = Entry();
+    slot.live = false;
+    free_.push_back(static_cast<std::uint32_t>(seq & 0xffffffffu));
+    --size_;
+    return out;
   }
 
   void mark_evicted(SeqId seq) { evicted_.insert(seq); }
   // True once for a sequence evicted while parked (unpark's miss).
   bool forget_evicted(SeqId seq) { return evicted_.erase(seq) != 0; }
 
-  std::int64_t size() const { return static_cast<std::int64_t>(map_.size()); }
-  auto begin() const { return map_.begin(); }
-  auto end() const { return map_.end(); }
+  std::int64_t size() const { return size_; }
+  // Calls visit(id, entry) for every live sequence.
+  template <class Visit>
+  void for_each(Visit visit) const {
+    for (std::size_t slot = 0; slot < slots_.size(); ++slot) {
+      const Slot& s = slots_[slot];
+      if (s.live) visit((SeqId{s.generation} << 32) | slot, s.entry);
+    }
+  }
 
  private:
-  [[noreturn]] void unknown(SeqId seq, const char* what) const {
+  struct Slot {
+    std::uint32_t generation = 0;
+    bool live = false;
+    Entry entry;
+  };
+
+  const Entry* lookup(SeqId seq) const {
+    const std::uint64_t slot = seq & 0xffffffffu;
+    if (slot >= slots_.size()) return nullptr;
+    const Slot& s = slots_[slot];
+    return s.live && s.generation == (seq >> 32) ? &s.entry : nullptr;
+  }
+
+  [[noreturn]] KVCACHE_COLD void unknown(SeqId seq, const char* what) const {
     raise<UnknownSequence>("{}: sequence {} is unknown (never created, released{})", what, seq,
                            evicted_.count(seq) != 0 ? " or evicted" : "");
   }
 
-  Map map_;
+  std::vector<Slot> slots_;
+  std::vector<std::uint32_t> free_;
+  std::int64_t size_ = 0;
   std::unordered_set<SeqId> evicted_;  // evicted, not yet reported by unpark
-  SeqId next_id_ = 1;
 };
 
 }  // namespace kvcache::detail
