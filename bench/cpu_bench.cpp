@@ -110,7 +110,7 @@ void BM_ManagerDecodeStep(benchmark::State& state) {
   config.shape = ModelShape::gqa(1, 8, 128, DType::kF16);
   config.block_size = 16;
   config.num_blocks = 65536;
-  KVCacheManager<> manager(config);
+  KVCacheManager<CachePolicy<>, MetadataBackend> manager(config);  // bookkeeping only
   std::vector<SeqId> seqs;
   for (std::int32_t i = 0; i < batch; ++i)
     seqs.push_back(manager.create_sequence());

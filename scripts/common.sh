@@ -5,16 +5,19 @@ set -euo pipefail
 KVCACHE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KVCACHE_PACKAGES=(cmake ninja-build g++ libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   libxxhash-dev libeigen3-dev nlohmann-json3-dev clang-format python3)
+# The tests also fuzz (libFuzzer comes with clang).
+KVCACHE_TEST_PACKAGES=(clang libclang-rt-dev)
 
 kvcache_log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# Installs KVCACHE_PACKAGES and any extra packages named as arguments.
 kvcache_ensure_packages() {
   if ! command -v dpkg >/dev/null 2>&1; then
-    kvcache_log "not a Debian-like system: make sure these are installed: ${KVCACHE_PACKAGES[*]}"
+    kvcache_log "not a Debian-like system: make sure these are installed: ${KVCACHE_PACKAGES[*]} $*"
     return 0
   fi
   local missing=()
-  for package in "${KVCACHE_PACKAGES[@]}"; do
+  for package in "${KVCACHE_PACKAGES[@]}" "$@"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -60,7 +60,7 @@ FlashInferPageTable flashinfer_table(const Manager& m, std::span<const SeqId> se
   for (std::size_t b = 0; b < seqs.size(); ++b) {
     const auto& s = sequences.find(seqs[b], what);
     const std::int64_t tokens = s.num_tokens + extra(b);
-    const std::int32_t pages = kernels::pages_for_tokens(tokens, m.block_size());
+    const auto pages = static_cast<std::int32_t>(kernels::pages_for_tokens(tokens, m.block_size()));
     table.indices.insert(table.indices.end(), s.blocks.begin(), s.blocks.begin() + pages);
     table.indptr.push_back(table.indptr.back() + pages);
     table.last_page_len.push_back(kernels::last_page_length(tokens, m.block_size()));
@@ -98,15 +98,19 @@ FlashInferPageTable export_flashinfer(const Manager& m, const AppendBatch& batch
 }
 
 // vLLM's form for this step; slot_mapping padded with -1 to `pad_tokens_to`
-// entries (at least the batch's token count).
+// entries (0: no padding; else from the batch's token count up to
+// CacheConfig::max_batch_tokens, the most a step may take, padded or not).
 template <class Manager>
 VllmPageTable export_vllm(const Manager& m, const AppendBatch& batch,
                           std::int64_t pad_tokens_to = 0) {
   detail::require_page_tables(m, "export_vllm");
   detail::ManagerAccess::check_batch(m, batch, "export_vllm");
-  if (pad_tokens_to != 0 && pad_tokens_to < batch.num_tokens()) {
-    detail::raise<InvalidArgument>("export_vllm: pad_tokens_to {} is below the batch's {} tokens",
-                                   pad_tokens_to, batch.num_tokens());
+  const std::int64_t most = m.config().max_batch_tokens;
+  if (pad_tokens_to != 0 && (pad_tokens_to < batch.num_tokens() || pad_tokens_to > most)) {
+    detail::raise<InvalidArgument>(
+        "export_vllm: pad_tokens_to {} is outside [the batch's {} tokens, "
+        "CacheConfig::max_batch_tokens {}] (or 0: no padding)",
+        pad_tokens_to, batch.num_tokens(), most);
   }
   const auto& sequences = detail::ManagerAccess::sequences(m);
   VllmPageTable table;

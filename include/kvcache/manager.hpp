@@ -247,6 +247,9 @@ class KVCacheManager {
       detail::raise<InvalidArgument>("try_reserve: token count {} for sequence {} is negative",
                                      tokens, seq);
     }
+    // More than a whole pool could hold: refused before anything is evicted.
+    if (tokens > codec_.token_capacity(num_blocks()) - s.num_tokens)
+      return ReserveStatus::kPoolFull;
     const std::int64_t needed = codec_.pages_needed(s.num_tokens + tokens);
     const BlockId shared = tokens > 0 ? shared_write_block(s) : -1;
     if (needed <= static_cast<std::int64_t>(s.blocks.size()) && shared < 0)
@@ -291,12 +294,18 @@ class KVCacheManager {
     detail::check_tensor(shape(), v, batch.num_tokens(), "append", "v");
     codec_.append(layer, detail::append_source(k, v, "append"),
                   kernels::SlotMapping{batch.backend_slot_mapping(), batch.num_tokens()});
+    batches_.mark_appended(layer);
   }
 
   // The batch's tokens become part of their sequences; with prefix sharing,
   // blocks they complete get their keys.
+  // When the cache holds data, every layer of a batch with new tokens must have
+  // been appended: committing rows never written would hand stale K/V (maybe
+  // another sequence's) to attention. ReservationError names the layers
+  // missing, and the batch stays open.
   void commit(const AppendBatch& batch) {
     batches_.check(batch, "commit");
+    if constexpr (Backend::kHoldsData) batches_.check_layers(batch, "commit");
     batches_.for_each([&](SeqId seq, std::int32_t count, std::span<const std::int32_t> ids) {
       Entry& s = sequences_.find(seq, "commit");
       if (!ids.empty()) {

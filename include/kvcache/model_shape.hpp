@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "kvcache/detail/checked.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/error.hpp"
 
@@ -74,10 +75,22 @@ struct ModelShape {
 
 // Bytes of a dense cache holding `tokens` tokens for each of `batch` sequences.
 // The article's example: LLaMA-7B (32 layers, hidden 4096, fp16), 2048 tokens,
-// batch 4 -> 2 x 32 x 2048 x 4096 x 4 x 2 = 8,589,934,592 bytes.
-constexpr std::int64_t kv_cache_bytes(const ModelShape& shape, std::int64_t tokens,
-                                      std::int64_t batch = 1) {
-  return shape.bytes_per_token() * tokens * batch;
+// batch 4 -> 2 x 32 x 2048 x 4096 x 4 x 2 = 8,589,934,592 bytes. Negative
+// counts and products past 64 bits are InvalidArgument.
+inline std::int64_t kv_cache_bytes(const ModelShape& shape, std::int64_t tokens,
+                                   std::int64_t batch = 1) {
+  if (tokens < 0 || batch < 0) {
+    detail::raise<InvalidArgument>("kv_cache_bytes: tokens {} and batch {} must not be negative",
+                                   tokens, batch);
+  }
+  const auto per_sequence = detail::checked_mul(shape.bytes_per_token(), tokens);
+  const auto total = per_sequence ? detail::checked_mul(*per_sequence, batch) : std::nullopt;
+  if (!total) {
+    detail::raise<InvalidArgument>(
+        "kv_cache_bytes: {} bytes per token x {} tokens x {} sequences overflows 64 bits",
+        shape.bytes_per_token(), tokens, batch);
+  }
+  return *total;
 }
 
 // How a byte budget is carved into blocks of `block_size` tokens.
@@ -104,10 +117,13 @@ inline CacheSizing size_cache(const ModelShape& shape, std::int32_t block_size,
   CacheSizing sizing;
   sizing.bytes_per_token = shape.bytes_per_token();
   sizing.bytes_per_block =
-      bytes_per_block > 0 ? bytes_per_block : sizing.bytes_per_token * block_size;
+      bytes_per_block > 0
+          ? bytes_per_block
+          : detail::mul_or_throw(sizing.bytes_per_token, block_size, "size_cache: block bytes");
   sizing.num_blocks = budget_bytes / sizing.bytes_per_block;
-  sizing.num_tokens = sizing.num_blocks * block_size;
-  sizing.bytes_used = sizing.num_blocks * sizing.bytes_per_block;
+  sizing.num_tokens =
+      detail::mul_or_throw(sizing.num_blocks, block_size, "size_cache: blocks x block_size");
+  sizing.bytes_used = sizing.num_blocks * sizing.bytes_per_block;  // <= budget_bytes
   return sizing;
 }
 

@@ -65,7 +65,7 @@ Table random_table(std::int32_t batch, std::int32_t page_size, std::mt19937_64& 
   std::int32_t next_page = 0;
   for (std::int32_t b = 0; b < batch; ++b) {
     const std::int64_t tokens = length(rng);
-    const std::int32_t pages = pages_for_tokens(tokens, page_size);
+    const auto pages = static_cast<std::int32_t>(pages_for_tokens(tokens, page_size));
     for (std::int32_t p = 0; p < pages; ++p)
       t.indices.push_back(next_page++);
     t.indptr.push_back(t.indptr.back() + pages);

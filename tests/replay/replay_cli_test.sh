@@ -37,3 +37,34 @@ fi
 grep -q "| int8 |" "$work/codecs.txt"
 "$replay" --model llama3-8b --budget-gib 20 --codec int4 | grep -q "prefix hit rate"
 if "$replay" --budget-gib 20 > /dev/null 2> "$work/needs_model.err"; then echo "--budget-gib needs --model"; exit 1; fi
+
+# Every bad option or trace: a non-zero exit, the option or line named on stderr, nothing on stdout.
+expect_refusal() {
+  local expected=$1
+  shift
+  if "$replay" "$@" > "$work/refused.out" 2> "$work/refused.err"; then
+    echo "expected a refusal: $*"; exit 1
+  fi
+  if [ -s "$work/refused.out" ]; then echo "stdout before the error: $*"; cat "$work/refused.out"; exit 1; fi
+  grep -qF -- "$expected" "$work/refused.err" || { echo "no \"$expected\" in:"; cat "$work/refused.err"; exit 1; }
+  [ "$(wc -c < "$work/refused.err")" -lt 2000 ] || { echo "unbounded message: $*"; exit 1; }
+}
+expect_refusal "--block-size" --block-size 0
+expect_refusal "--block-size" --block-size 4294967296
+expect_refusal "--decode-ms" --decode-ms nan
+expect_refusal "--model" --model 0:1:8
+expect_refusal "--capacity" --capacity -5
+: > "$work/empty.jsonl"
+expect_refusal "empty" "$work/empty.jsonl"
+printf '\n\n   \n' > "$work/blank.jsonl"
+expect_refusal "no requests" "$work/blank.jsonl"
+expect_refusal "directory" "$work"
+printf '{"timestamp": 1e400, "input_length": 1, "output_length": 1, "hash_ids": [1]}\n' > "$work/huge.jsonl"
+expect_refusal "line 1" "$work/huge.jsonl"
+printf '{"timestamp": 0, "input_length": 1, "output_length": 18446744073709551615, "hash_ids": [1]}\n' > "$work/u64.jsonl"
+expect_refusal "18446744073709551615" "$work/u64.jsonl"
+python3 -c "print('{\"timestamp\": ' + '['*200000 + ']'*200000 + ', \"input_length\": 1}')" > "$work/deep.jsonl"
+expect_refusal "line 1" "$work/deep.jsonl"
+python3 -c "print('{\"timestamp\": \"' + 'x'*10000000)" > "$work/long.jsonl"
+expect_refusal "line 1" "$work/long.jsonl"
+echo "replay_cli: all checks passed"

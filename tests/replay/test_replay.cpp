@@ -242,8 +242,8 @@ TEST(Replay, CompressedCachesHoldMoreBlocksAndHitMoreAtTheSameBytes) {
   double previous = -1;
   for (const std::string codec : {"plain", "int8", "int4"}) {
     ReplayOptions options;
-    options.capacity_blocks =
-        (budget - find_codec(codec).fixed_bytes(shape, 64)) / find_codec(codec).block_bytes(shape, 512);
+    options.capacity_blocks = (budget - find_codec(codec).fixed_bytes(shape, 64)) /
+                              find_codec(codec).block_bytes(shape, 512);
     const double hit = run_replay(trace, options).hit_rate();
     EXPECT_GT(hit, previous) << codec;
     previous = hit;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "kvcache/kvcache.hpp"
+#include "snapshot.hpp"
 
 namespace kvcache::testing {
 
@@ -132,46 +134,6 @@ class StepDriver {
   std::mt19937_64 rng_;
 };
 
-// Everything observable about a manager's bookkeeping.
-struct Snapshot {
-  MemoryStats memory;
-  std::vector<SequenceInfo> sequences;
-  std::vector<std::int32_t> ref_counts;
-
-  template <class Manager>
-  static Snapshot of(const Manager& manager, const std::vector<SeqId>& ids) {
-    Snapshot s;
-    s.memory = manager.memory();
-    for (SeqId id : ids) {
-      if (manager.contains(id)) s.sequences.push_back(manager.sequence(id));
-    }
-    for (BlockId b = 0; b < manager.num_blocks(); ++b)
-      s.ref_counts.push_back(manager.ref_count(b));
-    return s;
-  }
-
-  friend bool operator==(const Snapshot& a, const Snapshot& b) {
-    auto same_memory = [](const MemoryStats& x, const MemoryStats& y) {
-      return x.arena_bytes == y.arena_bytes && x.used_blocks == y.used_blocks &&
-             x.free_blocks == y.free_blocks && x.cached_blocks == y.cached_blocks &&
-             x.num_sequences == y.num_sequences && x.parked_sequences == y.parked_sequences &&
-             x.stored_tokens == y.stored_tokens && x.reserved_tokens == y.reserved_tokens;
-    };
-    if (!same_memory(a.memory, b.memory) || a.sequences.size() != b.sequences.size() ||
-        a.ref_counts != b.ref_counts) {
-      return false;
-    }
-    for (std::size_t i = 0; i < a.sequences.size(); ++i) {
-      if (a.sequences[i].id != b.sequences[i].id ||
-          a.sequences[i].num_tokens != b.sequences[i].num_tokens ||
-          a.sequences[i].blocks != b.sequences[i].blocks) {
-        return false;
-      }
-    }
-    return true;
-  }
-};
-
 // Asserts that `call` throws E whose message contains every fragment.
 template <class E>
 ::testing::AssertionResult throws_with(const std::function<void()>& call,
@@ -199,6 +161,16 @@ inline std::uint64_t test_seed() {
   if (const char* fixed = std::getenv("KVCACHE_TEST_SEED"))
     return std::strtoull(fixed, nullptr, 10);
   return std::random_device{}();
+}
+
+// How many operations a model-based random test runs: `fallback`, or
+// KVCACHE_MODEL_OPS for a long run by hand.
+inline std::int64_t model_operations(std::int64_t fallback) {
+  if (const char* ops = std::getenv("KVCACHE_MODEL_OPS")) {
+    const long long n = std::strtoll(ops, nullptr, 10);
+    if (n > 0) return n;
+  }
+  return fallback;
 }
 
 }  // namespace kvcache::testing

@@ -17,6 +17,8 @@
 
 namespace kvcache::replay::engine {
 
+// Tokens of a request's prompt (hash ids are bounded by the parser, block
+// tokens by check_options: the product fits).
 inline std::int64_t prompt_tokens(const TraceRequest& request, const ReplayOptions& options) {
   return static_cast<std::int64_t>(request.hash_ids.size()) * options.trace_block_tokens;
 }
@@ -24,7 +26,7 @@ inline std::int64_t prompt_tokens(const TraceRequest& request, const ReplayOptio
 // Token ids of a request's prompt: block j holds tokens derived from its
 // hash id, so equal hash ids give equal blocks.
 inline void fill_tokens(const TraceRequest& request, std::int32_t block_tokens,
-                 std::vector<std::int32_t>& tokens) {
+                        std::vector<std::int32_t>& tokens) {
   tokens.resize(request.hash_ids.size() * static_cast<std::size_t>(block_tokens));
   std::size_t next = 0;
   for (std::int64_t id : request.hash_ids) {

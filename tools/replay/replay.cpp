@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <queue>
@@ -9,8 +10,8 @@
 #include <set>
 #include <unordered_set>
 
-#include "kvcache/kvcache.hpp"
 #include "engine.hpp"
+#include "kvcache/kvcache.hpp"
 #include "registry.hpp"
 
 namespace kvcache::replay {
@@ -18,8 +19,9 @@ namespace kvcache::replay {
 std::int64_t unlimited_capacity(const Trace& trace, const ReplayOptions& options) {
   std::int64_t blocks = 1;
   for (const auto& request : trace.requests) {
-    blocks += (engine::prompt_tokens(request, options) + request.output_length + options.block_size - 1) /
-              options.block_size;
+    blocks +=
+        (engine::prompt_tokens(request, options) + request.output_length + options.block_size - 1) /
+        options.block_size;
   }
   return blocks;
 }
@@ -31,17 +33,46 @@ std::int64_t unique_blocks(const Trace& trace) {
   return static_cast<std::int64_t>(ids.size());
 }
 
-ReplayResult run_replay(const Trace& trace, const ReplayOptions& options) {
-  if (options.trace_block_tokens % options.block_size != 0 &&
-      options.block_size % options.trace_block_tokens != 0) {
+void check_options(const Trace& trace, const ReplayOptions& options) {
+  if (options.block_size < 1 || options.block_size > 1024 ||
+      (options.block_size & (options.block_size - 1)) != 0) {
+    detail::raise<InvalidArgument>("replay: block size {} is not a power of two in [1, 1024]",
+                                   options.block_size);
+  }
+  if (options.trace_block_tokens < 1 || options.trace_block_tokens > (1 << 20) ||
+      (options.trace_block_tokens % options.block_size != 0 &&
+       options.block_size % options.trace_block_tokens != 0)) {
     detail::raise<InvalidArgument>(
         "replay: block size {} and the trace's {}-token blocks must divide one another",
         options.block_size, options.trace_block_tokens);
   }
-  if (options.capacity_blocks < 0) {
-    detail::raise<InvalidArgument>("replay: capacity {} blocks is negative",
+  if (options.capacity_blocks < 0 || options.capacity_blocks > (std::int64_t{1} << 31) - 1) {
+    detail::raise<InvalidArgument>("replay: capacity {} blocks is outside [0, 2^31 - 1]",
                                    options.capacity_blocks);
   }
+  if (!std::isfinite(options.decode_ms_per_token) || options.decode_ms_per_token < 0) {
+    detail::raise<InvalidArgument>("replay: decode time {} ms is not a non-negative number",
+                                   options.decode_ms_per_token);
+  }
+  (void)find_policy(options.policy);
+  for (const TraceRequest& request : trace.requests) {
+    const std::int64_t prompt = engine::prompt_tokens(request, options);
+    if (prompt > kMaxRequestTokens || request.output_length > kMaxRequestTokens) {
+      detail::raise<TraceError>(
+          "line {}: a prompt of {} tokens and an output of {} is more than the {} tokens a "
+          "request may append at once",
+          request.line, prompt, request.output_length, kMaxRequestTokens);
+    }
+  }
+  if (unlimited_capacity(trace, options) > (std::int64_t{1} << 31) - 1 &&
+      options.capacity_blocks == 0) {
+    detail::raise<InvalidArgument>(
+        "replay: holding the whole trace takes more than 2^31 - 1 blocks; give --capacity");
+  }
+}
+
+ReplayResult run_replay(const Trace& trace, const ReplayOptions& options) {
+  check_options(trace, options);
   return find_policy(options.policy).run(trace, options);
 }
 

@@ -60,6 +60,11 @@ std::int64_t unlimited_capacity(const Trace& trace, const ReplayOptions& options
 // Distinct prompt blocks in the trace.
 std::int64_t unique_blocks(const Trace& trace);
 
+// Throws InvalidArgument (or TraceError naming a line) when `options` cannot
+// replay `trace`: block sizes, capacity, decode time, policy, request sizes.
+void check_options(const Trace& trace, const ReplayOptions& options);
+
+// check_options, then the replay.
 ReplayResult run_replay(const Trace& trace, const ReplayOptions& options);
 
 // Parses a model name: tiny, llama3-8b, llama2-7b, qwen2-7b, or

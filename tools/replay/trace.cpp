@@ -1,59 +1,128 @@
 #include "trace.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 namespace kvcache::replay {
+
+std::string bounded(std::string_view text, std::size_t limit) {
+  if (text.size() <= limit) return std::string(text);
+  return fmt::format("{}... ({} bytes)", text.substr(0, limit), text.size());
+}
+
 namespace {
 
 using nlohmann::json;
 
-std::int64_t integer_field(const json& object, const char* name, std::int64_t line) {
+// How deep a line's arrays and objects may nest (a request needs 2): deeper
+// lines are refused before the JSON parser (or a message) recurses into them.
+constexpr int kMaxDepth = 8;
+
+int nesting_depth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > kMaxDepth) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+std::int64_t integer_field(const json& object, const char* name, std::int64_t line,
+                           std::int64_t max) {
   auto it = object.find(name);
   if (it == object.end()) detail::raise<TraceError>("line {}: missing field \"{}\"", line, name);
   std::int64_t value = 0;
-  if (it->is_number_integer()) {
+  if (it->is_number_unsigned()) {
+    const auto unsigned_value = it->get<std::uint64_t>();
+    if (unsigned_value > static_cast<std::uint64_t>(max)) {
+      detail::raise<TraceError>("line {}: field \"{}\" is {}, above {}", line, name, unsigned_value,
+                                max);
+    }
+    value = static_cast<std::int64_t>(unsigned_value);
+  } else if (it->is_number_integer()) {
     value = it->get<std::int64_t>();
-  } else if (it->is_number_float() &&
-             it->get<double>() ==
-                 static_cast<double>(static_cast<std::int64_t>(it->get<double>()))) {
-    value = static_cast<std::int64_t>(it->get<double>());  // 12.0 is fine, 12.5 is not
+  } else if (it->is_number_float()) {
+    // 12.0 is fine, 12.5 is not; the range check comes before any conversion.
+    const double number = it->get<double>();
+    if (!(number >= 0.0 && number <= static_cast<double>(max)) || number != std::floor(number)) {
+      detail::raise<TraceError>("line {}: field \"{}\" is {}, not an integer in [0, {}]", line,
+                                name, number, max);
+    }
+    value = static_cast<std::int64_t>(number);
   } else {
     detail::raise<TraceError>("line {}: field \"{}\" is {}, not an integer", line, name,
-                              it->dump());
+                              it->type_name());
   }
   if (value < 0) {
     detail::raise<TraceError>("line {}: field \"{}\" is {}, must not be negative", line, name,
                               value);
   }
+  if (value > max) {
+    detail::raise<TraceError>("line {}: field \"{}\" is {}, above {}", line, name, value, max);
+  }
   return value;
 }
 
 TraceRequest parse_line(const std::string& text, std::int64_t line) {
+  if (nesting_depth(text) > kMaxDepth) {
+    detail::raise<TraceError>("line {}: arrays or objects nested more than {} deep", line,
+                              kMaxDepth);
+  }
   json object;
   try {
     object = json::parse(text);
-  } catch (const json::parse_error& error) {
-    detail::raise<TraceError>("line {}: not valid JSON ({})", line, error.what());
+  } catch (const json::exception& error) {
+    detail::raise<TraceError>("line {}: not valid JSON ({})", line, bounded(error.what()));
   }
   if (!object.is_object())
     detail::raise<TraceError>("line {}: expected a JSON object, got {}", line, object.type_name());
   TraceRequest request;
-  request.timestamp_ms = integer_field(object, "timestamp", line);
-  request.input_length = integer_field(object, "input_length", line);
-  request.output_length = integer_field(object, "output_length", line);
+  request.line = line;
+  request.timestamp_ms = integer_field(object, "timestamp", line, kMaxTimestampMs);
+  request.input_length = integer_field(object, "input_length", line, kMaxRequestTokens);
+  request.output_length = integer_field(object, "output_length", line, kMaxRequestTokens);
   auto ids = object.find("hash_ids");
   if (ids == object.end()) detail::raise<TraceError>("line {}: missing field \"hash_ids\"", line);
-  if (!ids->is_array())
-    detail::raise<TraceError>("line {}: field \"hash_ids\" is not an array", line);
+  if (!ids->is_array()) {
+    detail::raise<TraceError>("line {}: field \"hash_ids\" is {}, not an array", line,
+                              ids->type_name());
+  }
+  if (ids->size() > static_cast<std::size_t>(kMaxHashIds)) {
+    detail::raise<TraceError>("line {}: hash_ids holds {} blocks, more than {}", line, ids->size(),
+                              kMaxHashIds);
+  }
   request.hash_ids.reserve(ids->size());
   for (const json& id : *ids) {
-    if (!id.is_number_integer() || id.get<std::int64_t>() < 0) {
-      detail::raise<TraceError>("line {}: hash_ids holds {}, not a non-negative integer", line,
-                                id.dump());
+    if (id.is_number_unsigned() && id.get<std::uint64_t>() <= kMaxHashId) {
+      request.hash_ids.push_back(static_cast<std::int64_t>(id.get<std::uint64_t>()));
+    } else if (id.is_number_integer() && !id.is_number_unsigned() && id.get<std::int64_t>() >= 0) {
+      request.hash_ids.push_back(id.get<std::int64_t>());
+    } else {
+      detail::raise<TraceError>(
+          "line {}: hash_ids holds {}, not an integer in [0, {}]", line,
+          id.is_structured() ? std::string(id.type_name()) : bounded(id.dump(), 40), kMaxHashId);
     }
-    request.hash_ids.push_back(id.get<std::int64_t>());
   }
   return request;
 }
@@ -89,12 +158,23 @@ Trace parse_trace(std::istream& input, const std::string& source, bool skip_bad)
       ++trace.bad_lines;
     }
   }
+  if (input.bad()) detail::raise<TraceError>("{}: read error after line {}", bounded(source), line);
+  if (trace.requests.empty()) {
+    detail::raise<TraceError>("{}: no requests in {} lines{}", bounded(source), line,
+                              trace.bad_lines > 0
+                                  ? fmt::format(" ({} bad lines skipped)", trace.bad_lines)
+                                  : std::string());
+  }
   return trace;
 }
 
 Trace load_trace(const std::string& path, bool skip_bad) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    detail::raise<TraceError>("\"{}\" is a directory, not a trace file", bounded(path));
+  }
   std::ifstream input(path);
-  if (!input) detail::raise<TraceError>("cannot open trace file \"{}\"", path);
+  if (!input) detail::raise<TraceError>("cannot open trace file \"{}\"", bounded(path));
   return parse_trace(input, path, skip_bad);
 }
 

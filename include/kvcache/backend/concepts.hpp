@@ -25,6 +25,8 @@ template <class B>
 concept MemoryBackend = requires(B& backend, const B& const_backend, void* dst, const void* src,
                                  std::size_t bytes, typename B::Staging& staging) {
   { B::kDeviceMemory } -> std::convertible_to<bool>;
+  // False for a backend that keeps no K/V bytes (bookkeeping only).
+  { B::kHoldsData } -> std::convertible_to<bool>;
   { const_backend.name() } -> std::convertible_to<std::string_view>;
   { backend.allocate(bytes) } -> std::same_as<Buffer>;
   { backend.make_staging(bytes) } -> std::same_as<typename B::Staging>;

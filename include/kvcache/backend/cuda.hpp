@@ -27,6 +27,7 @@ int cuda_device_count() noexcept;
 class CudaBackend {
  public:
   static constexpr bool kDeviceMemory = true;
+  static constexpr bool kHoldsData = true;
   using Stream = CUstream_st*;  // the same type as cudaStream_t
 
   // Pinned host table + device copy; the event orders reuse of the host side

@@ -23,6 +23,7 @@ class HostBackend {
  public:
   static constexpr bool kDeviceMemory = false;
   static constexpr std::size_t kAlignment = 256;
+  static constexpr bool kHoldsData = true;
 
   // Host staging needs no copy: the kernels read the host tables directly.
   struct Staging {

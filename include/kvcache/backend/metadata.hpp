@@ -17,6 +17,7 @@ namespace kvcache {
 class MetadataBackend {
  public:
   static constexpr bool kDeviceMemory = false;
+  static constexpr bool kHoldsData = false;  // nothing is written: commit needs no appends
 
   // Staging still holds the host-side tables (slot mappings) an engine reads.
   struct Staging {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kvcache/append_batch.hpp"
@@ -47,7 +48,8 @@ class BatchBuilder {
         max_sequences_(config.max_batch_sequences),
         max_tokens_(config.max_batch_tokens),
         slot_staging_(backend.make_staging(sizeof(std::int64_t) *
-                                           static_cast<std::size_t>(config.max_batch_tokens))) {
+                                           static_cast<std::size_t>(config.max_batch_tokens))),
+        layer_marks_(static_cast<std::size_t>(config.shape.num_layers), 0) {
     sequences_.reserve(static_cast<std::size_t>(max_sequences_));
     counts_.reserve(static_cast<std::size_t>(max_sequences_));
     entries_.reserve(static_cast<std::size_t>(max_sequences_));
@@ -108,18 +110,47 @@ class BatchBuilder {
     batch.backend_slots_ = static_cast<const std::int64_t*>(
         backend.upload(slot_staging_, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
     open_ = serial;
+    appended_layers_ = 0;
     return batch;
   }
 
   void check(const AppendBatch& batch, const char* what) const {
-    if (batch.builder_ != id_ || batch.serial_ == 0 || batch.serial_ != open_) {
+    if (batch.builder_ != id_ && batch.builder_ != 0) {
+      raise<ReservationError>("{}: the append batch was made by another manager", what);
+    }
+    if (batch.serial_ == 0 || batch.serial_ != open_) {
       raise<ReservationError>(
           "{}: the append batch is stale (committed, replaced, invalidated by a "
-          "try_reserve/release/fork/park since prepare_append, or made by another manager)",
+          "try_reserve/release/fork/park since prepare_append)",
           what);
     }
   }
   void invalidate() { open_ = 0; }
+
+  // The open batch's rows of `layer` were written.
+  void mark_appended(std::int32_t layer) {
+    std::uint64_t& mark = layer_marks_[static_cast<std::size_t>(layer)];
+    if (mark != open_) {
+      mark = open_;
+      ++appended_layers_;
+    }
+  }
+  // Throws unless every layer was appended (a batch without tokens needs none).
+  void check_layers(const AppendBatch& batch, const char* what) const {
+    if (batch.num_tokens() == 0 ||
+        appended_layers_ == static_cast<std::int64_t>(layer_marks_.size())) {
+      return;
+    }
+    std::string missing;
+    for (std::size_t layer = 0; layer < layer_marks_.size() && missing.size() < 60; ++layer) {
+      if (layer_marks_[layer] != open_)
+        missing += (missing.empty() ? "" : ", ") + std::to_string(layer);
+    }
+    raise<ReservationError>(
+        "{}: {} of the batch's {} layers were appended (missing: {}{}); append every layer "
+        "before commit",
+        what, appended_layers_, layer_marks_.size(), missing, missing.size() >= 60 ? ", ..." : "");
+  }
 
   // The open batch's sequences with their new tokens' count and ids (empty
   // when the engine passed none), in batch order.
@@ -143,6 +174,8 @@ class BatchBuilder {
   std::int32_t max_tokens_;
   typename Backend::Staging slot_staging_;
   std::uint64_t open_ = 0;
+  std::vector<std::uint64_t> layer_marks_;  // per layer: the batch that last appended it
+  std::int64_t appended_layers_ = 0;        // layers of the open batch appended
   std::vector<SeqId> sequences_;
   std::vector<std::int32_t> counts_;
   std::vector<std::int32_t> token_ids_;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kvcache/block_pool.hpp"
+#include "kvcache/detail/checked.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/params.hpp"
 #include "kvcache/model_shape.hpp"
@@ -14,6 +15,11 @@
 #include "kvcache/types.hpp"
 
 namespace kvcache::detail {
+
+// Most new tokens and sequences one append batch may hold: the staging that
+// carries a batch to the kernels is sized by them at construction.
+inline constexpr std::int32_t kMaxBatchTokens = 1 << 24;
+inline constexpr std::int32_t kMaxBatchSequences = 1 << 20;
 
 // The configuration with num_blocks derived from budget_bytes when that was set.
 template <class Codec, class Allocation>
@@ -46,17 +52,28 @@ CacheConfig validated_config(CacheConfig config) {
           "codec)",
           config.budget_bytes, block_bytes, config.block_size, Codec::name());
     }
-    config.num_blocks =
-        size_cache(shape, config.block_size, config.budget_bytes, block_bytes).num_blocks;
+    config.num_blocks = config.budget_bytes / block_bytes;
+    if (config.num_blocks > BlockPool::kMaxBlocks) {
+      raise<InvalidArgument>(
+          "CacheConfig: budget_bytes {} makes {} blocks of {} bytes; a pool holds at most {} "
+          "blocks (use larger blocks or a smaller budget)",
+          config.budget_bytes, config.num_blocks, block_bytes, BlockPool::kMaxBlocks);
+    }
   }
   if (config.num_blocks < 1 || config.num_blocks > BlockPool::kMaxBlocks) {
     raise<InvalidArgument>("CacheConfig: num_blocks {} is outside [1, {}]", config.num_blocks,
                            BlockPool::kMaxBlocks);
   }
-  if (config.max_batch_tokens < 1 || config.max_batch_sequences < 1) {
-    raise<InvalidArgument>(
-        "CacheConfig: max_batch_tokens {} and max_batch_sequences {} must be at least 1",
-        config.max_batch_tokens, config.max_batch_sequences);
+  // The arena: num_blocks x block bytes, checked (the budget already bounds it).
+  to_size(mul_or_throw(config.num_blocks, block_bytes, "CacheConfig: num_blocks x block bytes"),
+          "CacheConfig: the arena");
+  if (config.max_batch_tokens < 1 || config.max_batch_tokens > kMaxBatchTokens) {
+    raise<InvalidArgument>("CacheConfig: max_batch_tokens {} is outside [1, {}]",
+                           config.max_batch_tokens, kMaxBatchTokens);
+  }
+  if (config.max_batch_sequences < 1 || config.max_batch_sequences > kMaxBatchSequences) {
+    raise<InvalidArgument>("CacheConfig: max_batch_sequences {} is outside [1, {}]",
+                           config.max_batch_sequences, kMaxBatchSequences);
   }
   if (config.initial_tokens < 1) {
     raise<InvalidArgument>("CacheConfig: initial_tokens {} must be at least 1",
@@ -98,12 +115,23 @@ inline void check_tensor(const ModelShape& shape, const TensorView& t, std::int6
     raise<InvalidArgument>("{}: {} has {} tokens, expected {}", what, name, t.num_tokens, tokens);
   }
   const std::int64_t element = dtype_size(t.dtype);
-  if ((t.effective_token_stride() * element) % 16 != 0 ||
-      (t.effective_head_stride() * element) % 16 != 0 || t.effective_head_stride() < t.head_dim) {
+  const std::int64_t token_stride = t.effective_token_stride();
+  const std::int64_t head_stride = t.effective_head_stride();
+  if (token_stride < t.head_dim || head_stride < t.head_dim ||
+      token_stride > (std::int64_t{1} << 40) || head_stride > (std::int64_t{1} << 40)) {
     raise<InvalidArgument>(
-        "{}: {} strides (token {}, head {} elements) must be multiples of 16 bytes and the "
-        "head stride at least head_dim {}",
-        what, name, t.effective_token_stride(), t.effective_head_stride(), t.head_dim);
+        "{}: {} strides (token {}, head {} elements) must be at least head_dim {} and at most "
+        "2^40",
+        what, name, token_stride, head_stride, t.head_dim);
+  }
+  if ((token_stride * element) % 16 != 0 || (head_stride * element) % 16 != 0) {
+    raise<InvalidArgument>(
+        "{}: {} strides (token {}, head {} elements) must be multiples of 16 bytes", what, name,
+        token_stride, head_stride);
+  }
+  if (tokens > (std::int64_t{1} << 31) - 1 || !checked_mul(tokens, token_stride * element)) {
+    raise<InvalidArgument>("{}: {} has {} tokens of {} elements each: too large to address", what,
+                           name, tokens, token_stride);
   }
 }
 

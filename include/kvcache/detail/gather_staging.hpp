@@ -56,7 +56,7 @@ class GatherStaging {
     while (end < seqs.size() && end - first < max_batch_) {
       const auto& s = table.find(seqs[end], "gather");
       const std::int64_t in_pages = codec.paged_tokens(s.codec, s.num_tokens);
-      const std::int32_t n = kernels::pages_for_tokens(in_pages, block_size);
+      const auto n = static_cast<std::int32_t>(kernels::pages_for_tokens(in_pages, block_size));
       if (pages + n > max_pages_) break;
       std::copy(s.blocks.begin(), s.blocks.begin() + n, indices + pages);
       const std::size_t b = end - first;

@@ -32,9 +32,10 @@ KVCACHE_HD std::int32_t tokens_in_page(std::int32_t page_in_sequence, std::int32
   return page_in_sequence + 1 == num_pages ? last_page_len : page_size;
 }
 
-// Number of pages and last-page length for a sequence of `tokens` tokens.
-KVCACHE_HD std::int32_t pages_for_tokens(std::int64_t tokens, std::int32_t page_size) {
-  return static_cast<std::int32_t>((tokens + page_size - 1) / page_size);
+// Number of pages and last-page length for a sequence of `tokens` tokens
+// (0 <= tokens; no overflow for any such count).
+KVCACHE_HD std::int64_t pages_for_tokens(std::int64_t tokens, std::int32_t page_size) {
+  return tokens / page_size + (tokens % page_size != 0 ? 1 : 0);
 }
 
 KVCACHE_HD std::int32_t last_page_length(std::int64_t tokens, std::int32_t page_size) {

@@ -26,6 +26,7 @@
 #include "kvcache/codec/page_view.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/codec/storage.hpp"
+#include "kvcache/detail/checked.hpp"
 #include "kvcache/detail/staging_layout.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/params.hpp"
@@ -72,10 +73,17 @@ struct KiviCodec {
       detail::raise<InvalidArgument>("{}: a group of {} codes of {} bits is not whole bytes",
                                      name(), Group, Bits);
     }
-    if (config.max_sequences < 1) {
+    if (config.max_sequences < 1 || config.max_sequences > (1 << 20)) {
       detail::raise<InvalidArgument>(
-          "CacheConfig: max_sequences {} must be at least 1 for the {} codec", config.max_sequences,
-          name());
+          "CacheConfig: max_sequences {} is outside [1, 2^20] for the {} codec",
+          config.max_sequences, name());
+    }
+    const auto ring_bytes =
+        detail::checked_mul(std::int64_t{Group + Residual}, config.shape.bytes_per_token());
+    if (!ring_bytes || !detail::checked_mul(*ring_bytes, std::int64_t{config.max_sequences})) {
+      detail::raise<InvalidArgument>(
+          "CacheConfig: max_sequences {} rings of {} tokens overflow 64-bit bytes ({} codec)",
+          config.max_sequences, Group + Residual, name());
     }
   }
   static RegionLayout region(const ModelShape& shape, std::int32_t page_size, std::int32_t kv) {

@@ -11,6 +11,7 @@
 #include "kvcache/codec/quant_math.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define KVCACHE_INT8_SIMD 1
 #else
@@ -21,8 +22,14 @@ namespace kvcache::detail::cpu::simd {
 
 #if KVCACHE_INT8_SIMD
 
+// AVX2 (with the OS saving its registers) and F16C (CPUID leaf 1, ECX bit 29:
+// not every compiler's __builtin_cpu_supports knows the name).
 inline bool available() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  static const bool supported = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+    return (ecx & (1u << 29)) != 0 && __builtin_cpu_supports("avx2");
+  }();
   return supported;
 }
 

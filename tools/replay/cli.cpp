@@ -1,0 +1,149 @@
+#include "cli.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <string_view>
+#include <system_error>
+
+#include "registry.hpp"
+#include "trace.hpp"
+
+namespace kvcache::replay {
+namespace {
+
+std::int64_t integer(const std::string& flag, const std::string& text, std::int64_t low,
+                     std::int64_t high) {
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < low || value > high) {
+    throw UsageError(fmt::format("{} takes an integer in [{}, {}], not \"{}\"", flag, low, high,
+                                 bounded(text, 40)));
+  }
+  return value;
+}
+
+double number(const std::string& flag, const std::string& text, double low, double high,
+              bool low_open) {
+  double value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool in_range =
+      std::isfinite(value) && (low_open ? value > low : value >= low) && value <= high;
+  if (error != std::errc() || end != text.data() + text.size() || !in_range) {
+    throw UsageError(fmt::format("{} takes a number in {}{}, {}], not \"{}\"", flag,
+                                 low_open ? "(" : "[", low, high, bounded(text, 40)));
+  }
+  return value;
+}
+
+template <class Info>
+std::string one_of(const std::string& flag, const std::string& text, std::span<const Info> table) {
+  for (const Info& entry : table) {
+    if (entry.name == text) return text;
+  }
+  throw UsageError(
+      fmt::format("{} \"{}\" is not one of {}", flag, bounded(text, 40), names(table, ", ")));
+}
+
+}  // namespace
+
+std::string usage() {
+  std::string policies_help, codecs_help;
+  for (const PolicyInfo& policy : policies())
+    policies_help += fmt::format("                         {:<12} {}\n", policy.name, policy.help);
+  for (const CodecInfo& codec : codecs())
+    codecs_help += fmt::format("                         {:<12} {}\n", codec.name, codec.help);
+  return R"(usage: kvcache-replay [TRACE.jsonl] [options]
+
+Replays a Mooncake-format trace (one JSON request a line) through the KV-cache
+manager; without TRACE it replays a built-in synthetic chat workload.
+
+  --policy P           eviction policy (default lru):
+)" + policies_help +
+         R"(  --capacity N         pool size in blocks (default: 1/8 of the trace's distinct prompt blocks)
+  --capacity-tokens N  pool size in tokens
+  --block-size N       tokens per block: a power of two in [1, 1024] (default 512, the trace's)
+  --decode-ms X        decode time per output token, ms (default 20; 0: one request at a time)
+  --model SHAPE        also move real K/V of this shape: tiny, llama3-8b, llama2-7b,
+                       qwen2-7b, or layers:kv_heads:head_dim[:fp16|bf16|fp32]
+  --backend B          cpu | cuda, where the K/V live with --model (default cpu)
+  --sweep              hit rate against capacity for every policy, and unlimited
+  --budget-gib G       pool size as bytes of K/V cache (needs --model; 1 GiB = 2^30)
+  --codec-table        hit rate of every codec at the same --budget-gib (LRU and LFU-aging)
+  --skip-bad           skip (and count) malformed lines instead of stopping
+  --codec C            size the pool for a compressed cache (with --budget-gib):
+)" + codecs_help;
+}
+
+Arguments parse_arguments(std::span<const std::string> words) {
+  Arguments args;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    const std::string& flag = words[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= words.size())
+        throw UsageError(fmt::format("{} needs a value", bounded(flag, 40)));
+      return words[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      args.help = true;
+    } else if (flag == "--policy") {
+      args.options.policy = one_of(flag, value(), policies());
+    } else if (flag == "--capacity") {
+      args.options.capacity_blocks = integer(flag, value(), 1, (std::int64_t{1} << 31) - 1);
+    } else if (flag == "--capacity-tokens") {
+      args.capacity_tokens = integer(flag, value(), 1, std::int64_t{1} << 40);
+    } else if (flag == "--block-size") {
+      const std::int64_t size = integer(flag, value(), 1, 1024);
+      if ((size & (size - 1)) != 0)
+        throw UsageError(fmt::format("--block-size {} is not a power of two in [1, 1024]", size));
+      args.options.block_size = static_cast<std::int32_t>(size);
+    } else if (flag == "--decode-ms") {
+      args.options.decode_ms_per_token = number(flag, value(), 0.0, 1e6, false);
+    } else if (flag == "--model") {
+      const std::string& text = value();
+      try {
+        args.options.model = parse_model(text);
+      } catch (const Error& error) {
+        throw UsageError(fmt::format("--model: {}", error.what()));
+      }
+    } else if (flag == "--backend") {
+      args.options.backend = value();
+      if (args.options.backend != "cpu" && args.options.backend != "cuda") {
+        throw UsageError(
+            fmt::format("--backend \"{}\" is not cpu or cuda", bounded(args.options.backend, 40)));
+      }
+    } else if (flag == "--sweep") {
+      args.sweep = true;
+    } else if (flag == "--budget-gib") {
+      args.budget_gib = number(flag, value(), 0.0, 1e6, true);
+    } else if (flag == "--codec") {
+      args.codec = one_of(flag, value(), codecs());
+    } else if (flag == "--codec-table") {
+      args.codec_table = true;
+    } else if (flag == "--skip-bad") {
+      args.skip_bad = true;
+    } else if (!flag.empty() && flag[0] == '-') {
+      throw UsageError(fmt::format("unknown option {}", bounded(flag, 40)));
+    } else if (args.trace_path.empty()) {
+      if (flag.empty()) throw UsageError("the trace path is empty");
+      args.trace_path = flag;
+    } else {
+      throw UsageError(fmt::format("more than one trace given (\"{}\", \"{}\")",
+                                   bounded(args.trace_path, 40), bounded(flag, 40)));
+    }
+  }
+  if ((args.budget_gib > 0 || args.codec_table || args.codec != "plain") && !args.options.model) {
+    throw UsageError("--budget-gib, --codec and --codec-table need --model (the bytes per token)");
+  }
+  if (args.codec_table && args.budget_gib <= 0)
+    throw UsageError("--codec-table needs --budget-gib");
+  if (args.codec != "plain" && args.budget_gib <= 0) throw UsageError("--codec needs --budget-gib");
+  if (args.options.backend == "cuda" && !args.options.model) {
+    throw UsageError("--backend cuda needs --model (a metadata replay moves no bytes)");
+  }
+  return args;
+}
+
+}  // namespace kvcache::replay
