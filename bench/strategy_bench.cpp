@@ -100,12 +100,14 @@ BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, NoEviction, NoPrefix
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, LruEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, LfuAgingEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, S3FifoEviction, PrefixSharing>);
+BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, ReuseLruEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Dynamic, NoEviction, NoPrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Dynamic, LruEviction, NoPrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, NoEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, LruEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, LfuAgingEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, S3FifoEviction, PrefixSharing>);
+BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, ReuseLruEviction, PrefixSharing>);
 
 }  // namespace
 }  // namespace kvcache::bench

@@ -579,10 +579,12 @@ using ConformanceCombos = ::testing::Types<
     Combo<CachePolicy<PagedAllocation, LruEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<PagedAllocation, LfuAgingEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<PagedAllocation, S3FifoEviction, PrefixSharing>, Backend>,
+    Combo<CachePolicy<PagedAllocation, ReuseLruEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, NoEviction, NoPrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, LruEviction, NoPrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, LfuAgingEviction, NoPrefixSharing>, Backend>,
-    Combo<CachePolicy<DynamicAllocation, S3FifoEviction, NoPrefixSharing>, Backend>>;
+    Combo<CachePolicy<DynamicAllocation, S3FifoEviction, NoPrefixSharing>, Backend>,
+    Combo<CachePolicy<DynamicAllocation, ReuseLruEviction, NoPrefixSharing>, Backend>>;
 
 // Compressed caches across the allocation, eviction and sharing axes (tiny
 // shapes: head_dim 8, or 4 for fp32; block 4).

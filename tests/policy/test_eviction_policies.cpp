@@ -101,5 +101,95 @@ TEST(S3FifoEviction, MainQueueGivesEachUseAnotherPass) {
   EXPECT_EQ(drain(s3), (std::vector<EvictionKey>{1, 2}));
 }
 
+// Capacity 2 and no reuse seen yet: the interval starts at the capacity, so
+// each earlier use of an entry buys it 2 releases of standing.
+TEST(ReuseLruEviction, EachEarlierUseBuysOneCacheLifetime) {
+  ReuseLruEviction reuse(2);
+  reuse.on_access(1);
+  reuse.on_access(1);  // reached by two requests
+  reuse.insert(1);     // released at 1: priority 1 + 2
+  reuse.on_access(2);
+  reuse.insert(2);  // released at 2: priority 2
+  reuse.on_access(3);
+  reuse.insert(3);  // released at 3: priority 3, ties go to the fewer uses
+  reuse.on_access(4);
+  reuse.insert(4);  // released at 4: priority 4
+  EXPECT_EQ(reuse.size(), 4);
+  EXPECT_EQ(drain(reuse), (std::vector<EvictionKey>{2, 3, 1, 4}));
+}
+
+TEST(ReuseLruEviction, TheBonusIsBoundedSoOldFavouritesAge) {
+  ReuseLruEviction reuse(1);  // an interval of one release until a reuse is seen
+  for (int i = 0; i < 10; ++i)
+    reuse.on_access(100);
+  reuse.insert(100);  // released at 1, at most kMaxBonus = 4 intervals: priority 5
+  for (EvictionKey key = 1; key <= 5; ++key) {
+    reuse.on_access(key);
+    reuse.insert(key);  // released at 2..6: priority 2..6
+  }
+  EXPECT_EQ(drain(reuse), (std::vector<EvictionKey>{1, 2, 3, 4, 100, 5}));
+}
+
+TEST(ReuseLruEviction, TheIntervalFollowsTheMeasuredReuseDistance) {
+  ReuseLruEviction reuse(100000);
+  EXPECT_EQ(reuse.interval(), 100000);
+  // Ten entries in turn: each is reused 9 releases after it was released.
+  for (int round = 0; round < 20000; ++round) {
+    const EvictionKey key = 1 + static_cast<EvictionKey>(round % 10);
+    reuse.erase(key);
+    reuse.on_access(key);
+    reuse.insert(key);
+  }
+  // Twice the geometric mean distance, 2 x 9, within the log2 approximation.
+  EXPECT_GE(reuse.interval(), 16);
+  EXPECT_LE(reuse.interval(), 19);
+}
+
+TEST(ReuseLruEviction, AParentReleasedAfterItsChildrenOutlivesThem) {
+  ReuseLruEviction reuse(100);
+  // Two requests reached the parent 10; each wrote one child (11, 12),
+  // released tail first.
+  reuse.on_access(10);
+  reuse.on_access(11);
+  reuse.erase(11);
+  reuse.insert(11);
+  reuse.insert(10);
+  reuse.on_access(10);
+  reuse.erase(10);
+  reuse.on_access(12);
+  reuse.insert(12);
+  reuse.insert(10);
+  EXPECT_EQ(reuse.uses(10), 2);
+  EXPECT_EQ(drain(reuse), (std::vector<EvictionKey>{11, 12, 10}));
+}
+
+TEST(ReuseLruEviction, UseCountsOutliveEvictionInTheGhostList) {
+  ReuseLruEviction reuse(1);  // a ghost ring of 8 keys
+  for (int i = 0; i < 3; ++i)
+    reuse.on_access(7);
+  reuse.insert(7);
+  EXPECT_EQ(reuse.pop_victim(), EvictionKey{7});
+  EXPECT_EQ(reuse.uses(7), 3);  // remembered
+  reuse.on_access(7);           // back: its fourth request
+  EXPECT_EQ(reuse.uses(7), 4);
+  reuse.insert(7);
+  EXPECT_EQ(reuse.pop_victim(), EvictionKey{7});
+  // Eight more evictions push 7 out of the ghost ring: it starts over.
+  for (EvictionKey key = 20; key < 28; ++key) {
+    reuse.on_access(key);
+    reuse.insert(key);
+    EXPECT_EQ(reuse.pop_victim(), key);
+  }
+  EXPECT_EQ(reuse.uses(7), 0);
+  EXPECT_EQ(reuse.uses(20), 1);
+  // forget() drops what was known: contents gone without an eviction.
+  reuse.on_access(30);
+  reuse.insert(30);
+  reuse.forget(30);
+  EXPECT_EQ(reuse.size(), 0);
+  EXPECT_EQ(reuse.uses(30), 0);
+  EXPECT_FALSE(reuse.pop_victim().has_value());
+}
+
 }  // namespace
 }  // namespace kvcache

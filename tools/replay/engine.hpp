@@ -69,8 +69,13 @@ void append_chunk(Manager& manager, SeqId seq, std::int64_t count,
   manager.commit(batch);
 }
 
+// Called with each request's index in the trace before it is replayed (the
+// offline optimum follows the trace with it).
+using RequestHook = std::function<void(std::int64_t)>;
+
 template <class Policy, class Backend>
-ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend backend) {
+ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend backend,
+                      const RequestHook& on_request = {}) {
   CacheConfig config;
   config.shape = options.model.value_or(ModelShape::gqa(1, 1, 8, DType::kF16));
   config.block_size = options.block_size;
@@ -109,7 +114,9 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
   std::priority_queue<Running, std::vector<Running>, std::greater<>> running;
   std::vector<std::int32_t> tokens;
   std::int64_t order = 0;
-  for (const auto& request : trace.requests) {
+  for (std::size_t index = 0; index < trace.requests.size(); ++index) {
+    const TraceRequest& request = trace.requests[index];
+    if (on_request) on_request(static_cast<std::int64_t>(index));
     const auto now = static_cast<double>(request.timestamp_ms);
     while (!running.empty() && running.top().finish_ms <= now) {
       manager.release(running.top().seq);
@@ -155,10 +162,12 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
 // The replay of `trace` under `Policy`, on the backend the options name
 // (metadata only without a model).
 template <class Policy>
-ReplayResult run_policy(const Trace& trace, const ReplayOptions& options) {
-  if (!options.model) return run_with<Policy>(trace, options, MetadataBackend());
-  if (options.backend == "cuda") return run_with<Policy>(trace, options, CudaBackend(0));
-  if (options.backend == "cpu") return run_with<Policy>(trace, options, HostBackend());
+ReplayResult run_policy(const Trace& trace, const ReplayOptions& options,
+                        const RequestHook& on_request = {}) {
+  if (!options.model) return run_with<Policy>(trace, options, MetadataBackend(), on_request);
+  if (options.backend == "cuda")
+    return run_with<Policy>(trace, options, CudaBackend(0), on_request);
+  if (options.backend == "cpu") return run_with<Policy>(trace, options, HostBackend(), on_request);
   detail::raise<InvalidArgument>("replay: backend \"{}\" is not cpu or cuda", options.backend);
 }
 

@@ -65,6 +65,46 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
   return out;
 }
 
+// Each online policy's hit rate over LRU's, and the share of the gap
+// between LRU and the offline optimum it closes.
+std::string gap_report(const std::vector<std::int64_t>& capacities,
+                       const std::vector<std::int64_t>& divisors,
+                       const std::vector<std::vector<ReplayResult>>& rows) {
+  const auto table = policies();
+  std::size_t lru = table.size(), optimum = table.size();
+  for (std::size_t p = 0; p < table.size(); ++p) {
+    if (table[p].name == "lru") lru = p;
+    if (table[p].offline) optimum = p;
+  }
+  if (lru == table.size() || optimum == table.size()) return {};
+  std::vector<std::string_view> shown;
+  for (std::size_t p = 0; p < table.size(); ++p) {
+    if (!table[p].offline && p != lru && table[p].name != "none") shown.push_back(table[p].name);
+  }
+  std::string out = fmt::format(
+      "\nAgainst LRU: hit rate over LRU's, and the share of the LRU-to-{} gap closed\n\n"
+      "| capacity (blocks) | {} |\n|---|",
+      table[optimum].name, fmt::join(shown, " | "));
+  for (std::size_t i = 0; i < shown.size(); ++i)
+    out += "---|";
+  out += "\n";
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    if (capacities[r] == 0) continue;  // unlimited: nothing is evicted, no gap
+    const double base = rows[r][lru].hit_rate();
+    const double gap = rows[r][optimum].hit_rate() - base;
+    std::vector<std::string> cells;
+    for (std::size_t p = 0; p < table.size(); ++p) {
+      if (table[p].offline || p == lru || table[p].name == "none") continue;
+      const double hit = rows[r][p].hit_rate();
+      cells.push_back(fmt::format(
+          "{:+.1f}% / {}", base > 0 ? 100.0 * (hit / base - 1.0) : 0.0,
+          gap > 1e-12 ? fmt::format("{:.0f}%", 100.0 * (hit - base) / gap) : std::string("-")));
+    }
+    out += fmt::format("| {} (1/{}) | {} |\n", capacities[r], divisors[r], fmt::join(cells, " | "));
+  }
+  return out;
+}
+
 std::string sweep_report(const Trace& trace, const ReplayOptions& base) {
   const std::int64_t distinct = unique_blocks(trace);
   const std::vector<std::int64_t> divisors = {128, 64, 32, 16, 8, 4, 2, 0};  // 0: unlimited
@@ -87,28 +127,31 @@ std::string sweep_report(const Trace& trace, const ReplayOptions& base) {
       "\nPrefix hit rate (prompt blocks hit before each request's first miss / blocks "
       "requested)\n\n";
   const std::string header = names(policies(), " | ");
-  out += fmt::format("| capacity (blocks) | {} | best |\n", header);
+  out += fmt::format("| capacity (blocks) | {} | best online |\n", header);
   std::string rule = "|---|";
   for (std::size_t i = 0; i < policies().size(); ++i)
     rule += "---|";
   out += fmt::format("{}---|\n", rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {
     const auto& row = rows[r];
-    double top = 0;
     std::vector<std::string> cells;
-    for (const auto& x : row) {
-      top = std::max(top, x.hit_rate());
+    for (const auto& x : row)
       cells.push_back(percent(x.hit_rate()));
+    double top_online = 0;
+    for (std::size_t p = 0; p < row.size(); ++p) {
+      if (!policies()[p].offline) top_online = std::max(top_online, row[p].hit_rate());
     }
     std::vector<std::string> best;
     for (std::size_t p = 0; p < row.size(); ++p) {
-      if (row[p].hit_rate() == top) best.emplace_back(policies()[p].name);
+      if (!policies()[p].offline && row[p].hit_rate() == top_online)
+        best.emplace_back(policies()[p].name);
     }
     const std::string label = capacities[r] == 0
                                   ? fmt::format("unlimited ({})", row[0].capacity_blocks)
                                   : fmt::format("{} (1/{})", capacities[r], divisors[r]);
     out += fmt::format("| {} | {} | {} |\n", label, fmt::join(cells, " | "), fmt::join(best, ", "));
   }
+  out += gap_report(capacities, divisors, rows);
   out += "\nEvicted blocks / peak blocks held or cached / rejected requests\n\n";
   out += fmt::format("| capacity (blocks) | {} |\n{}\n", header, rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {

@@ -1,5 +1,6 @@
 #include "registry.hpp"
 
+#include "belady.hpp"
 #include "engine.hpp"
 #include "kvcache/kvcache.hpp"
 
@@ -39,15 +40,31 @@ constexpr CodecInfo codec_row(std::string_view name, std::string_view help) {
   return CodecInfo{name, help, &block_bytes<Codec>, &fixed_bytes<Codec>};
 }
 
+template <class Eviction>
+ReplayResult run_online(const Trace& trace, const ReplayOptions& options) {
+  return engine::run_policy<CachePolicy<Paged, Eviction, PrefixSharing>>(trace, options);
+}
+
+// MIN reads the trace's future: a first pass lists every key's uses.
+ReplayResult run_belady(const Trace& trace, const ReplayOptions& options) {
+  BeladyOracle oracle(trace, options);
+  const OracleScope scope(oracle);
+  return engine::run_policy<CachePolicy<Paged, BeladyEviction, PrefixSharing>>(
+      trace, options, [&](std::int64_t request) { oracle.advance(request); });
+}
+
 const PolicyInfo kPolicies[] = {
     {"none", "no eviction: prompt blocks are dropped when their request ends",
-     &engine::run_policy<CachePolicy<Paged, NoEviction, PrefixSharing>>},
-    {"lru", "least recently used cached prefix block first",
-     &engine::run_policy<CachePolicy<Paged, LruEviction, PrefixSharing>>},
-    {"lfu-aging", "LFU with dynamic aging (GreedyDual, unit cost)",
-     &engine::run_policy<CachePolicy<Paged, LfuAgingEviction, PrefixSharing>>},
-    {"s3-fifo", "S3-FIFO: small and main FIFOs and a ghost list",
-     &engine::run_policy<CachePolicy<Paged, S3FifoEviction, PrefixSharing>>},
+     &run_online<NoEviction>, false},
+    {"lru", "least recently used cached prefix block first", &run_online<LruEviction>, false},
+    {"lfu-aging", "LFU with dynamic aging (GreedyDual, unit cost)", &run_online<LfuAgingEviction>,
+     false},
+    {"s3-fifo", "S3-FIFO: small and main FIFOs and a ghost list", &run_online<S3FifoEviction>,
+     false},
+    {"reuse-lru", "LRU plus a cache lifetime per earlier request that reached the block",
+     &run_online<ReuseLruEviction>, false},
+    {"belady", "offline optimum (MIN): the block used furthest in the future first", &run_belady,
+     true},
 };
 
 const CodecInfo kCodecs[] = {

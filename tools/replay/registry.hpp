@@ -17,6 +17,7 @@ struct PolicyInfo {
   std::string_view name;
   std::string_view help;
   ReplayResult (*run)(const Trace& trace, const ReplayOptions& options);
+  bool offline = false;  // reads the trace's future: a ceiling, not a cache
 };
 
 struct CodecInfo {

@@ -17,6 +17,7 @@
 #include "kvcache/policy/no_eviction.hpp"
 #include "kvcache/policy/paged.hpp"
 #include "kvcache/policy/prefix_sharing.hpp"
+#include "kvcache/policy/reuse_lru.hpp"
 #include "kvcache/policy/s3fifo.hpp"
 
 namespace kvcache {

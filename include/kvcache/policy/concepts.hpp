@@ -3,7 +3,8 @@
 //   allocation  PagedAllocation (blocks anywhere, a block table) or
 //               DynamicAllocation (one contiguous region per sequence, grown by
 //               doubling);
-//   eviction    NoEviction, LruEviction, LfuAgingEviction, S3FifoEviction;
+//   eviction    NoEviction, LruEviction, LfuAgingEviction, S3FifoEviction,
+//               ReuseLruEviction (reuse-weighted LRU for prefix trees);
 //   sharing     NoPrefixSharing or PrefixSharing (chained block hashes,
 //               copy-on-write);
 //   codec       how a page stores K and V (codec/concepts.hpp).
