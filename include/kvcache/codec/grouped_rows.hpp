@@ -11,7 +11,8 @@
 //   int32 encode_part(x, count, Partial group, codes, first, scale_at)
 //                                              codes of values [first, first + count) of a
 //                                              row; scale_at non-null for the group's first part
-//   float decode_value(codes, index, group_scales)
+//   GroupScale group_scale(scale_at)          a group's scale bytes, read once
+//   float decode_value(codes, index, GroupScale)
 //
 // When a group spans several lanes (kGroupSpansLanes<N>), the kernel combines
 // the lanes' lane_partial() over the group and hands the result to
@@ -54,8 +55,11 @@ struct GroupedRows {
   template <class Store>
   KVCACHE_HD static void decode(std::int32_t head_dim, const std::uint8_t* codes,
                                 const std::uint8_t* scales, const float*, Store store) {
-    for (std::int32_t i = 0; i < head_dim; ++i)
-      store(i, Codec::decode_value(codes, i, scales + i / G * Codec::kGroupScaleBytes));
+    for (std::int32_t g = 0; g < head_dim / G; ++g) {
+      const auto scale = Codec::group_scale(scales + g * Codec::kGroupScaleBytes);
+      for (std::int32_t i = g * G; i < (g + 1) * G; ++i)
+        store(i, Codec::decode_value(codes, i, scale));
+    }
   }
 
   template <std::int32_t N>
@@ -93,9 +97,12 @@ struct GroupedRows {
   template <std::int32_t N>
   KVCACHE_HD static void decode_lane(std::int32_t lane, const std::uint8_t* codes,
                                      const std::uint8_t* scales, const float*, float (&out)[N]) {
+    auto scale = Codec::group_scale(scales + lane * N / G * Codec::kGroupScaleBytes);
     for (std::int32_t i = 0; i < N; ++i) {
       const std::int32_t index = lane * N + i;
-      out[i] = Codec::decode_value(codes, index, scales + index / G * Codec::kGroupScaleBytes);
+      if (i > 0 && index % G == 0)
+        scale = Codec::group_scale(scales + index / G * Codec::kGroupScaleBytes);
+      out[i] = Codec::decode_value(codes, index, scale);
     }
   }
 };

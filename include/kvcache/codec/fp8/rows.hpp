@@ -100,6 +100,21 @@ KVCACHE_HD float fp8_decode(std::uint8_t code) {
 #endif
 }
 
+// A row's decoder: on the host the table is looked up once per row, not once
+// per value (the static's guard check in the loop cost a third of a gather).
+struct Fp8Decoder {
+#if defined(__CUDA_ARCH__)
+  KVCACHE_HD float operator()(std::uint8_t code) const {
+    return fp8_decode(code);
+  }
+#else
+  const float* table = e4m3_table();
+  float operator()(std::uint8_t code) const {
+    return table[code];
+  }
+#endif
+};
+
 // The stored scale for a calibration abs-max: the sample's largest value maps
 // to 448; an all-zero sample gets 1; never below the smallest normal float.
 inline float fp8_scale(float amax) {
@@ -135,8 +150,9 @@ struct Fp8Rows {
   KVCACHE_HD static void decode(std::int32_t head_dim, const std::uint8_t* codes,
                                 const std::uint8_t*, const float* state, Store store) {
     const float scale = *state;
+    const codec::Fp8Decoder decode_code{};
     for (std::int32_t i = 0; i < head_dim; ++i)
-      store(i, codec::mul_exact(codec::fp8_decode(codes[i]), scale));
+      store(i, codec::mul_exact(decode_code(codes[i]), scale));
   }
 
   // One lane of a row (values are independent: no group statistics).
@@ -165,8 +181,9 @@ struct Fp8Rows {
   KVCACHE_HD static void decode_lane(std::int32_t lane, const std::uint8_t* codes,
                                      const std::uint8_t*, const float* state, float (&out)[N]) {
     const float scale = *state;
+    const codec::Fp8Decoder decode_code{};
     for (std::int32_t i = 0; i < N; ++i)
-      out[i] = codec::mul_exact(codec::fp8_decode(codes[lane * N + i]), scale);
+      out[i] = codec::mul_exact(decode_code(codes[lane * N + i]), scale);
   }
 };
 

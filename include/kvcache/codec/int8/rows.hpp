@@ -43,10 +43,13 @@ struct Int8Rows : codec::GroupedRows<Int8Rows<G, S>, G> {
     for (std::int32_t i = 0; i < count; ++i)
       codes[first + i] = static_cast<std::uint8_t>(codec::int8_code(x[i], inverse));
   }
+  using GroupScale = float;
+  KVCACHE_HD static GroupScale group_scale(const std::uint8_t* scale_at) {
+    return codec::load_scale(scale_at, S);
+  }
   KVCACHE_HD static float decode_value(const std::uint8_t* codes, std::int32_t index,
-                                       const std::uint8_t* scale_at) {
-    return codec::int8_decode(static_cast<std::int8_t>(codes[index]),
-                              codec::load_scale(scale_at, S));
+                                       GroupScale scale) {
+    return codec::int8_decode(static_cast<std::int8_t>(codes[index]), scale);
   }
 };
 

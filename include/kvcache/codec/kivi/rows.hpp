@@ -57,11 +57,16 @@ struct KiviRows : codec::GroupedRows<KiviRows<B, G, S>, G> {
       codes[(first + i) * B / 8] = static_cast<std::uint8_t>(byte);
     }
   }
+  struct GroupScale {
+    float step;
+    float zero;
+  };
+  KVCACHE_HD static GroupScale group_scale(const std::uint8_t* scale_at) {
+    return {codec::load_scale(scale_at, S), codec::load_scale(scale_at + S, S)};
+  }
   KVCACHE_HD static float decode_value(const std::uint8_t* codes, std::int32_t index,
-                                       const std::uint8_t* scale_at) {
-    return codec::asymmetric_decode(codec::get_code(codes, index, B),
-                                    codec::load_scale(scale_at, S),
-                                    codec::load_scale(scale_at + S, S));
+                                       const GroupScale& s) {
+    return codec::asymmetric_decode(codec::get_code(codes, index, B), s.step, s.zero);
   }
 
   // Keys: channel `channel` of one head over a page of G tokens (load(t));
@@ -93,7 +98,17 @@ struct KiviRows : codec::GroupedRows<KiviRows<B, G, S>, G> {
                                      std::int32_t head, std::int32_t channel, std::int32_t token) {
     auto* base = const_cast<std::uint8_t*>(region);
     return decode_value(key_codes(view, base, head, channel), token,
-                        key_scale(view, base, head, channel));
+                        group_scale(key_scale(view, base, head, channel)));
+  }
+  // The whole channel (G tokens, store(t, value)): its scale is read once.
+  template <class Store>
+  KVCACHE_HD static void decode_key_channel(const CodecPageView& view, const std::uint8_t* region,
+                                            std::int32_t head, std::int32_t channel, Store store) {
+    auto* base = const_cast<std::uint8_t*>(region);
+    const std::uint8_t* codes = key_codes(view, base, head, channel);
+    const GroupScale s = group_scale(key_scale(view, base, head, channel));
+    for (std::int32_t t = 0; t < G; ++t)
+      store(t, decode_value(codes, t, s));
   }
 };
 

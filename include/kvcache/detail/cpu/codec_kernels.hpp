@@ -227,8 +227,9 @@ void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
             reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
         for (std::int32_t h = 0; h < view.num_heads; ++h) {
           for (std::int32_t c = 0; c < d; ++c) {
-            for (std::int32_t t = 0; t < view.page_size; ++t)
-              page_rows[std::int64_t{t} * d + c] = Rows::decode_key(view, keys, h, c, t);
+            Rows::decode_key_channel(view, keys, h, c, [&](std::int32_t t, float value) {
+              page_rows[std::int64_t{t} * d + c] = value;
+            });
           }
           for (std::int32_t t = 0; t < view.page_size; ++t) {
             rows::from_floats<T>(page_rows + std::int64_t{t} * d, d, at(k_out, first_row + t, h));
