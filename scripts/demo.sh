@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job: build and run the engine-side example, then replay the
-# built-in synthetic chat workload through the cache. On a machine with an
-# NVIDIA GPU it builds the CUDA backend for that GPU and runs there; without
-# one it builds the CPU backend only and runs on it.
+# The main job: build and run the engine-side example, then kvcache-demo (a
+# small transformer served from the cache under every configuration, with
+# the article's strategy table measured). The example uses the GPU when there
+# is one (the CUDA backend is built for it); kvcache-demo runs on the CPU
+# backend. Options after --cpu go to kvcache-demo (--help lists them).
 #
-#   bash scripts/demo.sh [--cpu]
+#   bash scripts/demo.sh [--cpu] [kvcache-demo options]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$KVCACHE_ROOT"
 kvcache_ensure_packages
@@ -21,8 +22,13 @@ kvcache_log "configuring (CUDA backend: $cuda)"
 cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVCACHE_CUDA=$cuda "${arch_args[@]}" \
   -DKVCACHE_BUILD_TESTS=OFF -DKVCACHE_BUILD_BENCHMARKS=OFF >/dev/null
 kvcache_log "building"
-cmake --build build/demo -j "$(kvcache_jobs)" --target kvcache_quickstart kvcache-replay
-kvcache_log "running build/demo/examples/kvcache_quickstart $*"
-./build/demo/examples/kvcache_quickstart "$@"
-kvcache_log "replaying the built-in synthetic chat workload (build/demo/tools/replay/kvcache-replay)"
-./build/demo/tools/replay/kvcache-replay --sweep
+cmake --build build/demo -j "$(kvcache_jobs)" --target kvcache_quickstart kvcache-demo kvcache-replay
+quickstart_args=()
+if [ "${1:-}" = "--cpu" ]; then
+  quickstart_args=(--cpu)
+  shift
+fi
+kvcache_log "running build/demo/examples/kvcache_quickstart ${quickstart_args[*]}"
+./build/demo/examples/kvcache_quickstart "${quickstart_args[@]}"
+kvcache_log "running build/demo/tools/demo/kvcache-demo $*"
+./build/demo/tools/demo/kvcache-demo "$@"
