@@ -119,12 +119,30 @@ TEST(DemoModel, CachedDecodeIsExactlyAFullRecompute) {
       EXPECT_LT(run.recomputed_tokens, reference.recomputed_tokens);
     }
   }
-  const RunResult paged = run_config("paged", model, workload, options, 0, &reference.outputs);
-  const std::int64_t tight = paged.peak_live_bytes / 2;
+  // Squeezed: six requests of 32 prompt and 20 output tokens (4 blocks of 16
+  // each), three at a time in a pool of 6 blocks. All three are admitted (2
+  // blocks each) and cannot all grow to a third block: preemption, eviction of
+  // the parked and recompute are certain.
+  replay::Trace uniform;
+  for (std::int64_t r = 0; r < 6; ++r) {
+    replay::TraceRequest t;
+    t.hash_ids = {100 * r, 100 * r + 1, 100 * r + 2, 100 * r + 3};
+    t.input_length = 4 * 512;
+    t.output_length = 80;
+    uniform.requests.push_back(t);
+  }
+  const Workload even = make_workload(uniform, small_workload(), model.config());
+  ASSERT_EQ(even.max_tokens(), 52);
+  const RunResult even_reference = run_config("reference", model, even, options, 0, nullptr);
+  const ModelConfig& mc = model.config();
+  const std::int64_t tight =
+      6 * 16 *
+      ModelShape::gqa(mc.num_layers, mc.num_kv_heads, mc.head_dim(), DType::kF32).bytes_per_token();
   const RunResult squeezed =
-      run_config("paged+lru", model, workload, options, tight, &reference.outputs);
-  expect_same_logits(squeezed.outputs, reference.outputs, "paged+lru");
+      run_config("paged+lru", model, even, options, tight, &even_reference.outputs);
+  expect_same_logits(squeezed.outputs, even_reference.outputs, "paged+lru");
   EXPECT_GT(squeezed.preemptions, 0);
+  EXPECT_GT(squeezed.recomputed_tokens, 0);
   EXPECT_LE(squeezed.peak_live_bytes, tight);
 }
 
