@@ -212,9 +212,50 @@ TEST(ManagerConfigErrors, RejectsBadConfigurations) {
       make([](CacheConfig& c) { c.layout = static_cast<KVLayout>(7); }), {"layout 7"}));
 }
 
+// Every call an engine makes on a codec manager over the CUDA backend, for
+// one codec: instantiated (so this test program must link against every
+// launch and backend member it needs, in a build without CUDA too), called
+// only where a device exists.
+template <class Codec>
+void engine_calls(const CacheConfig& config, std::vector<std::uint16_t>& host) {
+  using CodecManager =
+      KVCacheManager<CachePolicy<PagedAllocation, LruEviction, NoPrefixSharing, Codec>,
+                     CudaBackend>;
+  CodecManager m(config, CudaBackend(0));
+  const ModelShape& shape = m.shape();
+  Buffer k = m.backend().allocate(host.size() * 2), v = m.backend().allocate(host.size() * 2);
+  const auto tokens = static_cast<std::int64_t>(host.size()) / shape.kv_width();
+  auto view = [&](Buffer& b) {
+    return TensorView::packed(b.data(), DType::kF16, tokens, shape.num_kv_heads, shape.head_dim);
+  };
+  if constexpr (CodecManager::Storage::kCalibrated) m.calibrate(0, view(k), view(v));
+  const SeqId seq = m.create_sequence();
+  (void)m.try_reserve(seq, tokens);
+  const std::vector<SeqId> seqs = {seq};
+  const std::vector<std::int32_t> counts = {static_cast<std::int32_t>(tokens)};
+  const AppendBatch batch = m.prepare_append(seqs, counts);
+  for (std::int32_t layer = 0; layer < shape.num_layers; ++layer)
+    m.append(layer, batch, view(k), view(v));
+  m.commit(batch);
+  m.gather(seq, 0, view(k), view(v));
+  m.backend().copy_to_host(host.data(), k.data(), host.size() * 2);
+  m.release(seq);
+}
+
 TEST(ManagerConfigErrors, CudaBackendWithoutCudaSaysSo) {
-  if (built_with_cuda()) GTEST_SKIP() << "this build has the CUDA backend";
+  CacheConfig config;
+  config.shape = ModelShape::gqa(2, 2, 64, DType::kF16);
+  config.block_size = 32;
+  config.num_blocks = 16;
+  std::vector<std::uint16_t> host(static_cast<std::size_t>(32 * config.shape.kv_width()));
+  using Calls = void (*)(const CacheConfig&, std::vector<std::uint16_t>&);
+  const Calls every_codec[] = {engine_calls<PlainCodec>, engine_calls<Int8Codec<32>>,
+                               engine_calls<Fp8Codec<>>, engine_calls<KiviCodec<4, 32, 32>>,
+                               engine_calls<LowRankCodec<32>>};
+  if (built_with_cuda()) GTEST_SKIP() << "this build has the CUDA backend (it linked, too)";
   EXPECT_TRUE(throws_with<Unsupported>([] { CudaBackend backend(0); }, {"KVCACHE_CUDA"}));
+  for (Calls calls : every_codec)
+    EXPECT_TRUE(throws_with<Unsupported>([&] { calls(config, host); }, {"KVCACHE_CUDA"}));
 }
 
 }  // namespace
