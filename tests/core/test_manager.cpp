@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -38,6 +39,63 @@ class ManagerTest : public ::testing::TestWithParam<Params> {
   }
   std::uint64_t seed_ = kvcache::testing::test_seed();
 };
+
+// A backend whose uploads never finish (a GPU still busy with everything it
+// was given): staging_host() on an area with an upload in flight is a wait.
+struct BusyBackend : MetadataBackend {
+  struct Staging {
+    Buffer buffer;
+    bool in_flight = false;
+  };
+  std::shared_ptr<int> waits = std::make_shared<int>(0);
+  Staging make_staging(std::size_t bytes) {
+    return Staging{MetadataBackend::make_staging(bytes).buffer};
+  }
+  void* staging_host(Staging& staging) {
+    if (staging.in_flight) ++*waits;
+    staging.in_flight = false;
+    return staging.buffer.data();
+  }
+  const void* upload(Staging& staging, std::size_t) {
+    staging.in_flight = true;
+    return staging.buffer.data();
+  }
+};
+
+// Preparing a step waits for the upload of the step before last, never for
+// the step just prepared (whose kernels may still run): staging is double-buffered.
+TEST(ManagerStaging, PreparingTheNextStepDoesNotWaitForTheLastOne) {
+  CacheConfig config;
+  config.shape = ModelShape::gqa(2, 2, 64, DType::kF16);
+  config.num_blocks = 64;
+  BusyBackend backend;
+  const std::shared_ptr<int> waits = backend.waits;
+  KVCacheManager<CachePolicy<PagedAllocation>, BusyBackend> m(config, backend);
+  const std::vector<SeqId> seqs = {m.create_sequence(), m.create_sequence()};
+  const std::vector<std::int32_t> counts = {3, 5};
+  std::vector<std::uint64_t> slot_sums;
+  for (int step = 0; step < 4; ++step) {
+    for (SeqId seq : seqs)
+      ASSERT_EQ(m.try_reserve(seq, 5), ReserveStatus::kOk);
+    const int before = *waits;
+    const AppendBatch batch = m.prepare_append(seqs, counts);
+    // Steps 0 and 1 each find a free area; from step 2 on, each reuses the
+    // area of the step before last (one wait), never the last step's.
+    EXPECT_EQ(*waits - before, step < 2 ? 0 : 1) << "step " << step;
+    const auto slots = batch.slot_mapping();
+    ASSERT_EQ(slots.size(), 8u);
+    EXPECT_EQ(slots[3] / 16, m.block_table(seqs[1])[0]) << "the second sequence's first slot";
+    m.commit(batch);
+  }
+  // Gathers stage through their own pair of areas.
+  const std::int64_t total = m.sequence(seqs[0]).num_tokens + m.sequence(seqs[1]).num_tokens;
+  std::vector<std::uint16_t> k(static_cast<std::size_t>(total * 128)), v(k.size());
+  const int before = *waits;
+  for (int i = 0; i < 3; ++i)
+    m.gather(seqs, 0, TensorView::packed(k.data(), DType::kF16, total, 2, 64),
+             TensorView::packed(v.data(), DType::kF16, total, 2, 64));
+  EXPECT_EQ(*waits - before, 1) << "the third gather reuses the first one's area";
+}
 
 TEST_P(ManagerTest, PrefillThenDecodeReadsBackExactly) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed_);

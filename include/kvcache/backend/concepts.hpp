@@ -8,9 +8,10 @@
 // construction) and moves bytes between host and its memory. Staging areas
 // carry small host-built tables (slot mappings, page tables) to the kernels:
 // the host writes into staging_host(), then upload() returns the pointer the
-// kernels read, ordered before the next launch. A staging area may rotate
-// between several buffers (CudaBackend double-buffers): the pointer upload()
-// returned stays valid until the area has been uploaded twice more.
+// kernels read, ordered before the next launch; staging_host() waits until
+// that area's previous upload has left it. The manager uses its per-step
+// areas in pairs (detail/double_staging.hpp), so preparing a step never waits
+// for the kernels of the step before.
 #pragma once
 
 #include <concepts>

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kvcache/append_batch.hpp"
+#include "kvcache/detail/double_staging.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/policy/concepts.hpp"
 #include "kvcache/types.hpp"
@@ -47,8 +48,8 @@ class BatchBuilder {
       : id_(next_builder_id()),
         max_sequences_(config.max_batch_sequences),
         max_tokens_(config.max_batch_tokens),
-        slot_staging_(backend.make_staging(sizeof(std::int64_t) *
-                                           static_cast<std::size_t>(config.max_batch_tokens))),
+        slot_staging_(backend,
+                      sizeof(std::int64_t) * static_cast<std::size_t>(config.max_batch_tokens)),
         layer_marks_(static_cast<std::size_t>(config.shape.num_layers), 0) {
     sequences_.reserve(static_cast<std::size_t>(max_sequences_));
     counts_.reserve(static_cast<std::size_t>(max_sequences_));
@@ -98,7 +99,7 @@ class BatchBuilder {
     sequences_.assign(seqs.begin(), seqs.end());
     counts_.assign(counts.begin(), counts.end());
     token_ids_.assign(token_ids.begin(), token_ids.end());
-    auto* slots = static_cast<std::int64_t*>(backend.staging_host(slot_staging_));
+    auto* slots = static_cast<std::int64_t*>(slot_staging_.host(backend));
     plan(std::span<Entry* const>(entries_), counts, slots);
     AppendBatch batch;
     batch.builder_ = id_;
@@ -108,7 +109,7 @@ class BatchBuilder {
     batch.num_tokens_ = static_cast<std::int32_t>(total);
     batch.host_slots_ = slots;
     batch.backend_slots_ = static_cast<const std::int64_t*>(
-        backend.upload(slot_staging_, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
+        slot_staging_.upload(backend, sizeof(std::int64_t) * static_cast<std::size_t>(total)));
     open_ = serial;
     appended_layers_ = 0;
     return batch;
@@ -172,7 +173,7 @@ class BatchBuilder {
   std::uint64_t serial_ = 0;  // of the last batch prepared
   std::int32_t max_sequences_;
   std::int32_t max_tokens_;
-  typename Backend::Staging slot_staging_;
+  DoubleStaging<Backend> slot_staging_;
   std::uint64_t open_ = 0;
   std::vector<std::uint64_t> layer_marks_;  // per layer: the batch that last appended it
   std::int64_t appended_layers_ = 0;        // layers of the open batch appended

@@ -9,6 +9,7 @@
 #include <span>
 
 #include "kvcache/codec/concepts.hpp"
+#include "kvcache/detail/double_staging.hpp"
 #include "kvcache/detail/staging_layout.hpp"
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/types.hpp"
@@ -20,17 +21,8 @@ class GatherStaging {
  public:
   GatherStaging(Backend& backend, const CacheConfig& config)
       : max_batch_(static_cast<std::size_t>(config.max_batch_sequences)),
-        max_pages_(config.num_blocks) {
-    StagingLayout layout;
-    indptr_ = layout.add<std::int32_t>(max_batch_ + 1);
-    last_ = layout.add<std::int32_t>(max_batch_);
-    offsets_ = layout.add<std::int64_t>(max_batch_ + 1);
-    paged_ = layout.add<std::int64_t>(max_batch_);
-    totals_ = layout.add<std::int64_t>(max_batch_);
-    side_ = layout.add<std::int64_t>(max_batch_);
-    indices_ = layout.add<std::int32_t>(static_cast<std::size_t>(max_pages_));
-    staging_ = backend.make_staging(layout.bytes());
-  }
+        max_pages_(config.num_blocks),
+        staging_(backend, plan().bytes()) {}
 
   // Stages seqs[first..] as long as they fit (max_batch_sequences sequences,
   // num_blocks pages), fills `request`'s tables, and returns the index of the
@@ -40,7 +32,7 @@ class GatherStaging {
   std::size_t stage(Backend& backend, std::span<const SeqId> seqs, std::size_t first,
                     const Table& table, const Storage& codec, std::int32_t block_size,
                     std::int64_t& out_row, GatherRequest& request) {
-    void* host = backend.staging_host(staging_);
+    void* host = staging_.host(backend);
     std::int32_t* indptr = indptr_.in(host);
     std::int32_t* last = last_.in(host);
     std::int64_t* offsets = offsets_.in(host);
@@ -71,7 +63,7 @@ class GatherStaging {
       ++end;
     }
     const void* device =
-        backend.upload(staging_, indices_.bytes_through(static_cast<std::size_t>(pages)));
+        staging_.upload(backend, indices_.bytes_through(static_cast<std::size_t>(pages)));
     const auto batch = static_cast<std::int32_t>(end - first);
     request.table = kernels::PageTableView{indptr_.in(device),
                                            indices_.in(device),
@@ -85,12 +77,25 @@ class GatherStaging {
   }
 
  private:
+  // The tables' places in one staging area (the slices are set here).
+  StagingLayout plan() {
+    StagingLayout layout;
+    indptr_ = layout.add<std::int32_t>(max_batch_ + 1);
+    last_ = layout.add<std::int32_t>(max_batch_);
+    offsets_ = layout.add<std::int64_t>(max_batch_ + 1);
+    paged_ = layout.add<std::int64_t>(max_batch_);
+    totals_ = layout.add<std::int64_t>(max_batch_);
+    side_ = layout.add<std::int64_t>(max_batch_);
+    indices_ = layout.add<std::int32_t>(static_cast<std::size_t>(max_pages_));
+    return layout;
+  }
+
   std::size_t max_batch_;
   std::int64_t max_pages_;
   StagingSlice<std::int32_t> indptr_, last_;
   StagingSlice<std::int64_t> offsets_, paged_, totals_, side_;
   StagingSlice<std::int32_t> indices_;
-  typename Backend::Staging staging_;
+  DoubleStaging<Backend> staging_;
 };
 
 }  // namespace kvcache::detail
