@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kvcache/append_batch.hpp"
+#include "kvcache/attention.hpp"
 #include "kvcache/backend/cuda.hpp"
 #include "kvcache/backend/host.hpp"
 #include "kvcache/backend/metadata.hpp"

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "attention_support.hpp"
 #include "kv_test_support.hpp"
 #include "kvcache/kernels/cuda.hpp"
 #include "kvcache/kvcache.hpp"
@@ -166,6 +167,37 @@ TEST_P(CudaMatchesCpu, PaddingSlotsAreSkipped) {
   std::vector<std::byte> back(bytes);
   device.backend().copy_to_host(back.data(), device.codec().view().data, bytes);
   EXPECT_EQ(std::memcmp(back.data(), host.codec().view().data, bytes), 0);
+}
+
+// The device's attention gives the CPU backend's bits (the same lane math,
+// unfused, the same exponential): decode, a whole prefill and a chunk.
+TEST_P(CudaMatchesCpu, PagedAttentionIsIdentical) {
+  KVCACHE_REQUIRE_GPU();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed_);
+  HostManager host(config());
+  CudaManager device(config(), CudaBackend(0));
+  StepDriver host_driver(host, seed_);
+  StepDriver device_driver(device, seed_);
+  std::vector<SeqId> hs, ds;
+  for (int i = 0; i < 3; ++i) {
+    hs.push_back(host.create_sequence());
+    ds.push_back(device.create_sequence());
+  }
+  for (const std::vector<std::int32_t>& counts :
+       {std::vector<std::int32_t>{70, 1, 33}, {1, 16, 1}, {1, 1, 1}}) {
+    ASSERT_TRUE(host_driver.step(hs, counts));
+    ASSERT_TRUE(device_driver.step(ds, counts));
+  }
+  const std::vector<std::int32_t> rows = {1, 17, 5};
+  std::mt19937_64 rng(seed_);
+  const auto q = kvcache::testing::random_queries(23, 8, host.shape().head_dim, rng);
+  for (std::int32_t layer = 0; layer < 3; ++layer) {
+    const auto want = kvcache::testing::run_attention(host, hs, rows, 8, layer, q);
+    const auto got = kvcache::testing::run_attention(device, ds, rows, 8, layer, q);
+    ASSERT_EQ(want.size(), got.size());
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+        << "layer " << layer;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, CudaMatchesCpu,

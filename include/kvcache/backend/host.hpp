@@ -11,6 +11,7 @@
 
 #include "kvcache/backend/concepts.hpp"
 #include "kvcache/buffer.hpp"
+#include "kvcache/detail/cpu/attention.hpp"
 #include "kvcache/detail/cpu/codec_kernels.hpp"
 #include "kvcache/detail/cpu/copy_kernels.hpp"
 #include "kvcache/dtype.hpp"
@@ -102,6 +103,17 @@ inline void launch(HostBackend&, const kernels::AbsMaxParams& p) {
 }
 inline void launch(HostBackend&, const kernels::LowRankFitParams& p) {
   detail::cpu::low_rank_fit(p);
+}
+// Throws InvalidArgument naming what is wrong, before reading anything.
+inline void launch(HostBackend&, const kernels::AttentionParams& p) {
+  if (const char* problem = kernels::attention_problem(p)) {
+    detail::raise<InvalidArgument>(
+        "paged_attention: {} (layer {} of {}, head_dim {}, {} query heads over {} KV heads, {} "
+        "rows, {} sequences)",
+        problem, p.layer, p.cache.num_layers, p.cache.head_dim, p.num_q_heads, p.cache.num_heads,
+        p.num_rows, p.table.batch_size);
+  }
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::paged_attention<T>(p); });
 }
 
 }  // namespace kvcache

@@ -20,6 +20,7 @@
 #include "kvcache/codec/int8/rows.hpp"
 #include "kvcache/codec/kivi/rows.hpp"
 #include "kvcache/codec/low_rank/rows.hpp"
+#include "kvcache/kernels/attention.hpp"
 #include "kvcache/kernels/params.hpp"
 
 namespace kvcache::kernels::cuda {
@@ -28,6 +29,7 @@ cudaError_t launch(const AppendParams& params, cudaStream_t stream);
 cudaError_t launch(const GatherParams& params, cudaStream_t stream);
 cudaError_t launch(const CopyBlocksParams& params, cudaStream_t stream);
 cudaError_t launch(const AbsMaxParams& params, cudaStream_t stream);
+cudaError_t launch(const AttentionParams& params, cudaStream_t stream);
 
 template <class Rows>
 cudaError_t launch(const CodecAppendParams<Rows>& params, cudaStream_t stream);

@@ -1,0 +1,176 @@
+// Attention over the paged cache: the cache's consumer, as an engine's
+// decode (or chunked-prefill) kernel reads it. Query rows of a batch of
+// sequences attend, causally, to their sequences' cached K/V (plain pages,
+// any dtype, NHD or HND, grouped-query heads) through a FlashInfer-style page
+// table, after this step's K/V have been appended.
+//
+// The math is written once, host-device: 32 lanes per (query row, head), lane
+// l taking keys l, l + 32, ... with an online softmax, then the lanes merged
+// in a fixed order. The CUDA kernel runs a lane per thread of a warp; the CPU
+// backend runs the lanes in turn. Every product and sum is unfused and the
+// exponential is the polynomial below on both, so the CPU and the GPU give
+// the same bits.
+#pragma once
+
+#include <cstdint>
+
+#include "kvcache/codec/quant_math.hpp"
+#include "kvcache/config.hpp"
+#include "kvcache/dtype.hpp"
+#include "kvcache/kernels/page_math.hpp"
+#include "kvcache/kernels/params.hpp"
+#include "kvcache/layout.hpp"
+
+namespace kvcache::kernels {
+
+struct AttentionParams {
+  static constexpr const char* kName = "paged_attention";
+  PagedKVView cache;
+  std::int32_t layer = 0;
+  // The sequences' pages, holding every token up to this step's last
+  // (export_flashinfer of the step's batch); out_row_offset is not read.
+  PageTableView table;
+  // Query rows of sequence b: q_indptr[b] .. q_indptr[b + 1] ([batch_size + 1]);
+  // they are the sequence's last tokens, in order (row r attends to keys
+  // 0 .. its own position).
+  const std::int32_t* q_indptr = nullptr;
+  const float* q = nullptr;  // [num_rows][num_q_heads][head_dim]
+  float* out = nullptr;      // [num_rows][num_q_heads][head_dim]
+  std::int32_t num_rows = 0;
+  std::int32_t num_q_heads = 0;  // a multiple of the cache's heads
+  float scale = 1.0f;            // usually 1 / sqrt(head_dim)
+};
+
+inline constexpr std::int32_t kAttentionLanes = 32;
+inline constexpr std::int32_t kAttentionMaxHeadDim = 256;
+
+// e^x from adds, multiplies and bit operations only (no library call), so the
+// host and the device agree; relative error below 4e-7 for x in
+// [-87, 88], 0 below, +Inf above (and for +Inf), NaN for NaN.
+KVCACHE_HD float attention_exp(float x) {
+  using codec::add_exact;
+  using codec::mul_exact;
+  if (x != x) return x;
+  if (x < -87.0f) return 0.0f;
+  if (x > 88.0f) return ::kvcache::detail::bits_float(0x7f800000u);
+  const float n = codec::round_even(mul_exact(x, 1.44269504088896341f));
+  // x - n ln 2 in two steps (ln 2 = hi + lo, hi exact in a few bits).
+  const float r =
+      add_exact(add_exact(x, -mul_exact(n, 0.693359375f)), mul_exact(n, 2.12194440e-4f));
+  // Taylor to degree 7 on |r| <= 0.347.
+  float p = 1.0f / 5040.0f;
+  p = add_exact(mul_exact(p, r), 1.0f / 720.0f);
+  p = add_exact(mul_exact(p, r), 1.0f / 120.0f);
+  p = add_exact(mul_exact(p, r), 1.0f / 24.0f);
+  p = add_exact(mul_exact(p, r), 1.0f / 6.0f);
+  p = add_exact(mul_exact(p, r), 0.5f);
+  p = add_exact(mul_exact(p, r), 1.0f);
+  p = add_exact(mul_exact(p, r), 1.0f);
+  // Scale by 2^n in two halves, so n = 128 (x near 88.7) and n < -126 stay exact.
+  const auto e = static_cast<std::int32_t>(n);
+  const std::int32_t half = e / 2;
+  const float a = ::kvcache::detail::bits_float(static_cast<std::uint32_t>(half + 127) << 23);
+  const float b = ::kvcache::detail::bits_float(static_cast<std::uint32_t>(e - half + 127) << 23);
+  return mul_exact(mul_exact(p, a), b);
+}
+
+// Where query row `row` stands: its sequence, the KV head it reads and the
+// number of keys it attends to (its position + 1).
+struct AttentionRow {
+  std::int32_t sequence = 0;
+  std::int64_t keys = 0;
+};
+
+KVCACHE_HD AttentionRow attention_row(const AttentionParams& p, std::int32_t row) {
+  AttentionRow r;
+  r.sequence = owning_sequence(p.q_indptr, p.table.batch_size, row);
+  const std::int32_t b = r.sequence;
+  const std::int32_t pages = p.table.indptr[b + 1] - p.table.indptr[b];
+  const std::int64_t kv_len =
+      pages == 0 ? 0 : std::int64_t{pages - 1} * p.cache.page_size + p.table.last_page_len[b];
+  r.keys = kv_len - (p.q_indptr[b + 1] - row) + 1;
+  return r;
+}
+
+// One lane's share of (row, q_head): keys lane, lane + kAttentionLanes, ...
+// `acc` (head_dim floats, `acc_stride` apart) receives the lane's unnormalized
+// weighted sum of values, `max` and `sum` its softmax state.
+template <class T>
+KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::int32_t q_head,
+                               std::int32_t lane, float* acc, std::int32_t acc_stride, float& max,
+                               float& sum) {
+  using codec::add_exact;
+  using codec::mul_exact;
+  const PagedKVView& c = p.cache;
+  const std::int32_t d = c.head_dim;
+  const AttentionRow r = attention_row(p, row);
+  const std::int32_t kv_head = q_head / (p.num_q_heads / c.num_heads);
+  const float* q = p.q + (std::int64_t{row} * p.num_q_heads + q_head) * d;
+  const std::int32_t* pages = p.table.indices + p.table.indptr[r.sequence];
+  for (std::int32_t i = 0; i < d; ++i)
+    acc[i * acc_stride] = 0.0f;
+  max = -::kvcache::detail::bits_float(0x7f800000u);
+  sum = 0.0f;
+  for (std::int64_t j = lane; j < r.keys; j += kAttentionLanes) {
+    const std::int64_t page = pages[j / c.page_size];
+    const auto token = static_cast<std::int32_t>(j % c.page_size);
+    const std::byte* k = c.data + c.row_offset(page, p.layer, 0, token, kv_head);
+    const std::byte* v = c.data + c.row_offset(page, p.layer, 1, token, kv_head);
+    float dot = 0.0f;
+    for (std::int32_t i = 0; i < d; ++i)
+      dot = add_exact(dot, mul_exact(q[i], load_element<T>(k, i)));
+    const float score = mul_exact(dot, p.scale);
+    // Online softmax: rescale what came before when the maximum moves.
+    float keep = 1.0f, weight = 1.0f;
+    if (score > max) {
+      keep = attention_exp(add_exact(max, -score));
+      max = score;
+    } else {
+      weight = attention_exp(add_exact(score, -max));
+    }
+    sum = add_exact(mul_exact(sum, keep), weight);
+    for (std::int32_t i = 0; i < d; ++i) {
+      float& a = acc[i * acc_stride];
+      a = add_exact(mul_exact(a, keep), mul_exact(weight, load_element<T>(v, i)));
+    }
+  }
+}
+
+// The merged output of dimension `i` from every lane's state (lane l's
+// accumulator at acc[l * lane_stride + i * acc_stride]), lanes in order.
+KVCACHE_HD float attention_merge(const float* max, const float* sum, const float* acc,
+                                 std::int32_t lane_stride, std::int32_t acc_stride,
+                                 std::int32_t i) {
+  using codec::add_exact;
+  using codec::mul_exact;
+  float top = max[0];
+  for (std::int32_t l = 1; l < kAttentionLanes; ++l)
+    top = max[l] > top ? max[l] : top;
+  float total = 0.0f, value = 0.0f;
+  for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+    if (sum[l] == 0.0f) continue;  // a lane without keys
+    const float w = attention_exp(add_exact(max[l], -top));
+    total = add_exact(total, mul_exact(sum[l], w));
+    value = add_exact(value, mul_exact(acc[l * lane_stride + i * acc_stride], w));
+  }
+  return codec::div_exact(value, total);
+}
+
+// Why `p` cannot run (a static message), or null. Pointers are not
+// dereferenced: the tables are checked by the launchers' callers.
+inline const char* attention_problem(const AttentionParams& p) {
+  const PagedKVView& c = p.cache;
+  if (p.num_rows < 0 || p.table.batch_size < 0) return "a negative row or sequence count";
+  if (p.num_rows == 0) return nullptr;
+  if (c.data == nullptr || p.q == nullptr || p.out == nullptr || p.q_indptr == nullptr ||
+      p.table.indptr == nullptr || p.table.indices == nullptr || p.table.last_page_len == nullptr)
+    return "a null pointer";
+  if (p.layer < 0 || p.layer >= c.num_layers) return "a layer outside the cache";
+  if (c.head_dim < 1 || c.head_dim > kAttentionMaxHeadDim) return "head_dim outside [1, 256]";
+  if (c.num_heads < 1 || p.num_q_heads < c.num_heads || p.num_q_heads % c.num_heads != 0)
+    return "query heads not a positive multiple of the cache's heads";
+  if (p.table.batch_size < 1) return "query rows without sequences";
+  return nullptr;
+}
+
+}  // namespace kvcache::kernels

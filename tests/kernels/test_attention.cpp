@@ -1,0 +1,148 @@
+// Paged attention (kvcache/attention.hpp, kernels/attention.hpp) on the CPU
+// backend: against a dense attention in double precision over the K/V each
+// sequence was given, for every dtype and layout, grouped-query heads, head
+// dims 64 / 128 / 256, decode and chunked-prefill rows; its exponential
+// against std::exp; bad arguments refused with the manager untouched.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "attention_support.hpp"
+#include "kv_test_support.hpp"
+#include "kvcache/kvcache.hpp"
+
+namespace kvcache::testing {
+namespace {
+
+TEST(AttentionExp, MatchesTheLibraryExponential) {
+  std::mt19937_64 rng(test_seed());
+  std::uniform_real_distribution<float> range(-87.0f, 88.0f);
+  double worst = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const float x = i < 1000 ? -87.0f + 0.175f * static_cast<float>(i) : range(rng);
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(kernels::attention_exp(x) - want) / want);
+  }
+  EXPECT_LT(worst, 4e-7);
+  EXPECT_EQ(kernels::attention_exp(0.0f), 1.0f);
+  EXPECT_EQ(kernels::attention_exp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(kernels::attention_exp(-100.0f), 0.0f);
+  EXPECT_TRUE(std::isinf(kernels::attention_exp(std::numeric_limits<float>::infinity())));
+  EXPECT_TRUE(std::isnan(kernels::attention_exp(std::numeric_limits<float>::quiet_NaN())));
+}
+
+using Params = std::tuple<DType, std::int32_t, KVLayout>;
+
+class AttentionMatchesDense : public ::testing::TestWithParam<Params> {};
+
+TEST_P(AttentionMatchesDense, DecodeAndChunkedPrefill) {
+  const auto [dtype, head_dim, layout] = GetParam();
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  CacheConfig c;
+  c.shape = ModelShape::gqa(2, 2, head_dim, dtype);
+  c.layout = layout;
+  c.block_size = 16;
+  c.num_blocks = 64;
+  c.max_batch_tokens = 1024;
+  c.max_batch_sequences = 4;
+  KVCacheManager<CachePolicy<PagedAllocation>, HostBackend> m(c);
+  StepDriver driver(m, seed);
+  std::vector<SeqId> seqs = {m.create_sequence(), m.create_sequence(), m.create_sequence()};
+  ASSERT_TRUE(driver.step(seqs, {70, 1, 33}));
+  ASSERT_TRUE(driver.step(seqs, {1, 16, 1}));
+  const std::vector<std::int32_t> rows = {1, 17, 5};  // decode, a whole prefill, a chunk
+  constexpr std::int32_t kQHeads = 8;
+  std::int64_t total_rows = 0;
+  for (auto r : rows)
+    total_rows += r;
+  auto q = random_queries(total_rows, kQHeads, head_dim, driver.rng());
+  for (std::int32_t layer = 0; layer < 2; ++layer) {
+    const std::vector<float> out = run_attention(m, seqs, rows, kQHeads, layer, q);
+    double worst = 0;
+    std::int64_t row = 0;
+    for (std::size_t b = 0; b < seqs.size(); ++b) {
+      const auto& k = driver.recorded.k[{seqs[b], layer}];
+      const auto& v = driver.recorded.v[{seqs[b], layer}];
+      const std::int64_t length = m.sequence(seqs[b]).num_tokens;
+      for (std::int32_t i = 0; i < rows[b]; ++i, ++row) {
+        const std::int64_t keys = length - rows[b] + i + 1;
+        for (std::int32_t h = 0; h < kQHeads; ++h) {
+          const std::int32_t kv = h / (kQHeads / 2);
+          const float* qh = &q[static_cast<std::size_t>((row * kQHeads + h) * head_dim)];
+          std::vector<double> score(static_cast<std::size_t>(keys));
+          double top = -1e300;
+          for (std::int64_t j = 0; j < keys; ++j) {
+            double dot = 0;
+            for (std::int32_t e = 0; e < head_dim; ++e)
+              dot += double{qh[e]} * load_as_float(k.data(), dtype, (j * 2 + kv) * head_dim + e);
+            score[static_cast<std::size_t>(j)] = dot / std::sqrt(double(head_dim));
+            top = std::max(top, score[static_cast<std::size_t>(j)]);
+          }
+          double total = 0;
+          for (double& s : score)
+            total += (s = std::exp(s - top));
+          for (std::int32_t e = 0; e < head_dim; ++e) {
+            double want = 0;
+            for (std::int64_t j = 0; j < keys; ++j)
+              want += score[static_cast<std::size_t>(j)] / total *
+                      load_as_float(v.data(), dtype, (j * 2 + kv) * head_dim + e);
+            const float got = out[static_cast<std::size_t>((row * kQHeads + h) * head_dim + e)];
+            worst = std::max(worst, std::abs(got - want));
+          }
+        }
+      }
+    }
+    EXPECT_LT(worst, 2e-5) << "layer " << layer;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, AttentionMatchesDense,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16,
+                                                              DType::kF32),
+                                            ::testing::Values(64, 128, 256),
+                                            ::testing::Values(KVLayout::kNHD, KVLayout::kHND)),
+                         [](const ::testing::TestParamInfo<Params>& param_info) {
+                           return std::string(dtype_name(std::get<0>(param_info.param))) + "_d" +
+                                  std::to_string(std::get<1>(param_info.param)) + "_" +
+                                  std::string(layout_name(std::get<2>(param_info.param)));
+                         });
+
+TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
+  CacheConfig c;
+  c.shape = ModelShape::gqa(2, 2, 64, DType::kF16);
+  c.block_size = 16;
+  c.num_blocks = 8;
+  using Manager = KVCacheManager<CachePolicy<PagedAllocation>, HostBackend>;
+  Manager m(c);
+  StepDriver driver(m, test_seed());
+  const std::vector<SeqId> seqs = {m.create_sequence()};
+  ASSERT_TRUE(driver.step(seqs, {20}));
+  const std::vector<std::int32_t> one = {1};
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { PagedAttention<Manager>(m, seqs, one, 3, 1.0f); },
+                                           {"3 query heads", "2 KV heads"}));
+  const std::vector<std::int32_t> too_many = {21};
+  EXPECT_TRUE(throws_with<InvalidArgument>(
+      [&] { PagedAttention<Manager>(m, seqs, too_many, 4, 1.0f); }, {"21 query rows", "20"}));
+  const std::vector<std::int32_t> two = {1, 1};
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { PagedAttention<Manager>(m, seqs, two, 4, 1.0f); },
+                                           {"2 row counts", "1 sequences"}));
+  PagedAttention<Manager> attention(m, seqs, one, 4, 1.0f);
+  std::vector<float> q(4 * 64, 1.0f), out(4 * 64, 7.0f);
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { attention.run(2, q.data(), out.data()); },
+                                           {"layer 2", "[0, 2)"}));
+  EXPECT_EQ(out, std::vector<float>(4 * 64, 7.0f));  // nothing written
+  kernels::AttentionParams p;
+  p.cache = m.codec().view();
+  p.num_rows = 1;
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { launch(m.backend(), p); }, {"null pointer"}));
+  m.check_invariants();
+  EXPECT_TRUE(driver.reads_back(seqs[0], 0));
+}
+
+}  // namespace
+}  // namespace kvcache::testing
