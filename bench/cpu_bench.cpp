@@ -1,6 +1,6 @@
-// CPU backend benchmarks: paged append and gather against memcpy of the same
-// bytes in the same iteration, block pool throughput, and the bookkeeping of
-// a decode step.
+// CPU backend benchmarks: paged append, gather and decode attention against
+// memcpy of the same bytes in the same iteration, block pool throughput, and
+// the bookkeeping of a decode step.
 //
 //   kvcache_cpu_bench [--smoke] [google benchmark flags]
 #include <cstring>
@@ -85,6 +85,44 @@ void BM_CpuGather(benchmark::State& state, KVLayout layout) {
   state.counters["tokens"] = static_cast<double>(tokens);
 }
 
+// Decode attention (kvcache/kernels/attention.hpp) on the CPU backend: 64
+// sequences of tokens / 64 keys, one query row each, 32 query heads over the
+// 8 KV heads. Bytes: the K and V read once; the memcpy moves the same bytes.
+// The kernel's lanes run one after another on one core: a reference for the
+// GPU's, not a CPU attention kernel.
+void BM_CpuDecodeAttention(benchmark::State& state) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  HostBackend backend;
+  Buffer arena =
+      backend.allocate(static_cast<std::size_t>(bench_view(nullptr, pages).page_bytes * pages));
+  const PagedKVView view = bench_view(arena.bytes_data(), pages);
+  const auto bytes = static_cast<std::size_t>(tokens * view.row_bytes() * view.num_heads);
+  std::memcpy(arena.data(), random_bytes(arena.size(), 4).data(), arena.size());
+  const std::int32_t batch = 64, q_heads = 4 * view.num_heads;
+  const GatherTable table =
+      gather_table(shuffled_slots(pages, 16, tokens), 16, batch, tokens / batch);
+  std::vector<std::int32_t> q_indptr(static_cast<std::size_t>(batch) + 1);
+  for (std::int32_t b = 0; b <= batch; ++b)
+    q_indptr[static_cast<std::size_t>(b)] = b;
+  std::vector<float> q(static_cast<std::size_t>(batch) * q_heads * view.head_dim, 0.01f);
+  std::vector<float> out(q.size());
+  std::vector<std::byte> copy(bytes);
+  kernels::AttentionParams params;
+  params.cache = view;
+  params.table = table.view();
+  params.q_indptr = q_indptr.data();
+  params.q = q.data();
+  params.out = out.data();
+  params.num_rows = batch;
+  params.num_q_heads = q_heads;
+  params.scale = 0.088f;
+  time_against_memcpy(
+      state, 2.0 * static_cast<double>(bytes), [&] { launch(backend, params); },
+      [&] { std::memcpy(copy.data(), arena.data(), bytes); });
+  state.counters["tokens"] = static_cast<double>(tokens);
+}
+
 // Allocate then free a batch of blocks: pairs per second.
 void BM_BlockPoolAllocateFree(benchmark::State& state) {
   const std::int64_t batch = smoke() ? 64 : state.range(0);
@@ -152,6 +190,7 @@ BENCHMARK_CAPTURE(BM_CpuGather, HND, KVLayout::kHND)
     ->Arg(16384)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CpuDecodeAttention)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BlockPoolAllocateFree)->Arg(1024);
 BENCHMARK(BM_ManagerDecodeStep)->Unit(benchmark::kMicrosecond);
 

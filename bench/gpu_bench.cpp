@@ -1,5 +1,6 @@
-// GPU benchmarks (CUDA events): paged append, paged gather and decode append
-// against a device-to-device copy of the same bytes in the same iteration,
+// GPU benchmarks (CUDA events): paged append, paged gather, decode append and
+// decode attention against a device-to-device copy of the same bytes in the
+// same iteration,
 // plus the plain copy ceiling. Geometry: fp16, 8 KV heads x 128,
 // block 16, shuffled block ids, 262144 tokens.
 //
@@ -204,6 +205,45 @@ void BM_GpuDecodeAppend(benchmark::State& state) {
   state.counters["sequences"] = sequences;
 }
 
+// Decode attention (kvcache/kernels/attention.hpp): 64 sequences of
+// tokens / 64 keys, one query row each, 32 query heads over the 8 KV heads.
+// Bytes: the K and V it must read once; the copy moves the same bytes (read
+// and write counted), so the ratio compares equal traffic.
+void BM_GpuDecodeAttention(benchmark::State& state) {
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / 16);
+  const PagedKVView shape_only = bench_view(nullptr, pages);
+  Buffer arena = device_buffer(static_cast<std::size_t>(shape_only.page_bytes * pages));
+  check(cudaMemset(arena.data(), 0x3c, static_cast<std::size_t>(shape_only.page_bytes * pages)),
+        "cudaMemset");
+  const PagedKVView view = bench_view(arena.bytes_data(), pages);
+  const auto bytes = static_cast<std::size_t>(tokens * view.row_bytes() * view.num_heads);
+  const std::int32_t batch = 64, q_heads = 4 * view.num_heads;
+  const GatherTable table =
+      gather_table(shuffled_slots(pages, 16, tokens), 16, batch, tokens / batch);
+  Buffer indptr = upload(table.indptr), indices = upload(table.indices),
+         last = upload(table.last_page_len), offsets = upload(table.out_row_offset);
+  std::vector<std::int32_t> rows(static_cast<std::size_t>(batch) + 1);
+  for (std::int32_t b = 0; b <= batch; ++b)
+    rows[static_cast<std::size_t>(b)] = b;
+  Buffer q_indptr = upload(rows);
+  const auto q_bytes = static_cast<std::size_t>(batch) * q_heads * view.head_dim * sizeof(float);
+  Buffer q = device_buffer(q_bytes), out = device_buffer(q_bytes);
+  check(cudaMemset(q.data(), 0, q_bytes), "cudaMemset");
+  kernels::AttentionParams params;
+  params.cache = view;
+  params.table = device_table(table, indptr, indices, last, offsets);
+  params.q_indptr = q_indptr.as<const std::int32_t>();
+  params.q = q.as<const float>();
+  params.out = out.as<float>();
+  params.num_rows = batch;
+  params.num_q_heads = q_heads;
+  params.scale = 0.088f;
+  auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "paged_attention"); };
+  time_against_copy(state, launch, bytes, 1, 2.0 * static_cast<double>(bytes));
+  state.counters["tokens"] = static_cast<double>(tokens);
+}
+
 // Fused quantize-append and dequantize-gather of a compressed cache: fp16
 // rows in (out), codes and scales out (in). Bytes are the fewest each must
 // move: the fp16 rows plus the codes and scales of the same tokens. KIVI's
@@ -368,6 +408,7 @@ BENCHMARK_CAPTURE(BM_GpuGather, HND, KVLayout::kHND)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_GpuDecodeAppend)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GpuDecodeAttention)->Arg(262144)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace kvcache::bench

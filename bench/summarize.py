@@ -4,11 +4,25 @@
 usage: summarize.py RESULT.json [...]
 
 Columns: benchmark, time per iteration, GB/s (read + write), the copy's GB/s
-measured in the same iterations, and the ratio; rate counters (items/s,
-steps/s, ...) fill the last column for benchmarks without a ratio.
+measured in the same iterations, the ratio, the goal set for the GPU kernels
+(blank where none is set); rate counters (items/s, steps/s, ...) fill the
+last column for benchmarks without a ratio.
 """
 import json
 import sys
+
+# The GPU goals: paged append / gather and int8 quantize-append at 0.92 of a
+# device-to-device copy; a decode append of 256 sequences under 5 us.
+GOALS = (
+    ("BM_GpuAppend", "ratio >= 0.92"),
+    ("BM_GpuGather", "ratio >= 0.92"),
+    ("BM_GpuQuantizeAppend<Int8", "ratio >= 0.92"),
+    ("BM_GpuDecodeAppend", "< 5 us"),
+)
+
+
+def goal(name):
+    return next((g for prefix, g in GOALS if name.startswith(prefix)), "")
 
 
 def fmt(value, digits=2):
@@ -16,8 +30,8 @@ def fmt(value, digits=2):
 
 
 def main(paths):
-    print("| benchmark | time | GB/s | copy GB/s | ratio | other |")
-    print("|---|---|---|---|---|---|")
+    print("| benchmark | time | GB/s | copy GB/s | ratio | goal | other |")
+    print("|---|---|---|---|---|---|---|")
     for path in paths:
         with open(path) as handle:
             data = json.load(handle)
@@ -33,7 +47,7 @@ def main(paths):
                     other.append(f"{key}={bench[key] / 1e6:.3g}M")
                     break
             print(f'| {name} | {time} | {fmt(bench.get("GB/s"))} | {fmt(copy)} | '
-                  f'{fmt(bench.get("ratio"), 3)} | {" ".join(other)} |')
+                  f'{fmt(bench.get("ratio"), 3)} | {goal(name)} | {" ".join(other)} |')
 
 
 if __name__ == "__main__":

@@ -72,8 +72,15 @@ else
   status=1
 fi
 if [ -x ./build/gpu/tools/demo/kvcache-demo ]; then
-  # The demo's model runs on the host; its cache too (CPU backend) in this version.
+  # Every configuration; with a GPU that includes paged-gpu (pages in GPU
+  # memory, attention by the paged-attention kernel on the GPU; the model's
+  # products stay on the host). Its tests check it against the CPU backend.
   ./build/gpu/tools/demo/kvcache-demo --json "$out/demo.json" >"$out/demo.txt" 2>&1 || status=$?
+  if ! grep -q '^paged-gpu ' "$out/demo.txt"; then
+    echo "FAIL: kvcache-demo did not run its paged-gpu configuration"
+    status=1
+  fi
+  ./build/gpu/tests/kvcache_demo_tests --gtest_brief=1 >"$out/demo_tests.log" 2>&1 || status=$?
 fi
 ./build/gpu/bench/kvcache_gpu_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/gpu_bench.json" --benchmark_out_format=json >"$out/gpu_bench.txt" 2>&1 || status=$?
@@ -83,7 +90,8 @@ fi
 echo
 echo "GPU tests: $(grep -E '^\[  (PASSED|FAILED) ' "$out/gpu_tests.log" | tr '\n' ' ')"
 echo "quickstart: $(tail -n 1 "$out/quickstart.log")"
-[ -f "$out/demo.txt" ] && { echo; tail -n 9 "$out/demo.txt"; }
+[ -f "$out/demo_tests.log" ] && echo "demo tests: $(grep -E '^\[  (PASSED|FAILED) ' "$out/demo_tests.log" | tr '\n' ' ')"
+[ -f "$out/demo.txt" ] && { echo; grep -E '^(config|paged|paged-gpu) ' "$out/demo.txt"; tail -n 9 "$out/demo.txt"; }
 echo
 python3 bench/summarize.py "$out/gpu_bench.json" | tee "$out/table.md"
 echo "total $((SECONDS - start)) s, exit status $status; full output in $out"

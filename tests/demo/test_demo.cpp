@@ -146,6 +146,39 @@ TEST(DemoModel, CachedDecodeIsExactlyAFullRecompute) {
   EXPECT_LE(squeezed.peak_live_bytes, tight);
 }
 
+// Attention by the library's PagedAttention instead of the model's loop: the
+// same greedy tokens and logits within float rounding (another summation
+// order and exponential) on the CPU backend; on the GPU (paged-gpu) exactly
+// the CPU backend's run, bit for bit.
+TEST(DemoModel, PagedAttentionServesTheSameTokens) {
+  const std::uint64_t seed = demo::seed();
+  const Model model(random_weights(tiny_config(), seed));
+  const Workload workload = make_workload(chat_trace(seed, 3), small_workload(), model.config());
+  ServeOptions options;
+  options.concurrency = 3;
+  options.fp32_cache = true;
+  const RunResult reference = run_config("reference", model, workload, options, 0, nullptr);
+  ServeOptions kernel = options;
+  kernel.kernel_attention = true;
+  for (const char* name : {"dynamic", "paged", "paged+sharing"}) {
+    SCOPED_TRACE(::testing::Message() << name << ", seed " << seed);
+    const RunResult run = run_config(name, model, workload, kernel, 0, &reference.outputs);
+    EXPECT_GE(run.agreement, 0.97);
+    EXPECT_LT(run.logit_error, 1e-5);
+    EXPECT_LT(run.max_logit_error, 1e-4);
+    EXPECT_GT(run.logit_error, 0.0) << "the kernel's exponential differs from std::exp";
+  }
+  if (cuda_device_count() == 0) {
+    EXPECT_TRUE(kvcache::testing::throws_with<Unsupported>(
+        [&] { run_config("paged-gpu", model, workload, options, 0, &reference.outputs); },
+        {"paged-gpu", "no CUDA device"}));
+    GTEST_SKIP() << "no CUDA device: the GPU configuration was only checked to refuse";
+  }
+  const RunResult cpu = run_config("paged", model, workload, kernel, 0, &reference.outputs);
+  const RunResult gpu = run_config("paged-gpu", model, workload, options, 0, &reference.outputs);
+  expect_same_logits(gpu.outputs, cpu.outputs, "paged-gpu against paged on the CPU backend");
+}
+
 // A fork shares the prompt's blocks and each branch decodes its own tokens:
 // both match a recompute of their own sequence (copy-on-write kept them apart).
 TEST(DemoModel, ForkSharesThePromptAndDiverges) {
@@ -222,7 +255,8 @@ TEST(DemoRun, EveryColumnAndTheSizingCalculator) {
   ServeOptions options;
   options.concurrency = 3;
   const DemoResult demo = run_all(model, workload, options);
-  ASSERT_EQ(demo.runs.size(), configs().size());
+  // Every configuration (paged-gpu only with a GPU).
+  ASSERT_EQ(demo.runs.size(), configs().size() - (cuda_device_count() > 0 ? 0 : 1));
   const ModelConfig& mc = model.config();
   const ModelShape fp16 =
       ModelShape::gqa(mc.num_layers, mc.num_kv_heads, mc.head_dim(), DType::kF16);
@@ -259,8 +293,11 @@ TEST(DemoRun, EveryColumnAndTheSizingCalculator) {
   for (const char* column : {"config", "block", "pool", "peak", "B/token", "saved", "tok/s", "time",
                              "cache", "hit", "evicted", "recomp", "preempt", "agree", "logit err"})
     EXPECT_NE(table.find(column), std::string::npos) << column;
-  for (const ConfigInfo& c : configs())
-    EXPECT_NE(table.find(c.name), std::string::npos) << c.name;
+  for (const ConfigInfo& c : configs()) {
+    if (std::string_view(c.name) != "paged-gpu" || cuda_device_count() > 0) {
+      EXPECT_NE(table.find(c.name), std::string::npos) << c.name;
+    }
+  }
   const std::string article = format_article(demo);
   for (const ArticleClaim& c : article_claims())
     EXPECT_NE(article.find(c.strategy), std::string::npos) << c.strategy;

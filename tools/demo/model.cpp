@@ -401,9 +401,10 @@ std::vector<float> Model::forward_rows(std::span<const StepSequence> step, const
     }
     cache.store(l, m.k.data(), m.v.data());
     // Attention: positions before the step from the cache, the step's own
-    // tokens from the rows just computed.
+    // tokens from the rows just computed (or all of it by the cache side).
+    if (cache.attend) cache.attend(l, m.q.data(), m.att.data());
     std::size_t first = 0;
-    for (std::size_t b = 0; b < step.size(); ++b) {
+    for (std::size_t b = 0; b < (cache.attend ? 0 : step.size()); ++b) {
       const StepSequence& s = step[b];
       const auto past = static_cast<std::size_t>(s.start);
       m.past_k.resize(past * kvd);

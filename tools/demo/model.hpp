@@ -81,10 +81,15 @@ struct StepSequence {
 // The cache as the model sees it. For a layer, `store` receives the step's
 // new K and V rows ([new tokens of the whole step][kv_dim], sequences in
 // order) and `past` fills the keys and values of sequence b's positions
-// [0, start) ([start][kv_dim] each).
+// [0, start) ([start][kv_dim] each). When `attend` is set the cache side
+// computes the layer's attention itself, after `store`: from the step's
+// queries ([rows][dim], rotated) it writes each row's attention output
+// ([rows][dim]) over its sequence's keys up to the row's position, and
+// `past` is not called.
 struct KvAccess {
   std::function<void(std::int32_t layer, const float* k, const float* v)> store;
   std::function<void(std::int32_t layer, std::int32_t b, float* k, float* v)> past;
+  std::function<void(std::int32_t layer, const float* q, float* out)> attend;
 };
 
 class Model {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <unordered_set>
 
@@ -136,20 +137,55 @@ float from_dtype(const T& x) {
   }
 }
 
-template <class Policy, class T>
+template <class Manager>
+std::unique_ptr<Manager> make_manager(const CacheConfig& config) {
+  if constexpr (std::is_same_v<typename Manager::backend_type, CudaBackend>)
+    return std::make_unique<Manager>(config, CudaBackend(0));
+  else
+    return std::make_unique<Manager>(config);
+}
+
+// Backend memory for `bytes` that a host pointer stands for on the CPU
+// backend (no copy), or a device buffer filled and read by copies.
+template <class Backend>
+class Staged {
+ public:
+  static constexpr bool kCopies = Backend::kDeviceMemory;
+  Staged(Backend& backend, std::size_t bytes) : backend_(backend) {
+    if constexpr (kCopies) buffer_ = backend.allocate(bytes);
+  }
+  const void* upload(const void* host, std::size_t bytes) {
+    if constexpr (!kCopies) return host;
+    backend_.copy_to_backend(buffer_.data(), host, bytes);
+    return buffer_.data();
+  }
+  void* target(void* host) { return kCopies ? buffer_.data() : host; }
+  void download(void* host, std::size_t bytes) {
+    if constexpr (kCopies) backend_.copy_to_host(host, buffer_.data(), bytes);
+  }
+
+ private:
+  Backend& backend_;
+  Buffer buffer_;
+};
+
+template <class Policy, class T, class Backend = HostBackend>
 RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, const Workload& w,
                 const ServeOptions& options, const Outputs* reference) {
-  using Manager = KVCacheManager<Policy, HostBackend>;
-  // Plain pages are read in place through the page table; coded ones are
-  // decoded by the codec's gather.
+  using Manager = KVCacheManager<Policy, Backend>;
+  // Plain pages are read in place through the page table (by the model, or
+  // by PagedAttention on the cache's backend); coded ones are decoded by the
+  // codec's gather.
   constexpr bool kPages = Policy::codec::kKind == CodecKind::kPlain;
+  const bool kernel_attention = options.kernel_attention || Backend::kDeviceMemory;
   const ModelConfig& mc = model.config();
   const std::int32_t kvd = mc.kv_dim(), hd = mc.head_dim(), heads = mc.num_kv_heads;
   const auto vocab = static_cast<std::size_t>(mc.vocab_size);
   // Preempted requests: parked when the policy can evict them (the cache is
   // kept while it survives), released when it cannot (recomputed later).
   constexpr bool kKeepPreempted = !std::is_same_v<typename Policy::eviction, NoEviction>;
-  Manager manager(config);
+  const std::unique_ptr<Manager> owner = make_manager<Manager>(config);
+  Manager& manager = *owner;
   RunResult result;
   result.name = info.name;
   result.strategy = info.strategy;
@@ -193,6 +229,14 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
   const auto start = Clock::now();
   std::vector<T> k_rows, v_rows;
   std::vector<T> gather_k, gather_v;
+  // Step rows in the backend's memory: K/V of the cache's dtype, queries and
+  // attention outputs in fp32.
+  const auto max_rows = static_cast<std::size_t>(config.max_batch_tokens);
+  Staged<Backend> staged_k(manager.backend(), max_rows * kvd * sizeof(T));
+  Staged<Backend> staged_v(manager.backend(), max_rows * kvd * sizeof(T));
+  Staged<Backend> staged_q(manager.backend(), max_rows * mc.dim * sizeof(float));
+  Staged<Backend> staged_out(manager.backend(), max_rows * mc.dim * sizeof(float));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   auto known = [&](const Live& l) {
     return static_cast<std::int64_t>(w.requests[l.request].prompt.size()) + l.produced;
@@ -278,7 +322,13 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
       step.push_back({live[b].computed, counts[b], step_tokens[b].data()});
     const AppendBatch batch = manager.prepare_append(seqs, counts);
     std::optional<FlashInferPageTable> table;
-    if constexpr (kPages) table = export_flashinfer(manager, batch);
+    std::optional<std::conditional_t<kPages, PagedAttention<Manager>, int>> attention;
+    if constexpr (kPages) {
+      if (kernel_attention)
+        attention.emplace(manager, batch, mc.num_heads, scale);
+      else
+        table = export_flashinfer(manager, batch);
+    }
     cache_seconds += since(t0);
 
     KvAccess access;
@@ -289,12 +339,26 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
       v_rows.resize(total * kvd);
       to_dtype(k, total * kvd, k_rows.data());
       to_dtype(v, total * kvd, v_rows.data());
-      manager.append(
-          layer, batch,
-          TensorView::packed(k_rows.data(), config.shape.dtype, batch.num_tokens(), heads, hd),
-          TensorView::packed(v_rows.data(), config.shape.dtype, batch.num_tokens(), heads, hd));
+      const std::size_t bytes = total * kvd * sizeof(T);
+      manager.append(layer, batch,
+                     TensorView::packed(staged_k.upload(k_rows.data(), bytes), config.shape.dtype,
+                                        batch.num_tokens(), heads, hd),
+                     TensorView::packed(staged_v.upload(v_rows.data(), bytes), config.shape.dtype,
+                                        batch.num_tokens(), heads, hd));
       cache_seconds += since(t1);
     };
+    if constexpr (kPages) {
+      if (attention) {
+        access.attend = [&](std::int32_t layer, const float* q, float* out) {
+          const auto t1 = Clock::now();
+          const auto bytes = static_cast<std::size_t>(batch.num_tokens()) * mc.dim * sizeof(float);
+          attention->run(layer, static_cast<const float*>(staged_q.upload(q, bytes)),
+                         static_cast<float*>(staged_out.target(out)));
+          staged_out.download(out, bytes);
+          cache_seconds += since(t1);
+        };
+      }
+    }
     access.past = [&](std::int32_t layer, std::int32_t b, float* k, float* v) {
       const auto t1 = Clock::now();
       const std::int64_t past = live[static_cast<std::size_t>(b)].computed;
@@ -428,6 +492,9 @@ const ConfigInfo kConfigs[] = {
     {"fp8", "fp8 e4m3 pages, a calibrated scale per head"},
     {"int4-kivi", "KIVI int4: keys per channel, values per token, the 32 newest tokens fp16"},
     {"low-rank", "rank-32 projection of each head (PCA of a calibration batch)"},
+    {"paged-gpu",
+     "fp16 pages in GPU memory, attention by the paged-attention kernel on the GPU (the "
+     "model's products stay on the CPU)"},
 };
 
 std::int64_t blocks_for(std::int64_t tokens, std::int32_t block) {
@@ -473,12 +540,12 @@ RunResult run_config(std::string_view name, const Model& model, const Workload& 
   };
   using Paged = PagedAllocation;
   // The uncompressed configurations, in fp16 (or fp32 when asked).
-  auto plain = [&]<class Policy>(CacheConfig c) {
+  auto plain = [&]<class Policy, class Backend = HostBackend>(CacheConfig c) {
     if (options.fp32_cache || c.shape.dtype == DType::kF32) {
       c.shape.dtype = DType::kF32;
-      return serve<Policy, float>(*info, c, model, workload, options, reference);
+      return serve<Policy, float, Backend>(*info, c, model, workload, options, reference);
     }
-    return serve<Policy, std::uint16_t>(*info, c, model, workload, options, reference);
+    return serve<Policy, std::uint16_t, Backend>(*info, c, model, workload, options, reference);
   };
   if (name == "reference") {
     config.shape.dtype = DType::kF32;
@@ -497,6 +564,13 @@ RunResult run_config(std::string_view name, const Model& model, const Workload& 
   }
   size_pool(config.block_size);
   if (name == "paged") return plain.template operator()<CachePolicy<Paged>>(config);
+  if (name == "paged-gpu") {
+    if (cuda_device_count() == 0)
+      throw Unsupported(
+          "configuration 'paged-gpu': no CUDA device (cudaGetDeviceCount found none, or the "
+          "library was built without KVCACHE_CUDA)");
+    return plain.template operator()<CachePolicy<Paged>, CudaBackend>(config);
+  }
   if (name == "paged+lru")
     return plain.template operator()<CachePolicy<Paged, LruEviction>>(config);
   if (name == "paged+sharing")
@@ -531,14 +605,17 @@ DemoResult run_all(const Model& model, const Workload& workload, const ServeOpti
     throw InvalidArgument(
         fmt::format("--lru-fraction {}: allowed (0.05, 1]", options.lru_fraction));
   auto wanted = [&](std::string_view name) {
-    return only.empty() || name == "reference" || name == "baseline" ||
+    if (only.empty()) return name != "paged-gpu" || cuda_device_count() > 0;
+    return name == "reference" || name == "baseline" ||
            std::find(only.begin(), only.end(), name) != only.end();
   };
   for (const std::string& name : only) {
     bool known = false;
     for (const ConfigInfo& c : kConfigs)
       known = known || name == c.name;
-    if (!known) run_config(name, model, workload, options, 0, nullptr);  // throws, naming it
+    // Unknown, or the GPU's without one: throws, naming it.
+    if (!known || (name == "paged-gpu" && cuda_device_count() == 0))
+      run_config(name, model, workload, options, 0, nullptr);
   }
   DemoResult demo;
   demo.runs.push_back(run_config("reference", model, workload, options, 0, nullptr));

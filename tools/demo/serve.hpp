@@ -53,6 +53,10 @@ struct ServeOptions {
   // The uncompressed configurations keep fp32 instead of fp16 (the tests: the
   // cache must then give exactly the logits of a recompute).
   bool fp32_cache = false;
+  // The plain configurations attend through the library's PagedAttention on
+  // the CPU backend instead of the model's own loop (paged-gpu always does,
+  // on the GPU).
+  bool kernel_attention = false;
   std::function<void(std::string_view config, std::int64_t done, std::int64_t total)> progress;
 };
 
@@ -98,6 +102,7 @@ struct ConfigInfo {
 };
 
 // The configurations, in the order they run (the reference first).
+// paged-gpu runs by default only when a CUDA device is present.
 std::span<const ConfigInfo> configs();
 
 // One configuration over the workload. The pool is `pool_bytes` (0: sized for
