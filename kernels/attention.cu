@@ -25,8 +25,7 @@ __global__ void __launch_bounds__(kAttentionLanes) attention_kernel(AttentionPar
   attention_lane<T>(p, row, head, lane, acc + lane * stride, 1, max[lane], sum[lane]);
   __syncwarp();
   float* out = p.out + (static_cast<std::int64_t>(row) * p.num_q_heads + head) * d;
-  for (std::int32_t i = lane; i < d; i += kAttentionLanes)
-    out[i] = attention_merge(max, sum, acc, stride, 1, i);
+  attention_merge_lane(max, sum, acc, stride, d, lane, out);
 }
 
 }  // namespace

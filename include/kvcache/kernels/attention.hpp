@@ -156,6 +156,15 @@ KVCACHE_HD float attention_merge(const float* max, const float* sum, const float
   return codec::div_exact(value, total);
 }
 
+// Lane `lane`'s share of the merge (the CUDA kernel's thread `lane`):
+// dimensions lane, lane + kAttentionLanes, ... of one (row, head) output.
+KVCACHE_HD void attention_merge_lane(const float* max, const float* sum, const float* acc,
+                                     std::int32_t lane_stride, std::int32_t head_dim,
+                                     std::int32_t lane, float* out) {
+  for (std::int32_t i = lane; i < head_dim; i += kAttentionLanes)
+    out[i] = attention_merge(max, sum, acc, lane_stride, 1, i);
+}
+
 // Why `p` cannot run (a static message), or null. Pointers are not
 // dereferenced: the tables are checked by the launchers' callers.
 inline const char* attention_problem(const AttentionParams& p) {

@@ -23,8 +23,8 @@ void paged_attention(const kernels::AttentionParams& p) {
                                    max[lane], sum[lane]);
       }
       float* out = p.out + (std::int64_t{row} * p.num_q_heads + head) * d;
-      for (std::int32_t i = 0; i < d; ++i)
-        out[i] = kernels::attention_merge(max, sum, acc.data(), d, 1, i);
+      for (std::int32_t lane = 0; lane < kAttentionLanes; ++lane)
+        kernels::attention_merge_lane(max, sum, acc.data(), d, d, lane, out);
     }
   }
 }
