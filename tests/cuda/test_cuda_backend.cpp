@@ -30,7 +30,7 @@ bool has_device() {
   GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none): the CUDA kernels are built " \
                   "but cannot run here"
 
-using Params = std::tuple<DType, std::int32_t, KVLayout>;
+using Params = kvcache::testing::DTypeDimLayout;
 
 class CudaMatchesCpu : public ::testing::TestWithParam<Params> {
  protected:
@@ -201,15 +201,8 @@ TEST_P(CudaMatchesCpu, PagedAttentionIsIdentical) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, CudaMatchesCpu,
-                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16,
-                                                              DType::kF32),
-                                            ::testing::Values(64, 128, 256),
-                                            ::testing::Values(KVLayout::kNHD, KVLayout::kHND)),
-                         [](const ::testing::TestParamInfo<Params>& param_info) {
-                           return std::string(dtype_name(std::get<0>(param_info.param))) + "_d" +
-                                  std::to_string(std::get<1>(param_info.param)) + "_" +
-                                  std::string(layout_name(std::get<2>(param_info.param)));
-                         });
+                         kvcache::testing::every_dtype_dim_layout(),
+                         kvcache::testing::dtype_dim_layout_name);
 
 // The launchers validate before touching the device, so these run anywhere.
 TEST(CudaLaunchers, RejectBadParametersWithAStatus) {

@@ -86,14 +86,30 @@ void expect_same_logits(const Outputs& a, const Outputs& b, const char* what) {
   }
 }
 
-TEST(DemoModel, CachedDecodeIsExactlyAFullRecompute) {
-  const std::uint64_t seed = demo::seed();
-  const Model model(random_weights(tiny_config(), seed));
-  const Workload workload = make_workload(chat_trace(seed, 3), small_workload(), model.config());
-  ServeOptions options;
-  options.concurrency = 3;
-  options.fp32_cache = true;
-  const RunResult reference = run_config("reference", model, workload, options, 0, nullptr);
+// The tiny model on three chat conversations, three requests at a time, fp32
+// caches, and its reference run.
+class ChatRun : public ::testing::Test {
+ protected:
+  ChatRun()
+      : seed(demo::seed()),
+        model(random_weights(tiny_config(), seed)),
+        workload(make_workload(chat_trace(seed, 3), small_workload(), model.config())),
+        options(fp32_options()),
+        reference(run_config("reference", model, workload, options, 0, nullptr)) {}
+  static ServeOptions fp32_options() {
+    ServeOptions o;
+    o.concurrency = 3;
+    o.fp32_cache = true;
+    return o;
+  }
+  const std::uint64_t seed;
+  const Model model;
+  const Workload workload;
+  const ServeOptions options;
+  const RunResult reference;
+};
+
+TEST_F(ChatRun, CachedDecodeIsExactlyAFullRecompute) {
   // The reference (paged, fp32, unlimited) against a recompute from scratch.
   for (std::size_t r = 0; r < workload.requests.size(); ++r) {
     std::vector<std::int32_t> tokens = workload.requests[r].prompt;
@@ -150,14 +166,7 @@ TEST(DemoModel, CachedDecodeIsExactlyAFullRecompute) {
 // same greedy tokens and logits within float rounding (another summation
 // order and exponential) on the CPU backend; on the GPU (paged-gpu) exactly
 // the CPU backend's run, bit for bit.
-TEST(DemoModel, PagedAttentionServesTheSameTokens) {
-  const std::uint64_t seed = demo::seed();
-  const Model model(random_weights(tiny_config(), seed));
-  const Workload workload = make_workload(chat_trace(seed, 3), small_workload(), model.config());
-  ServeOptions options;
-  options.concurrency = 3;
-  options.fp32_cache = true;
-  const RunResult reference = run_config("reference", model, workload, options, 0, nullptr);
+TEST_F(ChatRun, PagedAttentionServesTheSameTokens) {
   ServeOptions kernel = options;
   kernel.kernel_attention = true;
   for (const char* name : {"dynamic", "paged", "paged+sharing"}) {

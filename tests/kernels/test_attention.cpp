@@ -35,7 +35,7 @@ TEST(AttentionExp, MatchesTheLibraryExponential) {
   EXPECT_TRUE(std::isnan(kernels::attention_exp(std::numeric_limits<float>::quiet_NaN())));
 }
 
-using Params = std::tuple<DType, std::int32_t, KVLayout>;
+using Params = kvcache::testing::DTypeDimLayout;
 
 class AttentionMatchesDense : public ::testing::TestWithParam<Params> {};
 
@@ -102,15 +102,8 @@ TEST_P(AttentionMatchesDense, DecodeAndChunkedPrefill) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, AttentionMatchesDense,
-                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16,
-                                                              DType::kF32),
-                                            ::testing::Values(64, 128, 256),
-                                            ::testing::Values(KVLayout::kNHD, KVLayout::kHND)),
-                         [](const ::testing::TestParamInfo<Params>& param_info) {
-                           return std::string(dtype_name(std::get<0>(param_info.param))) + "_d" +
-                                  std::to_string(std::get<1>(param_info.param)) + "_" +
-                                  std::string(layout_name(std::get<2>(param_info.param)));
-                         });
+                         kvcache::testing::every_dtype_dim_layout(),
+                         kvcache::testing::dtype_dim_layout_name);
 
 TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
   CacheConfig c;

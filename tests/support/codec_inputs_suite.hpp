@@ -227,6 +227,21 @@ class CodecInputs : public ::testing::Test {
     expect_same_rows(want.v, got.v, dtype, exact, what + ", V");
   }
 
+  // A subject and a CPU reference of config `c`, each with `n` sequences.
+  struct Managers {
+    std::unique_ptr<Subject> subject;
+    std::unique_ptr<Reference> reference;
+    std::vector<SeqId> ss, rs;
+  };
+  static Managers make_managers(const CacheConfig& c, int n) {
+    Managers p{subject(c), std::make_unique<Reference>(c), {}, {}};
+    for (int i = 0; i < n; ++i) {
+      p.ss.push_back(p.subject->create_sequence());
+      p.rs.push_back(p.reference->create_sequence());
+    }
+    return p;
+  }
+
   std::uint64_t seed_ = test_seed();
 };
 
@@ -297,13 +312,8 @@ TYPED_TEST_P(CodecInputs, StridedSourcesStoreWhatPackedOnesDo) {
   for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
     SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << ", seed " << this->seed_);
     const CacheConfig c = T::config(dtype, 64, 4);
-    auto subject = T::subject(c);
-    typename T::Reference reference(c);
-    std::vector<SeqId> ss, rs;
-    for (int i = 0; i < 3; ++i) {
-      ss.push_back(subject->create_sequence());
-      rs.push_back(reference.create_sequence());
-    }
+    auto [subject, reference_owner, ss, rs] = T::make_managers(c, 3);
+    auto& reference = *reference_owner;
     for (const std::vector<std::int32_t>& counts :
          {std::vector<std::int32_t>{200, 45, 96}, {1, 1, 1}, {7, 33, 1}}) {
       const auto layers = T::rows(c.shape, counts[0] + counts[1] + counts[2], 0.0, rng);
@@ -324,13 +334,8 @@ TYPED_TEST_P(CodecInputs, NonFiniteInputsAreStoredAsOnTheCpu) {
   for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
     SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << ", seed " << this->seed_);
     const CacheConfig c = T::config(dtype, 64, 4);
-    auto subject = T::subject(c);
-    typename T::Reference reference(c);
-    std::vector<SeqId> ss, rs;
-    for (int i = 0; i < 2; ++i) {
-      ss.push_back(subject->create_sequence());
-      rs.push_back(reference.create_sequence());
-    }
+    auto [subject, reference_owner, ss, rs] = T::make_managers(c, 2);
+    auto& reference = *reference_owner;
     std::vector<LayerRows> fed;  // every layer-0 row appended, in append order per sequence
     for (const std::vector<std::int32_t>& counts :
          {std::vector<std::int32_t>{150, 70}, {1, 1}, {40, 1}}) {

@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kvcache/kvcache.hpp"
@@ -28,6 +29,20 @@ inline std::vector<std::byte> random_rows(DType dtype, std::int64_t elements,
   for (std::int64_t i = 0; i < elements; ++i)
     store_from_float(data.data(), dtype, i, normal(rng));
   return data;
+}
+
+// Kernel tests over every dtype, head_dim 64 / 128 / 256 and both layouts,
+// named like fp16_d128_NHD.
+using DTypeDimLayout = std::tuple<DType, std::int32_t, KVLayout>;
+inline auto every_dtype_dim_layout() {
+  return ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16, DType::kF32),
+                            ::testing::Values(64, 128, 256),
+                            ::testing::Values(KVLayout::kNHD, KVLayout::kHND));
+}
+inline std::string dtype_dim_layout_name(const ::testing::TestParamInfo<DTypeDimLayout>& info) {
+  return std::string(dtype_name(std::get<0>(info.param))) + "_d" +
+         std::to_string(std::get<1>(info.param)) + "_" +
+         std::string(layout_name(std::get<2>(info.param)));
 }
 
 // Buffer in a backend's memory holding `bytes` copied from the host.
