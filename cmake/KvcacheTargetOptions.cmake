@@ -7,6 +7,12 @@ function(kvcache_target_options target)
     list(APPEND cxx_flags -Werror)
   endif()
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${cxx_flags}>)
+  # Never fuse a * b + c into an FMA on the host: the shared host-device math
+  # (codecs, paged attention) promises the GPU's bits, and nvcc is told the
+  # same (--fmad=false). Without FMA instructions (plain x86-64) nothing would
+  # fuse anyway; on aarch64 or with -march=native it would.
+  target_compile_options(${target} PRIVATE
+    $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU,Clang>>:-ffp-contract=off>)
   set(cuda_flags -Xcompiler=-Wall,-Wextra)
   if(KVCACHE_WARNINGS_AS_ERRORS)
     list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)

@@ -34,9 +34,7 @@ cudaError_t launch(const AttentionParams& p, cudaStream_t stream) {
   detail::clear_stale_error();
   if (attention_problem(p) != nullptr) return cudaErrorInvalidValue;
   if (p.num_rows == 0) return cudaSuccess;
-  const std::int32_t heads = p.num_q_heads;
-  if (heads > 65535) return cudaErrorInvalidValue;  // grid.y
-  const dim3 grid(static_cast<unsigned>(p.num_rows), static_cast<unsigned>(heads));
+  const dim3 grid(static_cast<unsigned>(p.num_rows), static_cast<unsigned>(p.num_q_heads));
   const auto shared =
       static_cast<std::size_t>(kAttentionLanes * (p.cache.head_dim + 1) + 2 * kAttentionLanes) *
       sizeof(float);

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -47,7 +48,12 @@ class PagedAttention {
   std::int32_t num_q_heads() const { return params_.num_q_heads; }
 
   // Writes out = attention(q) for `layer`; throws InvalidArgument (layer out
-  // of range), CudaError on a failed launch.
+  // of range), CudaError on a failed launch. The tables are those of
+  // construction: run it within the step it was made for (before release,
+  // eviction or fork change the sequences' pages).
+  //
+  // The object owns the uploaded tables; destroying it right after run() is
+  // safe because freeing device memory waits for the device (cudaFree).
   void run(std::int32_t layer, const float* q, float* out) {
     if (layer < 0 || layer >= manager_.shape().num_layers) {
       detail::raise<InvalidArgument>("PagedAttention::run: layer {} outside [0, {})", layer,
@@ -93,8 +99,15 @@ class PagedAttention {
                                  manager.shape().head_dim, kernels::kAttentionMaxHeadDim);
     }
     std::vector<std::int32_t> q_indptr(rows.size() + 1, 0);
-    for (std::size_t b = 0; b < rows.size(); ++b)
-      q_indptr[b + 1] = q_indptr[b] + rows[b];
+    std::int64_t total = 0;
+    for (std::size_t b = 0; b < rows.size(); ++b) {
+      total += rows[b];
+      if (total > std::numeric_limits<std::int32_t>::max()) {
+        detail::raise<InvalidArgument>("PagedAttention: {} query rows or more (allowed up to {})",
+                                       total, std::numeric_limits<std::int32_t>::max());
+      }
+      q_indptr[b + 1] = static_cast<std::int32_t>(total);
+    }
     // One upload: q_indptr, indptr, last_page_len, indices.
     std::vector<std::int32_t> packed;
     packed.reserve(q_indptr.size() + table.indptr.size() + table.last_page_len.size() +

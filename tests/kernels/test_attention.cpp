@@ -105,6 +105,48 @@ INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, AttentionMatchesDense,
                          kvcache::testing::every_dtype_dim_layout(),
                          kvcache::testing::dtype_dim_layout_name);
 
+// A key whose score is -Inf weighs nothing, first or not: the output is the
+// attention over the other keys (and equal to the CPU's own order-free case).
+TEST(PagedAttention, AKeyScoredMinusInfinityWeighsNothing) {
+  CacheConfig c;
+  c.shape = ModelShape::gqa(1, 1, 8, DType::kF32);
+  c.block_size = 4;
+  c.num_blocks = 4;
+  using Manager = KVCacheManager<CachePolicy<PagedAllocation>, HostBackend>;
+  std::mt19937_64 rng(test_seed());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto run = [&](const std::vector<float>& k, const std::vector<float>& v, std::int32_t tokens,
+                 const std::vector<float>& q) {
+    Manager m(c);
+    const std::vector<SeqId> seqs = {m.create_sequence()};
+    EXPECT_EQ(m.try_reserve(seqs[0], tokens), ReserveStatus::kOk);
+    const std::vector<std::int32_t> counts = {tokens};
+    AppendBatch batch = m.prepare_append(seqs, counts);
+    m.append(0, batch, TensorView::packed(k.data(), DType::kF32, tokens, 1, 8),
+             TensorView::packed(v.data(), DType::kF32, tokens, 1, 8));
+    m.commit(batch);
+    std::vector<float> out(8);
+    PagedAttention<Manager> attention(m, seqs, std::vector<std::int32_t>{1}, 1, 1.0f);
+    attention.run(0, q.data(), out.data());
+    return out;
+  };
+  std::vector<float> k(5 * 8), v(5 * 8), q(8);
+  for (float& x : k)
+    x = normal(rng);
+  for (float& x : v)
+    x = normal(rng);
+  for (float& x : q)
+    x = std::abs(normal(rng)) + 0.1f;
+  k[0] = -std::numeric_limits<float>::infinity();  // key 0 scores -Inf
+  const std::vector<float> with = run(k, v, 5, q);
+  const std::vector<float> without = run(std::vector<float>(k.begin() + 8, k.end()),
+                                         std::vector<float>(v.begin() + 8, v.end()), 4, q);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_TRUE(std::isfinite(with[static_cast<std::size_t>(i)]));
+    EXPECT_NEAR(with[static_cast<std::size_t>(i)], without[static_cast<std::size_t>(i)], 1e-6);
+  }
+}
+
 TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
   CacheConfig c;
   c.shape = ModelShape::gqa(2, 2, 64, DType::kF16);
@@ -133,6 +175,16 @@ TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
   p.cache = m.codec().view();
   p.num_rows = 1;
   EXPECT_TRUE(throws_with<InvalidArgument>([&] { launch(m.backend(), p); }, {"null pointer"}));
+  p.q = q.data();
+  p.out = out.data();
+  p.q_indptr = p.table.indptr = p.table.last_page_len = p.table.indices = one.data();
+  p.num_q_heads = 4;
+  p.table.batch_size = 1;
+  p.cache.page_size = 0;
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { launch(m.backend(), p); }, {"page size"}));
+  p.cache.page_size = 16;
+  p.num_q_heads = 65536;
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { launch(m.backend(), p); }, {"65535"}));
   m.check_invariants();
   EXPECT_TRUE(driver.reads_back(seqs[0], 0));
 }

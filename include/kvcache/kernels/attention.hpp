@@ -9,7 +9,7 @@
 // in a fixed order. The CUDA kernel runs a lane per thread of a warp; the CPU
 // backend runs the lanes in turn. Every product and sum is unfused and the
 // exponential is the polynomial below on both, so the CPU and the GPU give
-// the same bits.
+// the same bits for finite results (a NaN's payload may differ).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,7 @@ struct AttentionParams {
 
 inline constexpr std::int32_t kAttentionLanes = 32;
 inline constexpr std::int32_t kAttentionMaxHeadDim = 256;
+inline constexpr std::int32_t kAttentionMaxQueryHeads = 65535;  // the CUDA grid's y
 
 // e^x from adds, multiplies and bit operations only (no library call), so the
 // host and the device agree; relative error below 4e-7 for x in
@@ -66,7 +67,8 @@ KVCACHE_HD float attention_exp(float x) {
   p = add_exact(mul_exact(p, r), 0.5f);
   p = add_exact(mul_exact(p, r), 1.0f);
   p = add_exact(mul_exact(p, r), 1.0f);
-  // Scale by 2^n in two halves, so n = 128 (x near 88.7) and n < -126 stay exact.
+  // Scale by 2^n (n in [-126, 127] after the clamps) in two halves, each a
+  // normal power of two.
   const auto e = static_cast<std::int32_t>(n);
   const std::int32_t half = e / 2;
   const float a = ::kvcache::detail::bits_float(static_cast<std::uint32_t>(half + 127) << 23);
@@ -120,6 +122,9 @@ KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::
     for (std::int32_t i = 0; i < d; ++i)
       dot = add_exact(dot, mul_exact(q[i], load_element<T>(k, i)));
     const float score = mul_exact(dot, p.scale);
+    // A key scored -Inf has weight 0 wherever it comes (exp(-Inf - -Inf)
+    // would otherwise make the lane NaN when it comes first).
+    if (score == -::kvcache::detail::bits_float(0x7f800000u)) continue;
     // Online softmax: rescale what came before when the maximum moves.
     float keep = 1.0f, weight = 1.0f;
     if (score > max) {
@@ -176,8 +181,10 @@ inline const char* attention_problem(const AttentionParams& p) {
     return "a null pointer";
   if (p.layer < 0 || p.layer >= c.num_layers) return "a layer outside the cache";
   if (c.head_dim < 1 || c.head_dim > kAttentionMaxHeadDim) return "head_dim outside [1, 256]";
+  if (c.page_size < 1) return "a page size below 1";
   if (c.num_heads < 1 || p.num_q_heads < c.num_heads || p.num_q_heads % c.num_heads != 0)
     return "query heads not a positive multiple of the cache's heads";
+  if (p.num_q_heads > kAttentionMaxQueryHeads) return "more than 65535 query heads";
   if (p.table.batch_size < 1) return "query rows without sequences";
   return nullptr;
 }
