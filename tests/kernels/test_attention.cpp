@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <tuple>
@@ -104,6 +105,38 @@ TEST_P(AttentionMatchesDense, DecodeAndChunkedPrefill) {
 INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, AttentionMatchesDense,
                          kvcache::testing::every_dtype_dim_layout(),
                          kvcache::testing::dtype_dim_layout_name);
+
+// One object prepared step after step (its table buffer reused, and grown
+// when a step needs more) gives what a fresh object gives.
+TEST(PagedAttention, OneObjectServesStepAfterStep) {
+  CacheConfig c;
+  c.shape = ModelShape::gqa(2, 2, 64, DType::kF16);
+  c.block_size = 16;
+  c.num_blocks = 64;
+  c.max_batch_tokens = 1024;
+  c.max_batch_sequences = 4;
+  using Manager = KVCacheManager<CachePolicy<PagedAllocation>, HostBackend>;
+  Manager m(c);
+  StepDriver driver(m, test_seed());
+  PagedAttention<Manager> attention(m, 4, 0.125f);
+  std::vector<float> scratch(4 * 64);
+  EXPECT_TRUE(throws_with<InvalidArgument>(
+      [&] { attention.run(0, scratch.data(), scratch.data()); }, {"nothing prepared"}));
+  std::vector<SeqId> seqs = {m.create_sequence()};
+  for (int step = 0; step < 4; ++step) {
+    if (step == 2) seqs.push_back(m.create_sequence());  // more sequences, more pages
+    std::vector<std::int32_t> counts(seqs.size(), step == 2 ? 200 : 3);
+    ASSERT_TRUE(driver.step(seqs, counts));
+    const std::vector<std::int32_t> rows(seqs.size(), 2);
+    const auto q = random_queries(2 * static_cast<std::int64_t>(seqs.size()), 4, 64, driver.rng());
+    attention.prepare(seqs, rows);
+    std::vector<float> out(q.size());
+    attention.run(1, q.data(), out.data());
+    const std::vector<float> fresh = run_attention(m, seqs, rows, 4, 1, q);
+    EXPECT_EQ(std::memcmp(out.data(), fresh.data(), out.size() * sizeof(float)), 0)
+        << "step " << step;
+  }
+}
 
 // A key whose score is -Inf weighs nothing, first or not: the output is the
 // attention over the other keys (and equal to the CPU's own order-free case).

@@ -237,6 +237,11 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
   Staged<Backend> staged_q(manager.backend(), max_rows * mc.dim * sizeof(float));
   Staged<Backend> staged_out(manager.backend(), max_rows * mc.dim * sizeof(float));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Plain pages attended by the library's kernel: one object, prepared per step.
+  std::optional<std::conditional_t<kPages, PagedAttention<Manager>, int>> attention;
+  if constexpr (kPages) {
+    if (kernel_attention) attention.emplace(manager, mc.num_heads, scale);
+  }
 
   auto known = [&](const Live& l) {
     return static_cast<std::int64_t>(w.requests[l.request].prompt.size()) + l.produced;
@@ -322,10 +327,9 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
       step.push_back({live[b].computed, counts[b], step_tokens[b].data()});
     const AppendBatch batch = manager.prepare_append(seqs, counts);
     std::optional<FlashInferPageTable> table;
-    std::optional<std::conditional_t<kPages, PagedAttention<Manager>, int>> attention;
     if constexpr (kPages) {
-      if (kernel_attention)
-        attention.emplace(manager, batch, mc.num_heads, scale);
+      if (attention)
+        attention->prepare(batch);
       else
         table = export_flashinfer(manager, batch);
     }
