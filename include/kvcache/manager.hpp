@@ -16,9 +16,8 @@
 // append path allocates. Every method that throws leaves the manager as it
 // was before the call.
 //
-// Its behaviour comes from the CachePolicy it is built with (allocation,
-// eviction, prefix sharing, codec; see policy/cache_policy.hpp); the API is
-// the same for every policy.
+// Its behaviour comes from its CachePolicy (allocation, eviction, prefix
+// sharing, codec; policy/cache_policy.hpp); the API is the same for all.
 #pragma once
 
 #include <cstddef>
@@ -118,11 +117,7 @@ class KVCacheManager {
     stats.cached_blocks = num_cached_blocks();
     stats.used_blocks = num_blocks() - stats.free_blocks - stats.cached_blocks;
     stats.num_sequences = num_sequences();
-    sequences_.for_each([&](SeqId, const Entry& s) {
-      stats.stored_tokens += s.num_tokens;
-      stats.reserved_tokens += static_cast<std::int64_t>(s.blocks.size()) * block_size();
-      stats.parked_sequences += s.parked ? 1 : 0;
-    });
+    sequences_.add_totals(stats, block_size());
     stats.residual_bytes = codec_.side_bytes();
     return stats;
   }
@@ -194,7 +189,7 @@ class KVCacheManager {
     child.tokens = parent.tokens;
     child.hashes = parent.hashes;
     child.hashable = parent.hashable;
-    invalidate_batch();
+    batches_.invalidate();
     return sequences_.insert(std::move(child));
   }
 
@@ -206,7 +201,7 @@ class KVCacheManager {
     if (s.parked) ledger_.forget(seq);
     codec_.detach(s.codec);
     ledger_.release(s.blocks);
-    invalidate_batch();
+    batches_.invalidate();
   }
 
   // The engine is done with the sequence for now (a finished conversation
@@ -217,7 +212,7 @@ class KVCacheManager {
     if (s.parked) detail::raise<InvalidArgument>("park: sequence {} is already parked", seq);
     s.parked = true;
     ledger_.park(seq);
-    invalidate_batch();
+    batches_.invalidate();
   }
 
   // True (a hit) when the parked sequence is still cached, and it is active
@@ -258,7 +253,7 @@ class KVCacheManager {
     if (!ledger_.reserve(s.blocks, written_blocks(s), needed, copy_index, drop_sequence()))
       return ReserveStatus::kPoolFull;
     run_moves();
-    invalidate_batch();
+    batches_.invalidate();
     return ReserveStatus::kOk;
   }
 
@@ -331,9 +326,7 @@ class KVCacheManager {
     for (SeqId seq : seqs)
       total += sequences_.find(seq, "gather").num_tokens;
     detail::check_gather(shape(), layer, total, k_out, v_out);
-    GatherRequest request;
-    request.layer = layer;
-    request.out = kernels::GatherOutput{k_out.data, v_out.data};
+    GatherRequest request{layer, {}, {}, kernels::GatherOutput{k_out.data, v_out.data}};
     std::int64_t out_row = 0;
     for (std::size_t next = 0; next < seqs.size();) {
       next =
@@ -386,8 +379,6 @@ class KVCacheManager {
     const BlockId block = s.blocks[static_cast<std::size_t>(s.num_tokens / block_size())];
     return ledger_.allocation().ref_count(block) > 1 ? block : -1;
   }
-
-  void invalidate_batch() { batches_.invalidate(); }
 
   void run_moves() {
     ledger_.counters().blocks_copied += copier_.run(backend_, ledger_.moves(), arena_.bytes_data(),

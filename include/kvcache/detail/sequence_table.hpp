@@ -93,6 +93,16 @@ class SequenceTable {
   bool forget_evicted(SeqId seq) { return evicted_.erase(seq) != 0; }
 
   std::int64_t size() const { return size_; }
+  // Tokens stored and reserved (block_size per block held) and parked
+  // sequences, added to `stats`.
+  void add_totals(MemoryStats& stats, std::int32_t block_size) const {
+    for_each([&](SeqId, const Sequence<CodecState>& s) {
+      stats.stored_tokens += s.num_tokens;
+      stats.reserved_tokens += static_cast<std::int64_t>(s.blocks.size()) * block_size;
+      stats.parked_sequences += s.parked ? 1 : 0;
+    });
+  }
+
   // Calls visit(id, entry) for every live sequence.
   template <class Visit>
   void for_each(Visit visit) const {
