@@ -4,13 +4,20 @@
 # write everything into the output folder and print a short table last.
 # Finishes in a few minutes on a 16-core H200 machine.
 #
-#   bash bench/gpu/run.sh [--out DIR]      (or KVCACHE_GPU_OUT=DIR; default: $OUT, else gpu-results)
+#   bash bench/gpu/run.sh [--out DIR] [--deps PREFIX]
+#
+# --out (or KVCACHE_GPU_OUT; default $OUT, else gpu-results): where results go.
+# --deps (or KVCACHE_GPU_DEPS): an install prefix holding dependencies this
+# machine lacks (bench/gpu/pack_deps.sh fills one from a machine that has them).
+# What is still missing turns the parts that need it off, said aloud.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${KVCACHE_GPU_OUT:-${OUT:-gpu-results}}
+deps=${KVCACHE_GPU_DEPS:-}
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
+    --deps) deps=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +39,14 @@ command -v nvcc >/dev/null || { echo "FAIL: nvcc not found (looked on PATH and i
 
 # What the build needs, checked by header; what is missing turns a part off, said aloud.
 options=()
-have() { [ -e "$1" ]; }
+if [ -n "$deps" ]; then
+  [ -d "$deps" ] || { echo "FAIL: --deps $deps is not a folder"; exit 1; }
+  deps=$(cd "$deps" && pwd)
+  options+=(-DCMAKE_PREFIX_PATH="$deps")
+  echo "dependencies also from $deps"
+fi
+# A header in the system include folder or under the --deps prefix.
+have() { [ -e "$1" ] || { [ -n "$deps" ] && [ -e "$deps/include/${1#/usr/include/}" ]; }; }
 for need in "fmt:/usr/include/fmt/format.h" "xxHash:/usr/include/xxhash.h" "Eigen:/usr/include/eigen3/Eigen/Core"; do
   have "${need#*:}" || { echo "FAIL: ${need%%:*} is missing (${need#*:}); the library needs it"; exit 1; }
 done
