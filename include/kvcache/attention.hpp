@@ -123,7 +123,8 @@ class PagedAttention {
   // Uploads q_indptr, indptr, last_page_len and indices in one copy. Checks
   // everything before changing anything.
   void upload(const FlashInferPageTable& table, std::span<const std::int32_t> rows) {
-    std::vector<std::int32_t> packed(rows.size() + 1, 0);
+    std::vector<std::int32_t>& packed = packed_;  // kept: no host allocation once warm
+    packed.assign(rows.size() + 1, 0);
     std::int64_t total = 0;
     for (std::size_t b = 0; b < rows.size(); ++b) {
       total += rows[b];
@@ -158,6 +159,7 @@ class PagedAttention {
 
   Manager& manager_;
   Buffer tables_;
+  std::vector<std::int32_t> packed_;  // the host side of the last upload
   kernels::AttentionParams params_;
 };
 

@@ -12,7 +12,7 @@
 
 namespace kvcache::testing {
 
-// Query rows for the last rows[b] tokens of each sequence.
+// Random fp32 queries: [rows][q_heads][head_dim], N(0, 1).
 inline std::vector<float> random_queries(std::int64_t rows, std::int32_t q_heads,
                                          std::int32_t head_dim, std::mt19937_64& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
