@@ -72,4 +72,17 @@ echo "replay_cli: refusals passed"
 grep -q "| reuse-lru | belady | best online |" "$work/sweep.txt"
 grep -q "share of the LRU-to-belady gap closed" "$work/sweep.txt"
 "$replay" --policy belady --capacity 300 | grep -q "policy belady"
-echo "replay_cli: sweep with the offline optimum passed"
+# The keep-time ceilings: a table in a one-at-a-time sweep, a line in a one-at-a-time run,
+# neither with concurrent requests (the bound does not model them).
+grep -q "| capacity (blocks) | lru | recency bound | best online | use-count bound | share of the LRU-to-bound gap closed | belady |" "$work/sweep.txt"
+grep -Eq "^\| [0-9]+ \(1/8\) \| [0-9.]+% \| [0-9.]+% \| [0-9.]+% \([a-z0-9-]+\) \| [0-9.]+% \| (-?[0-9]+%|-) \| [0-9.]+% \|$" "$work/sweep.txt"
+"$replay" --policy lru --capacity 300 --decode-ms 0 | grep -Eq "ceilings +[0-9.]+% blind to the block, [0-9.]+% counting"
+if "$replay" --policy lru --capacity 300 | grep -q ceilings; then
+  echo "replay_cli: a concurrent run printed the one-at-a-time ceilings" >&2
+  exit 1
+fi
+if "$replay" --sweep | grep -q "Ceilings"; then
+  echo "replay_cli: a concurrent sweep printed the one-at-a-time ceilings" >&2
+  exit 1
+fi
+echo "replay_cli: sweep with the offline optimum and the ceilings passed"

@@ -2,11 +2,11 @@
 // hand, and as the ceiling of every online policy on the synthetic workload.
 #include <gtest/gtest.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "belady.hpp"
+#include "hand_trace.hpp"
 #include "kv_test_support.hpp"
 #include "registry.hpp"
 #include "replay.hpp"
@@ -16,28 +16,11 @@ namespace {
 
 using kvcache::testing::throws_with;
 
-// One request a line, no output tokens, 512-token blocks: a request needs
-// exactly its uncached prompt blocks.
-Trace trace_of(const std::vector<std::vector<int>>& prompts) {
-  std::string text;
-  for (std::size_t i = 0; i < prompts.size(); ++i) {
-    std::string ids;
-    for (int id : prompts[i])
-      ids += (ids.empty() ? "" : ", ") + std::to_string(id);
-    text += "{\"timestamp\": " + std::to_string(i) +
-            ", \"input_length\": " + std::to_string(512 * prompts[i].size()) +
-            ", \"output_length\": 0, \"hash_ids\": [" + ids + "]}\n";
-  }
-  std::istringstream input(text);
-  return parse_trace(input, "hand-made", false);
-}
+using testing::one_at_a_time;
+using testing::trace_of;
 
 ReplayResult replay(const Trace& trace, const std::string& policy, std::int64_t capacity) {
-  ReplayOptions options;
-  options.policy = policy;
-  options.capacity_blocks = capacity;
-  options.decode_ms_per_token = 0;
-  return run_replay(trace, options);
+  return run_replay(trace, one_at_a_time(policy, capacity));
 }
 
 constexpr int A = 1, B = 2, C = 3, D = 4, E = 5;

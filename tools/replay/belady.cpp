@@ -9,16 +9,26 @@
 
 namespace kvcache::replay {
 
+void prompt_keys(const TraceRequest& request, const ReplayOptions& options,
+                 std::vector<std::int32_t>& tokens, std::vector<EvictionKey>& keys) {
+  engine::fill_tokens(request, options.trace_block_tokens, tokens);
+  const std::span<const std::int32_t> all(tokens);
+  const auto block = static_cast<std::size_t>(options.block_size);
+  keys.clear();
+  EvictionKey parent = PrefixSharing::kRootKey;
+  for (std::size_t b = 0; b + 1 <= tokens.size() / block; ++b) {
+    parent = PrefixSharing::block_hash(parent, all.subspan(b * block, block));
+    keys.push_back(parent);
+  }
+}
+
 BeladyOracle::BeladyOracle(const Trace& trace, const ReplayOptions& options) {
   std::vector<std::int32_t> tokens;
-  const auto block = static_cast<std::size_t>(options.block_size);
+  std::vector<EvictionKey> keys;
   for (std::size_t r = 0; r < trace.requests.size(); ++r) {
-    engine::fill_tokens(trace.requests[r], options.trace_block_tokens, tokens);
-    const std::span<const std::int32_t> all(tokens);
-    EvictionKey parent = PrefixSharing::kRootKey;
-    for (std::size_t b = 0; b + 1 <= tokens.size() / block; ++b) {
-      parent = PrefixSharing::block_hash(parent, all.subspan(b * block, block));
-      auto& uses = uses_[parent];
+    prompt_keys(trace.requests[r], options, tokens, keys);
+    for (EvictionKey key : keys) {
+      auto& uses = uses_[key];
       if (uses.empty() || uses.back() != static_cast<std::int32_t>(r))
         uses.push_back(static_cast<std::int32_t>(r));
     }

@@ -23,6 +23,12 @@
 
 namespace kvcache::replay {
 
+// The prefix keys the manager computes for the full blocks of `request`'s
+// prompt (the chained hash of its token ids), root first, into `keys`;
+// `tokens` is scratch.
+void prompt_keys(const TraceRequest& request, const ReplayOptions& options,
+                 std::vector<std::int32_t>& tokens, std::vector<EvictionKey>& keys);
+
 // The requests that use each prefix key, in order, and the request being
 // replayed now.
 class BeladyOracle {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "keep_time_bound.hpp"
 #include "kvcache/kvcache.hpp"
 #include "registry.hpp"
 #include "replay.hpp"
@@ -105,6 +106,45 @@ std::string gap_report(const std::vector<std::int64_t>& capacities,
   return out;
 }
 
+// LRU and the best online policy against the keep-time ceilings of the
+// policies blind to the block and of those that count its requests, and MIN.
+std::string ceiling_report(const Trace& trace, const ReplayOptions& base,
+                           const std::vector<std::int64_t>& capacities,
+                           const std::vector<std::int64_t>& divisors,
+                           const std::vector<std::vector<ReplayResult>>& rows) {
+  const auto recency = keep_time_bound(trace, base, BoundClasses::kRecency, capacities);
+  const auto counts = keep_time_bound(trace, base, BoundClasses::kUseCount, capacities);
+  const auto table = policies();
+  std::string out =
+      "\nCeilings: the best rule \"keep a released block of class c for L_c requests\" (slots "
+      "counted on average, hits past a miss allowed), for one class (policies blind to the "
+      "block) and for classes by use count (policies that count requests)\n\n"
+      "| capacity (blocks) | lru | recency bound | best online | use-count bound | share of the "
+      "LRU-to-bound gap closed | belady |\n|---|---|---|---|---|---|---|\n";
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    if (capacities[r] == 0) continue;
+    double lru = 0, online = 0, optimum = 0;
+    std::string best;
+    for (std::size_t p = 0; p < table.size(); ++p) {
+      const double hit = rows[r][p].hit_rate();
+      if (table[p].name == "lru") lru = hit;
+      if (table[p].offline) {
+        optimum = hit;
+      } else if (hit > online) {
+        online = hit;
+        best = table[p].name;
+      }
+    }
+    const double gap = counts[r] - lru;
+    out += fmt::format(
+        "| {} (1/{}) | {} | {} | {} ({}) | {} | {} | {} |\n", capacities[r], divisors[r],
+        percent(lru), percent(recency[r]), percent(online), best, percent(counts[r]),
+        gap > 1e-12 ? fmt::format("{:.0f}%", 100.0 * (online - lru) / gap) : std::string("-"),
+        percent(optimum));
+  }
+  return out;
+}
+
 std::string sweep_report(const Trace& trace, const ReplayOptions& base) {
   const std::int64_t distinct = unique_blocks(trace);
   const std::vector<std::int64_t> divisors = {128, 64, 32, 16, 8, 4, 2, 0};  // 0: unlimited
@@ -152,6 +192,7 @@ std::string sweep_report(const Trace& trace, const ReplayOptions& base) {
     out += fmt::format("| {} | {} | {} |\n", label, fmt::join(cells, " | "), fmt::join(best, ", "));
   }
   out += gap_report(capacities, divisors, rows);
+  if (base.decode_ms_per_token == 0) out += ceiling_report(trace, base, capacities, divisors, rows);
   out += "\nEvicted blocks / peak blocks held or cached / rejected requests\n\n";
   out += fmt::format("| capacity (blocks) | {} |\n{}\n", header, rule);
   for (std::size_t r = 0; r < rows.size(); ++r) {
@@ -237,7 +278,16 @@ std::string report(const Arguments& args) {
   }
   if (args.sweep) return trace_line(trace, options) + sweep_report(trace, options);
   const ReplayResult result = run_replay(trace, options);
-  return trace_line(trace, options) + single_report(trace, result);
+  std::string out = trace_line(trace, options) + single_report(trace, result);
+  if (options.decode_ms_per_token == 0) {
+    const std::vector<std::int64_t> capacity = {options.capacity_blocks};
+    out += fmt::format(
+        "  ceilings          {} blind to the block, {} counting its requests (the best keep "
+        "time per class)\n",
+        percent(keep_time_bound(trace, options, BoundClasses::kRecency, capacity)[0]),
+        percent(keep_time_bound(trace, options, BoundClasses::kUseCount, capacity)[0]));
+  }
+  return out;
 }
 
 }  // namespace
