@@ -130,19 +130,79 @@ TEST(ReuseLruEviction, TheBonusIsBoundedSoOldFavouritesAge) {
   EXPECT_EQ(drain(reuse), (std::vector<EvictionKey>{1, 2, 3, 4, 100, 5}));
 }
 
+// The first `n` keys from `from` whose reuse distances the policy measures
+// (or, with `measured` false, does not).
+std::vector<EvictionKey> sampled_keys(std::size_t n, EvictionKey from, bool measured = true) {
+  std::vector<EvictionKey> keys;
+  for (EvictionKey key = from; keys.size() < n; ++key) {
+    if (ReuseLruEviction::sampled(key) == measured) keys.push_back(key);
+  }
+  return keys;
+}
+
+TEST(ReuseLruEviction, SamplesOneKeyInEight) {
+  const auto measured = sampled_keys(1000, 1);
+  // 1000 sampled keys among about 8000: one in eight, give or take.
+  EXPECT_GT(measured.back(), 6000u);
+  EXPECT_LT(measured.back(), 10000u);
+  EXPECT_FALSE(ReuseLruEviction::sampled(measured.front() | kSequenceKeyBit));
+}
+
 TEST(ReuseLruEviction, TheIntervalFollowsTheMeasuredReuseDistance) {
   ReuseLruEviction reuse(100000);
   EXPECT_EQ(reuse.interval(), 100000);
-  // Ten entries in turn: each is reused 9 releases after it was released.
+  // Ten sampled entries in turn: each is reused 9 releases after its release.
+  const auto keys = sampled_keys(10, 1);
   for (int round = 0; round < 20000; ++round) {
-    const EvictionKey key = 1 + static_cast<EvictionKey>(round % 10);
+    const EvictionKey key = keys[static_cast<std::size_t>(round % 10)];
     reuse.erase(key);
     reuse.on_access(key);
     reuse.insert(key);
   }
-  // Twice the geometric mean distance, 2 x 9, within the log2 approximation.
-  EXPECT_GE(reuse.interval(), 16);
-  EXPECT_LE(reuse.interval(), 19);
+  // The geometric mean distance, 9, within the log2 approximation.
+  EXPECT_GE(reuse.interval(), 8);
+  EXPECT_LE(reuse.interval(), 9);
+}
+
+// A pool of one block and a ghost ring of 8 keys: the sampled entry is
+// evicted and forgotten by the ring long before it returns, 99 releases
+// later, and its distance still counts; keys outside the sample, and an
+// entry taken back before anything else was released, change nothing.
+TEST(ReuseLruEviction, MeasuresTheWorkloadsDistancesNotThePools) {
+  ReuseLruEviction reuse(1);
+  const EvictionKey returning = sampled_keys(1, 1).front();
+  const auto others = sampled_keys(99, 1, false);
+  for (int round = 0; round < 10000; ++round) {
+    reuse.on_access(returning);
+    reuse.insert(returning);
+    for (EvictionKey other : others) {
+      reuse.on_access(other);
+      reuse.insert(other);
+      reuse.pop_victim();
+    }
+    while (reuse.pop_victim()) {
+    }
+  }
+  EXPECT_EQ(reuse.uses(returning), 0);  // long gone from the ghost ring
+  // 99 releases between the release and the next use (log2 approximated as
+  // 6 + 99/64 - 1 = 6.55: 2^6.55 = 93).
+  EXPECT_GE(reuse.interval(), 90);
+  EXPECT_LE(reuse.interval(), 101);
+
+  ReuseLruEviction quiet(50);
+  for (int round = 0; round < 10000; ++round) {
+    for (EvictionKey other : others) {  // reused 99 releases later, but not sampled
+      quiet.erase(other);
+      quiet.on_access(other);
+      quiet.insert(other);
+    }
+  }
+  for (int round = 0; round < 10000; ++round) {  // sampled, taken back at once
+    quiet.erase(returning);
+    quiet.on_access(returning);
+    quiet.insert(returning);
+  }
+  EXPECT_EQ(quiet.interval(), 50);
 }
 
 TEST(ReuseLruEviction, AParentReleasedAfterItsChildrenOutlivesThem) {

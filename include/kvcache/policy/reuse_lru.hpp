@@ -11,14 +11,19 @@
 // probability 0.24, one seen twice with 0.42, three times with 0.50: the
 // bonus spends the pool on entries likelier to return.
 //
-// The interval is measured, not set: twice the geometric mean of the reuse
-// distances seen (release to next use, hits and ghost hits alike, an
-// exponentially weighted mean of their logarithms), so the bonus follows the
-// workload's rhythm rather than the pool's size: with a pool much larger
-// than the working set it is small against the pool and the policy is LRU
-// again. Use counts and release times survive eviction in a ghost ring of
-// eight keys per block of capacity (keys only), so a prefix that returns
-// after being evicted keeps its history and its distance is measured.
+// The interval is measured, not set: the geometric mean of the workload's
+// reuse distances (release to next use, counted in releases), taken on a
+// sample of the keys (one in eight, by hash) whose release times are kept
+// much longer than the pool keeps blocks: at least 65536 sampled keys, half a
+// million releases or more. A distance is measured whether the entry was
+// still cached or long evicted, so the interval is the workload's rhythm and
+// not the pool's: a small pool, which only sees its own short reuses, would
+// otherwise learn a short interval and give its bonus too little weight.
+// Back-to-back reuses (an entry taken again before anything else was
+// released: a hot shared prefix going from one request to the next) say
+// nothing about when a conversation comes back and are left out. Use counts
+// survive eviction in a ghost ring of eight keys per block of capacity, so a
+// prefix that returns after being evicted keeps its history.
 //
 // Equal bonuses keep release order, so entries sit in one FIFO per use count
 // and the victim is the cheapest of kMaxBonus + 1 queue fronts: O(1) per
@@ -34,8 +39,8 @@
 #include <optional>
 #include <string_view>
 #include <unordered_map>
-#include <vector>
 
+#include "kvcache/detail/key_memory.hpp"
 #include "kvcache/policy/concepts.hpp"
 
 namespace kvcache {
@@ -48,8 +53,10 @@ class ReuseLruEviction {
   static constexpr int kMaxBonus = 4;
   // Ghost keys remembered per block of capacity.
   static constexpr std::int64_t kGhostFactor = 8;
-  // The interval is this many times the geometric mean reuse distance.
-  static constexpr double kIntervalScale = 2.0;
+  // One key in this many has its reuse distances measured ...
+  static constexpr std::uint64_t kSampleOneIn = 8;
+  // ... remembering at least this many sampled keys (and one per block).
+  static constexpr std::int64_t kMinSampledKeys = 65536;
   // Weight of one observed distance in the running mean of logarithms.
   static constexpr double kDistanceWeight = 1.0 / 1024;
 
@@ -57,17 +64,27 @@ class ReuseLruEviction {
       : log_distance_(log2_of(std::max<std::int64_t>(1, capacity_blocks))),
         interval_(std::max<std::int64_t>(1, capacity_blocks)),
         ghosts_(
-            static_cast<std::size_t>(kGhostFactor * std::max<std::int64_t>(1, capacity_blocks))) {}
+            static_cast<std::size_t>(kGhostFactor * std::max<std::int64_t>(1, capacity_blocks))),
+        samples_(static_cast<std::size_t>(std::max(kMinSampledKeys, capacity_blocks))) {}
+
+  // Whether `key`'s reuse distances are measured (a fixed one in kSampleOneIn).
+  static bool sampled(EvictionKey key) {
+    return (key & kSequenceKeyBit) == 0 &&
+           ((key * 0x9E3779B97F4A7C15ull) >> 32) % kSampleOneIn == 0;
+  }
 
   void on_access(EvictionKey key) {
     auto [it, fresh] = entries_.try_emplace(key);
     Entry& entry = it->second;
     if (fresh) {
-      const Ghost ghost = take_ghost(key);
-      entry.uses = ghost.uses;
-      entry.released = ghost.released;
+      if (const auto uses = ghosts_.take(key)) entry.uses = *uses;
     }
-    if (entry.released > 0) observe(clock_ - entry.released);
+    if (sampled(key)) {
+      if (const auto released = samples_.take(key)) {
+        const std::int64_t distance = clock_ - *released;
+        if (distance > 1) observe(distance);  // back to back: no news of a return
+      }
+    }
     if (entry.uses < kMaxBonus + 1) ++entry.uses;
   }
   void insert(EvictionKey key) {
@@ -75,6 +92,7 @@ class ReuseLruEviction {
     if (entry.queued) return;
     if (entry.uses == 0) entry.uses = 1;  // inserted without an access: counts as one
     entry.released = ++clock_;
+    if (sampled(key)) samples_.put(key, entry.released);
     entry.queue = static_cast<std::uint8_t>(entry.uses - 1);
     auto& queue = queues_[entry.queue];
     queue.push_back(key);
@@ -110,7 +128,7 @@ class ReuseLruEviction {
     queue.pop_front();
     --size_;
     auto it = entries_.find(key);
-    remember_ghost(key, it->second);
+    ghosts_.put(key, it->second.uses);
     entries_.erase(it);
     return key;
   }
@@ -123,8 +141,8 @@ class ReuseLruEviction {
   int uses(EvictionKey key) const {
     auto it = entries_.find(key);
     if (it != entries_.end()) return it->second.uses;
-    auto ghost = ghost_uses_.find(key);
-    return ghost == ghost_uses_.end() ? 0 : ghost->second.uses;
+    const int* ghost = ghosts_.find(key);
+    return ghost == nullptr ? 0 : *ghost;
   }
 
  private:
@@ -135,11 +153,6 @@ class ReuseLruEviction {
     std::int64_t released = 0;
     std::list<EvictionKey>::iterator position;
   };
-  struct Ghost {
-    int uses = 0;
-    std::int64_t released = 0;
-    std::uint64_t stamp = 0;  // which write of the ring holds it
-  };
 
   // log2 of a positive count, to about 0.1 (exponent plus linear mantissa).
   static double log2_of(std::int64_t x) {
@@ -148,48 +161,24 @@ class ReuseLruEviction {
     return exponent + (mantissa - 1.0);
   }
   void observe(std::int64_t distance) {
-    log_distance_ +=
-        kDistanceWeight * (log2_of(std::max<std::int64_t>(1, distance)) - log_distance_);
-    interval_ = std::max<std::int64_t>(
-        1, static_cast<std::int64_t>(kIntervalScale * std::exp2(log_distance_)));
+    log_distance_ += kDistanceWeight * (log2_of(distance) - log_distance_);
+    interval_ = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::exp2(log_distance_)));
   }
-
   void dequeue(Entry& entry) {
     if (!entry.queued) return;
     queues_[entry.queue].erase(entry.position);
     entry.queued = false;
     --size_;
   }
-  Ghost take_ghost(EvictionKey key) {
-    auto it = ghost_uses_.find(key);
-    if (it == ghost_uses_.end()) return Ghost{};
-    const Ghost ghost = it->second;
-    ghost_uses_.erase(it);
-    return ghost;
-  }
-  // A ring of the last ghosts_.size() evicted keys; the map entry of a key
-  // the ring overwrites goes unless the key was evicted again since.
-  void remember_ghost(EvictionKey key, const Entry& entry) {
-    const std::size_t slot = static_cast<std::size_t>(ghost_writes_ % ghosts_.size());
-    if (ghost_writes_ >= ghosts_.size()) {
-      auto old = ghost_uses_.find(ghosts_[slot]);
-      if (old != ghost_uses_.end() && old->second.stamp == ghost_writes_ - ghosts_.size())
-        ghost_uses_.erase(old);
-    }
-    ghosts_[slot] = key;
-    ghost_uses_[key] = Ghost{entry.uses, entry.released, ghost_writes_};
-    ++ghost_writes_;
-  }
 
   double log_distance_;    // running mean of log2(reuse distance)
-  std::int64_t interval_;  // kIntervalScale * 2^log_distance_
+  std::int64_t interval_;  // 2^log_distance_
   std::int64_t clock_ = 0;
   std::int64_t size_ = 0;
   std::array<std::list<EvictionKey>, kMaxBonus + 1> queues_;
   std::unordered_map<EvictionKey, Entry> entries_;
-  std::vector<EvictionKey> ghosts_;
-  std::uint64_t ghost_writes_ = 0;
-  std::unordered_map<EvictionKey, Ghost> ghost_uses_;
+  detail::KeyMemory<int> ghosts_;            // evicted keys' use counts
+  detail::KeyMemory<std::int64_t> samples_;  // sampled keys' last release
 };
 
 static_assert(EvictionPolicy<ReuseLruEviction>);
