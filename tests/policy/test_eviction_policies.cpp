@@ -166,8 +166,7 @@ TEST(ReuseLruEviction, TheIntervalFollowsTheMeasuredReuseDistance) {
 
 // A pool of one block and a ghost ring of 8 keys: the sampled entry is
 // evicted and forgotten by the ring long before it returns, 99 releases
-// later, and its distance still counts; keys outside the sample, and an
-// entry taken back before anything else was released, change nothing.
+// later, and its distance still counts.
 TEST(ReuseLruEviction, MeasuresTheWorkloadsDistancesNotThePools) {
   ReuseLruEviction reuse(1);
   const EvictionKey returning = sampled_keys(1, 1).front();
@@ -188,21 +187,45 @@ TEST(ReuseLruEviction, MeasuresTheWorkloadsDistancesNotThePools) {
   // 6 + 99/64 - 1 = 6.55: 2^6.55 = 93).
   EXPECT_GE(reuse.interval(), 90);
   EXPECT_LE(reuse.interval(), 101);
+}
 
-  ReuseLruEviction quiet(50);
+// Keys outside the sample change nothing, however they are reused; nor does
+// a prefix taken again by the next request before any other release: its
+// five blocks, released tail first, are 0 to 4 releases old when they come
+// back. One unrelated release in between, and they count: 1 to 5 releases
+// (log2 approximated as 0, 1, 1.5, 2, 2.25: a mean of 1.35, 2^1.35 = 2.5).
+TEST(ReuseLruEviction, LeavesOutUnsampledKeysAndBackToBackReuse) {
+  ReuseLruEviction reuse(50);
+  const auto others = sampled_keys(99, 1, false);
   for (int round = 0; round < 10000; ++round) {
     for (EvictionKey other : others) {  // reused 99 releases later, but not sampled
-      quiet.erase(other);
-      quiet.on_access(other);
-      quiet.insert(other);
+      reuse.erase(other);
+      reuse.on_access(other);
+      reuse.insert(other);
     }
   }
-  for (int round = 0; round < 10000; ++round) {  // sampled, taken back at once
-    quiet.erase(returning);
-    quiet.on_access(returning);
-    quiet.insert(returning);
-  }
-  EXPECT_EQ(quiet.interval(), 50);
+  EXPECT_EQ(reuse.interval(), 50);
+  const auto prefix = sampled_keys(5, 1);
+  const auto request = [&](bool other_release_first) {
+    if (other_release_first) {
+      reuse.on_access(others[0]);
+      reuse.erase(others[0]);
+      reuse.insert(others[0]);
+    }
+    for (EvictionKey key : prefix) {
+      reuse.erase(key);
+      reuse.on_access(key);
+    }
+    for (auto key = prefix.rbegin(); key != prefix.rend(); ++key)
+      reuse.insert(*key);
+  };
+  for (int round = 0; round < 10000; ++round)
+    request(false);
+  EXPECT_EQ(reuse.interval(), 50);
+  for (int round = 0; round < 10000; ++round)
+    request(true);
+  EXPECT_GE(reuse.interval(), 2);
+  EXPECT_LE(reuse.interval(), 3);
 }
 
 TEST(ReuseLruEviction, AParentReleasedAfterItsChildrenOutlivesThem) {

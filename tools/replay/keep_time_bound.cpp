@@ -19,11 +19,12 @@ struct Segment {
   std::int64_t hits;
 };
 
-// Reuse times of the releases of one class (in requests) and the releases
-// never used again.
+// The releases of one class: the reuse times (in requests) of those used
+// again, and for the others the requests left in the trace after them (the
+// most they can hold a slot for).
 struct ClassEvents {
   std::vector<std::int64_t> gaps;
-  std::int64_t never = 0;
+  std::vector<std::int64_t> horizons;
 };
 
 // True when segment a buys more hits per slot than b (exact: no rounding).
@@ -32,19 +33,28 @@ bool steeper(const Segment& a, const Segment& b) {
 }
 
 // The upper concave hull of the TTL rules of one class, as segments from
-// (0 slots, 0 hits). The rule "keep for L" with L the k-th smallest reuse
-// time hits k releases and uses the first k times plus L for each other one.
+// (0 slots, 0 hits). The rule "keep for L", L the k-th smallest reuse time,
+// hits k releases; each release holds its slot for the least of L, its reuse
+// time and what is left of the trace. Hits change only at reuse times, so
+// those are the only points.
 void add_hull(ClassEvents& events, std::vector<Segment>& segments) {
   auto& gaps = events.gaps;
+  auto& horizons = events.horizons;
   std::sort(gaps.begin(), gaps.end());
-  const auto releases = static_cast<std::int64_t>(gaps.size()) + events.never;
+  std::sort(horizons.begin(), horizons.end());
   std::vector<Segment> hull = {{0, 0}};  // points (slots, hits)
-  std::int64_t sum = 0;
+  std::int64_t reused_sum = 0;           // the first i + 1 reuse times
+  std::int64_t ended_sum = 0;            // the horizons below L
+  std::size_t ended = 0;                 // how many horizons are below L
   for (std::size_t i = 0; i < gaps.size(); ++i) {
-    sum += gaps[i];
+    reused_sum += gaps[i];
     if (i + 1 < gaps.size() && gaps[i + 1] == gaps[i]) continue;  // same L: take the last
+    const std::int64_t keep = gaps[i];
+    while (ended < horizons.size() && horizons[ended] < keep)
+      ended_sum += horizons[ended++];
     const auto hits = static_cast<std::int64_t>(i + 1);
-    const Segment point = {sum + (releases - hits) * gaps[i], hits};
+    const auto waiting = static_cast<std::int64_t>(gaps.size() - (i + 1) + horizons.size() - ended);
+    const Segment point = {reused_sum + ended_sum + waiting * keep, hits};
     while (hull.size() >= 2) {
       const Segment& a = hull[hull.size() - 2];
       const Segment& b = hull.back();
@@ -104,8 +114,9 @@ std::vector<double> keep_time_bound(const Trace& trace, const ReplayOptions& opt
       state.released = static_cast<std::int64_t>(r);
     }
   }
+  const auto requests = static_cast<std::int64_t>(trace.requests.size());
   for (const auto& [key, state] : keys)
-    ++by_class[class_of(state.uses)].never;
+    by_class[class_of(state.uses)].horizons.push_back(requests - state.released);
 
   std::vector<Segment> segments;
   for (auto& [cls, events] : by_class)
@@ -113,7 +124,6 @@ std::vector<double> keep_time_bound(const Trace& trace, const ReplayOptions& opt
   std::stable_sort(segments.begin(), segments.end(), steeper);
 
   std::vector<double> rates;
-  const auto requests = static_cast<std::int64_t>(trace.requests.size());
   for (std::int64_t capacity : capacities) {
     double hits = 0;
     double budget = capacity == 0 ? -1.0 : static_cast<double>(capacity) * requests;

@@ -17,15 +17,19 @@ namespace kvcache::detail {
 template <class Value>
 class KeyMemory {
  public:
-  explicit KeyMemory(std::size_t capacity) : ring_(capacity < 1 ? 1 : capacity) {}
+  // The ring grows with the writes up to `capacity` keys: a memory that is
+  // never filled costs only what it holds.
+  explicit KeyMemory(std::size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
 
   void put(EvictionKey key, Value value) {
-    const std::size_t slot = static_cast<std::size_t>(writes_ % ring_.size());
-    if (writes_ >= ring_.size()) {
+    if (ring_.size() < capacity_) {
+      ring_.push_back(key);  // writes_ == ring_.size() until the ring is full
+    } else {
+      const std::size_t slot = static_cast<std::size_t>(writes_ % capacity_);
       auto old = map_.find(ring_[slot]);
-      if (old != map_.end() && old->second.stamp == writes_ - ring_.size()) map_.erase(old);
+      if (old != map_.end() && old->second.stamp == writes_ - capacity_) map_.erase(old);
+      ring_[slot] = key;
     }
-    ring_[slot] = key;
     map_[key] = Slot{value, writes_};
     ++writes_;
   }
@@ -42,13 +46,14 @@ class KeyMemory {
     return it == map_.end() ? nullptr : &it->second.value;
   }
   std::size_t size() const { return map_.size(); }
-  std::size_t capacity() const { return ring_.size(); }
+  std::size_t capacity() const { return capacity_; }
 
  private:
   struct Slot {
     Value value;
     std::uint64_t stamp;  // which write of the ring holds it
   };
+  std::size_t capacity_;
   std::vector<EvictionKey> ring_;
   std::uint64_t writes_ = 0;
   std::unordered_map<EvictionKey, Slot> map_;

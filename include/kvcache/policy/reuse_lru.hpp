@@ -13,17 +13,19 @@
 //
 // The interval is measured, not set: the geometric mean of the workload's
 // reuse distances (release to next use, counted in releases), taken on a
-// sample of the keys (one in eight, by hash) whose release times are kept
-// much longer than the pool keeps blocks: at least 65536 sampled keys, half a
-// million releases or more. A distance is measured whether the entry was
-// still cached or long evicted, so the interval is the workload's rhythm and
-// not the pool's: a small pool, which only sees its own short reuses, would
-// otherwise learn a short interval and give its bonus too little weight.
-// Back-to-back reuses (an entry taken again before anything else was
-// released: a hot shared prefix going from one request to the next) say
-// nothing about when a conversation comes back and are left out. Use counts
-// survive eviction in a ghost ring of eight keys per block of capacity, so a
-// prefix that returns after being evicted keeps its history.
+// sample of the keys (one in eight, by hash) whose last 65536 releases (or
+// one per block of capacity, if more) are remembered: about half a million
+// releases, much longer than a small pool keeps a block. A distance is
+// measured whether the entry was still cached or long evicted, so the
+// interval is the workload's rhythm and not the pool's: a small pool, which
+// only sees its own short reuses, would otherwise learn a short interval and
+// give its bonus too little weight. Back-to-back reuses (an entry taken again
+// before any other release began: a hot shared prefix, released tail first,
+// going from one request to the next) say nothing about when a conversation
+// comes back and are left out; a release is a run of insert() calls, which
+// anything else ends. Use counts survive eviction in a ghost ring of eight
+// keys per block of capacity, so a prefix that returns after being evicted
+// keeps its history.
 //
 // Equal bonuses keep release order, so entries sit in one FIFO per use count
 // and the victim is the cheapest of kMaxBonus + 1 queue fronts: O(1) per
@@ -55,8 +57,9 @@ class ReuseLruEviction {
   static constexpr std::int64_t kGhostFactor = 8;
   // One key in this many has its reuse distances measured ...
   static constexpr std::uint64_t kSampleOneIn = 8;
-  // ... remembering at least this many sampled keys (and one per block).
-  static constexpr std::int64_t kMinSampledKeys = 65536;
+  // ... from its last release among the last this many sampled ones (or one
+  // per block of capacity, if more).
+  static constexpr std::int64_t kMinSampledReleases = 65536;
   // Weight of one observed distance in the running mean of logarithms.
   static constexpr double kDistanceWeight = 1.0 / 1024;
 
@@ -65,7 +68,7 @@ class ReuseLruEviction {
         interval_(std::max<std::int64_t>(1, capacity_blocks)),
         ghosts_(
             static_cast<std::size_t>(kGhostFactor * std::max<std::int64_t>(1, capacity_blocks))),
-        samples_(static_cast<std::size_t>(std::max(kMinSampledKeys, capacity_blocks))) {}
+        samples_(static_cast<std::size_t>(std::max(kMinSampledReleases, capacity_blocks))) {}
 
   // Whether `key`'s reuse distances are measured (a fixed one in kSampleOneIn).
   static bool sampled(EvictionKey key) {
@@ -79,11 +82,11 @@ class ReuseLruEviction {
     if (fresh) {
       if (const auto uses = ghosts_.take(key)) entry.uses = *uses;
     }
+    in_release_ = false;
     if (sampled(key)) {
-      if (const auto released = samples_.take(key)) {
-        const std::int64_t distance = clock_ - *released;
-        if (distance > 1) observe(distance);  // back to back: no news of a return
-      }
+      const auto sample = samples_.take(key);
+      if (sample && sample->release != releases_)  // back to back: no news of a return
+        observe(clock_ - sample->released);
     }
     if (entry.uses < kMaxBonus + 1) ++entry.uses;
   }
@@ -92,7 +95,11 @@ class ReuseLruEviction {
     if (entry.queued) return;
     if (entry.uses == 0) entry.uses = 1;  // inserted without an access: counts as one
     entry.released = ++clock_;
-    if (sampled(key)) samples_.put(key, entry.released);
+    if (!in_release_) {
+      ++releases_;
+      in_release_ = true;
+    }
+    if (sampled(key)) samples_.put(key, Sample{entry.released, releases_});
     entry.queue = static_cast<std::uint8_t>(entry.uses - 1);
     auto& queue = queues_[entry.queue];
     queue.push_back(key);
@@ -101,16 +108,19 @@ class ReuseLruEviction {
     ++size_;
   }
   void erase(EvictionKey key) {
+    in_release_ = false;
     auto it = entries_.find(key);
     if (it != entries_.end()) dequeue(it->second);
   }
   void forget(EvictionKey key) {
+    in_release_ = false;
     auto it = entries_.find(key);
     if (it == entries_.end()) return;
     dequeue(it->second);
     entries_.erase(it);
   }
   std::optional<EvictionKey> pop_victim() {
+    in_release_ = false;
     int best = -1;
     std::int64_t best_priority = 0;
     for (int q = 0; q <= kMaxBonus; ++q) {
@@ -153,6 +163,10 @@ class ReuseLruEviction {
     std::int64_t released = 0;
     std::list<EvictionKey>::iterator position;
   };
+  struct Sample {
+    std::int64_t released;  // the clock at the release
+    std::int64_t release;   // which run of insert() calls it was part of
+  };
 
   // log2 of a positive count, to about 0.1 (exponent plus linear mantissa).
   static double log2_of(std::int64_t x) {
@@ -171,14 +185,16 @@ class ReuseLruEviction {
     --size_;
   }
 
-  double log_distance_;    // running mean of log2(reuse distance)
-  std::int64_t interval_;  // 2^log_distance_
-  std::int64_t clock_ = 0;
+  double log_distance_;        // running mean of log2(reuse distance)
+  std::int64_t interval_;      // 2^log_distance_
+  std::int64_t clock_ = 0;     // insert() calls
+  std::int64_t releases_ = 0;  // runs of insert() calls
+  bool in_release_ = false;    // the last call was an insert()
   std::int64_t size_ = 0;
   std::array<std::list<EvictionKey>, kMaxBonus + 1> queues_;
   std::unordered_map<EvictionKey, Entry> entries_;
-  detail::KeyMemory<int> ghosts_;            // evicted keys' use counts
-  detail::KeyMemory<std::int64_t> samples_;  // sampled keys' last release
+  detail::KeyMemory<int> ghosts_;      // evicted keys' use counts
+  detail::KeyMemory<Sample> samples_;  // sampled keys' last release
 };
 
 static_assert(EvictionPolicy<ReuseLruEviction>);
