@@ -66,6 +66,20 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
   return out;
 }
 
+// The online policies with the highest hit rate in a sweep row (ties all),
+// as indices into policies().
+std::vector<std::size_t> best_online(const std::vector<ReplayResult>& row) {
+  double top = 0;
+  for (std::size_t p = 0; p < row.size(); ++p) {
+    if (!policies()[p].offline) top = std::max(top, row[p].hit_rate());
+  }
+  std::vector<std::size_t> best;
+  for (std::size_t p = 0; p < row.size(); ++p) {
+    if (!policies()[p].offline && row[p].hit_rate() == top) best.push_back(p);
+  }
+  return best;
+}
+
 // Each online policy's hit rate over LRU's, and the share of the gap
 // between LRU and the offline optimum it closes.
 std::string gap_report(const std::vector<std::int64_t>& capacities,
@@ -123,22 +137,17 @@ std::string ceiling_report(const Trace& trace, const ReplayOptions& base,
       "LRU-to-bound gap closed | belady |\n|---|---|---|---|---|---|---|\n";
   for (std::size_t r = 0; r < rows.size(); ++r) {
     if (capacities[r] == 0) continue;
-    double lru = 0, online = 0, optimum = 0;
-    std::string best;
+    double lru = 0, optimum = 0;
     for (std::size_t p = 0; p < table.size(); ++p) {
-      const double hit = rows[r][p].hit_rate();
-      if (table[p].name == "lru") lru = hit;
-      if (table[p].offline) {
-        optimum = hit;
-      } else if (hit > online) {
-        online = hit;
-        best = table[p].name;
-      }
+      if (table[p].name == "lru") lru = rows[r][p].hit_rate();
+      if (table[p].offline) optimum = rows[r][p].hit_rate();
     }
+    const std::size_t best = best_online(rows[r]).front();
+    const double online = rows[r][best].hit_rate();
     const double gap = counts[r] - lru;
     out += fmt::format(
         "| {} (1/{}) | {} | {} | {} ({}) | {} | {} | {} |\n", capacities[r], divisors[r],
-        percent(lru), percent(recency[r]), percent(online), best, percent(counts[r]),
+        percent(lru), percent(recency[r]), percent(online), table[best].name, percent(counts[r]),
         gap > 1e-12 ? fmt::format("{:.0f}%", 100.0 * (online - lru) / gap) : std::string("-"),
         percent(optimum));
   }
@@ -177,15 +186,9 @@ std::string sweep_report(const Trace& trace, const ReplayOptions& base) {
     std::vector<std::string> cells;
     for (const auto& x : row)
       cells.push_back(percent(x.hit_rate()));
-    double top_online = 0;
-    for (std::size_t p = 0; p < row.size(); ++p) {
-      if (!policies()[p].offline) top_online = std::max(top_online, row[p].hit_rate());
-    }
-    std::vector<std::string> best;
-    for (std::size_t p = 0; p < row.size(); ++p) {
-      if (!policies()[p].offline && row[p].hit_rate() == top_online)
-        best.emplace_back(policies()[p].name);
-    }
+    std::vector<std::string_view> best;
+    for (std::size_t p : best_online(row))
+      best.push_back(policies()[p].name);
     const std::string label = capacities[r] == 0
                                   ? fmt::format("unlimited ({})", row[0].capacity_blocks)
                                   : fmt::format("{} (1/{})", capacities[r], divisors[r]);
