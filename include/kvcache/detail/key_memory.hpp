@@ -45,8 +45,6 @@ class KeyMemory {
     auto it = map_.find(key);
     return it == map_.end() ? nullptr : &it->second.value;
   }
-  std::size_t size() const { return map_.size(); }
-  std::size_t capacity() const { return capacity_; }
 
  private:
   struct Slot {
