@@ -9,8 +9,9 @@ function(kvcache_target_options target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${cxx_flags}>)
   # Never fuse a * b + c into an FMA on the host: the shared host-device math
   # (codecs, paged attention) promises the GPU's bits, and nvcc is told the
-  # same (--fmad=false). Without FMA instructions (plain x86-64) nothing would
-  # fuse anyway; on aarch64 or with -march=native it would.
+  # same (--fmad=false). The headers holding that math turn contraction off
+  # for their own functions (KVCACHE_EXACT_FP_BEGIN, config.hpp), which is what
+  # users' builds rely on; kvcache's own targets also say it for all their code.
   target_compile_options(${target} PRIVATE
     $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU,Clang>>:-ffp-contract=off>)
   set(cuda_flags -Xcompiler=-Wall,-Wextra)

@@ -25,6 +25,8 @@
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::codec {
 
 template <class Codec, std::int32_t G>
@@ -108,3 +110,4 @@ struct GroupedRows {
 };
 
 }  // namespace kvcache::codec
+KVCACHE_EXACT_FP_END

@@ -13,6 +13,8 @@
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::codec {
 
 KVCACHE_HD bool is_finite(float value) {
@@ -186,3 +188,4 @@ KVCACHE_HD float asymmetric_decode(std::uint32_t code, float scale, float zero) 
 }
 
 }  // namespace kvcache::codec
+KVCACHE_EXACT_FP_END

@@ -21,6 +21,8 @@
 #include "kvcache/kernels/params.hpp"
 #include "kvcache/layout.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::kernels {
 
 struct AttentionParams {
@@ -190,3 +192,4 @@ inline const char* attention_problem(const AttentionParams& p) {
 }
 
 }  // namespace kvcache::kernels
+KVCACHE_EXACT_FP_END

@@ -20,6 +20,8 @@
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache {
 
 inline constexpr float kFp8E4M3Max = 448.0f;
@@ -188,3 +190,4 @@ struct Fp8Rows {
 };
 
 }  // namespace kvcache
+KVCACHE_EXACT_FP_END

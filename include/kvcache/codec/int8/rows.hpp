@@ -11,6 +11,8 @@
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache {
 
 template <std::int32_t G, std::int32_t S>
@@ -54,3 +56,4 @@ struct Int8Rows : codec::GroupedRows<Int8Rows<G, S>, G> {
 };
 
 }  // namespace kvcache
+KVCACHE_EXACT_FP_END

@@ -11,6 +11,8 @@
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache {
 
 template <std::int32_t B, std::int32_t G, std::int32_t S>
@@ -113,3 +115,4 @@ struct KiviRows : codec::GroupedRows<KiviRows<B, G, S>, G> {
 };
 
 }  // namespace kvcache
+KVCACHE_EXACT_FP_END

@@ -7,6 +7,8 @@
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache {
 
 template <std::int32_t R, std::int32_t C>
@@ -62,3 +64,4 @@ struct LowRankRows {
 };
 
 }  // namespace kvcache
+KVCACHE_EXACT_FP_END

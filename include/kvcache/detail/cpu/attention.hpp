@@ -8,6 +8,8 @@
 
 #include "kvcache/kernels/attention.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::detail::cpu {
 
 template <class T>
@@ -30,3 +32,4 @@ void paged_attention(const kernels::AttentionParams& p) {
 }
 
 }  // namespace kvcache::detail::cpu
+KVCACHE_EXACT_FP_END

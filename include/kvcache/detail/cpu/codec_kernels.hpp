@@ -20,6 +20,8 @@
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/kernels/params.hpp"
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::detail::cpu {
 
 namespace rows {
@@ -272,3 +274,4 @@ void abs_max(const kernels::AbsMaxParams& p) {
 }
 
 }  // namespace kvcache::detail::cpu
+KVCACHE_EXACT_FP_END

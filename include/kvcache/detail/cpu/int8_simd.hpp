@@ -18,6 +18,8 @@
 #define KVCACHE_INT8_SIMD 0
 #endif
 
+KVCACHE_EXACT_FP_BEGIN  // no FMA contraction here (config.hpp)
+
 namespace kvcache::detail::cpu::simd {
 
 #if KVCACHE_INT8_SIMD
@@ -218,3 +220,4 @@ inline bool available() {
 #endif
 
 }  // namespace kvcache::detail::cpu::simd
+KVCACHE_EXACT_FP_END
