@@ -48,14 +48,9 @@ __global__ void append_kernel(AppendParams p) {
 }  // namespace
 
 cudaError_t launch(const AppendParams& p, cudaStream_t stream) {
-  detail::clear_stale_error();
-  const cudaError_t status =
-      detail::check_append(p.layer, p.cache.num_layers, p.slots.num_tokens, p.source);
-  if (status != cudaSuccess || p.slots.num_tokens == 0) return status;
-  if (p.cache.data == nullptr || p.slots.slots == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.cache.data) || !detail::multiple_of_16(p.cache.row_bytes())) {
-    return cudaErrorMisalignedAddress;
-  }
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (p.slots.num_tokens == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   const auto vectors = static_cast<std::int32_t>(2 * p.cache.row_bytes() / 16 * p.cache.num_heads);
   const std::int32_t threads = mapping::append_threads(vectors, kUnroll);
   append_kernel<<<static_cast<unsigned>(p.slots.num_tokens), static_cast<unsigned>(threads), 0,

@@ -31,9 +31,9 @@ __global__ void __launch_bounds__(kAttentionLanes) attention_kernel(AttentionPar
 }  // namespace
 
 cudaError_t launch(const AttentionParams& p, cudaStream_t stream) {
-  detail::clear_stale_error();
   if (attention_problem(p) != nullptr) return cudaErrorInvalidValue;
   if (p.num_rows == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   const dim3 grid(static_cast<unsigned>(p.num_rows), static_cast<unsigned>(p.num_q_heads));
   const auto shared =
       static_cast<std::size_t>(kAttentionLanes * (p.cache.head_dim + 1) + 2 * kAttentionLanes) *

@@ -78,7 +78,7 @@ __global__ void take_top_kernel(const float* eigenvectors, std::int32_t heads,
 }  // namespace
 
 cudaError_t launch(const AbsMaxParams& p, cudaStream_t stream) {
-  detail::clear_stale_error();
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   const SampleView& s = p.sample;
   if (s.num_heads <= 0 || s.head_dim <= 0 || s.num_tokens < 0 || p.out == nullptr)
     return cudaErrorInvalidValue;
@@ -96,7 +96,7 @@ cudaError_t launch(const AbsMaxParams& p, cudaStream_t stream) {
 }
 
 cudaError_t launch_covariance(const SampleView& s, float* covariance, cudaStream_t stream) {
-  detail::clear_stale_error();
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   if (s.data == nullptr || covariance == nullptr || s.num_heads <= 0 || s.head_dim <= 0 ||
       s.num_tokens < 0) {
     return cudaErrorInvalidValue;
@@ -115,7 +115,7 @@ cudaError_t launch_take_top_eigenvectors(const float* eigenvectors, std::int32_t
                                          std::int32_t head_dim, std::int32_t rank,
                                          std::int32_t valid_columns, float* basis,
                                          cudaStream_t stream) {
-  detail::clear_stale_error();
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   if (eigenvectors == nullptr || basis == nullptr || heads <= 0 || rank <= 0 || rank > head_dim) {
     return cudaErrorInvalidValue;
   }

@@ -17,10 +17,28 @@ bool debug_sync() {
   return g_debug_sync.load(std::memory_order_relaxed);
 }
 
+bool is_sticky_error(cudaError_t status) {
+  switch (status) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+      return true;
+    default:
+      return false;
+  }
+}
+
 namespace detail {
 
-void clear_stale_error() {
-  (void)cudaGetLastError();
+cudaError_t take_earlier_error() {
+  const cudaError_t earlier = cudaGetLastError();  // clears a plain error
+  return is_sticky_error(earlier) ? earlier : cudaSuccess;
 }
 
 cudaError_t finish_launch(cudaStream_t stream) {

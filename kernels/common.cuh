@@ -7,6 +7,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "kvcache/dtype.hpp"
+#include "kvcache/kernels/launch_checks.hpp"
 #include "kvcache/kernels/params.hpp"
 
 namespace kvcache::kernels::cuda::detail {
@@ -14,53 +15,26 @@ namespace kvcache::kernels::cuda::detail {
 // Threads of the codec kernels' CTAs (the plain kernels size their own).
 inline constexpr int kThreads = 256;
 
-// Kernels move rows in 16-byte vectors; the launchers check the alignment.
-inline bool aligned16(const void* pointer) {
-  return (reinterpret_cast<std::uintptr_t>(pointer) & 15u) == 0;
-}
-
-inline bool multiple_of_16(std::int64_t bytes) {
-  return (bytes & 15) == 0;
-}
-
 inline unsigned blocks_for(std::int64_t items, std::int64_t per_block) {
   return static_cast<unsigned>((items + per_block - 1) / per_block);
 }
 
-// The checks every append launcher makes of its layer, token count (or
-// group count) and K/V source; `count` == 0 is a launch with nothing to do.
-inline cudaError_t check_append(std::int32_t layer, std::int32_t num_layers, std::int64_t count,
-                                const AppendSource& source) {
-  if (count < 0 || layer < 0 || layer >= num_layers) return cudaErrorInvalidValue;
-  if (count == 0) return cudaSuccess;
-  if (source.k == nullptr || source.v == nullptr) return cudaErrorInvalidValue;
-  if (!aligned16(source.k) || !aligned16(source.v) || !multiple_of_16(source.token_bytes) ||
-      !multiple_of_16(source.head_bytes)) {
-    return cudaErrorMisalignedAddress;
-  }
-  return cudaSuccess;
+// A launcher's answer to a parameter problem (kvcache/kernels/launch_checks.hpp).
+inline cudaError_t status_of(const LaunchProblem& problem) {
+  if (!problem) return cudaSuccess;
+  return problem.misaligned ? cudaErrorMisalignedAddress : cudaErrorInvalidValue;
 }
 
-// The checks every gather launcher makes of its layer, page table and
-// outputs (each launcher adds its own: the cache view, the codec state).
-inline cudaError_t check_gather(std::int32_t layer, std::int32_t num_layers,
-                                const PageTableView& table, const GatherOutput& out) {
-  if (table.batch_size < 0 || table.total_pages < 0 || layer < 0 || layer >= num_layers)
-    return cudaErrorInvalidValue;
-  if (table.batch_size == 0) return cudaSuccess;
-  if (table.indptr == nullptr || table.indices == nullptr || table.last_page_len == nullptr ||
-      table.out_row_offset == nullptr || out.k == nullptr || out.v == nullptr) {
-    return cudaErrorInvalidValue;
-  }
-  if (!aligned16(out.k) || !aligned16(out.v)) return cudaErrorMisalignedAddress;
-  return cudaSuccess;
-}
+// Every launcher, once its parameters pass, asks for an error left by an
+// earlier call: a plain one (a refused launch configuration, say) is cleared
+// and forgotten; a sticky one (a kernel's fault: an illegal address, a trap)
+// cannot be cleared, the context is unusable, and it is returned without
+// launching, so that the caller reports it as an earlier asynchronous
+// operation's (describe_error) instead of as this launch's.
+cudaError_t take_earlier_error();
 
-// Checks the launch just made (and, with debug sync on, waits for it). A
-// stale error left by an earlier call is cleared first by the launchers
-// (clear_stale_error), so the status returned is this launch's.
+// Checks the launch just made (and, with debug sync on, waits for it).
 cudaError_t finish_launch(cudaStream_t stream);
-void clear_stale_error();
 
 // Streaming load: the source of an append or gather is read once.
 __device__ __forceinline__ uint4 load_streaming(const void* address) {

@@ -40,15 +40,11 @@ __global__ void __launch_bounds__(kThreads) copy_blocks_kernel(CopyBlocksParams 
 }  // namespace
 
 cudaError_t launch(const CopyBlocksParams& p, cudaStream_t stream) {
-  detail::clear_stale_error();
-  if (p.num_pairs < 0) return cudaErrorInvalidValue;
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
   if (p.num_pairs == 0) return cudaSuccess;
-  if (p.data == nullptr || p.pairs == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.data) || !detail::multiple_of_16(p.page_bytes)) {
-    return cudaErrorMisalignedAddress;
-  }
   const std::int64_t chunks = (p.page_bytes / 16 + kVecsPerChunk - 1) / kVecsPerChunk;
   if (chunks > 65535) return cudaErrorInvalidValue;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   const dim3 grid(static_cast<unsigned>(p.num_pairs), static_cast<unsigned>(chunks));
   copy_blocks_kernel<<<grid, kThreads, 0, stream>>>(p);
   return detail::finish_launch(stream);

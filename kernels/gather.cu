@@ -64,13 +64,9 @@ __global__ void __launch_bounds__(kThreads) gather_kernel(GatherParams p) {
 }  // namespace
 
 cudaError_t launch(const GatherParams& p, cudaStream_t stream) {
-  detail::clear_stale_error();
-  const cudaError_t status = detail::check_gather(p.layer, p.cache.num_layers, p.table, p.out);
-  if (status != cudaSuccess || p.table.total_pages == 0) return status;
-  if (p.cache.data == nullptr) return cudaErrorInvalidValue;
-  if (!detail::aligned16(p.cache.data) || !detail::multiple_of_16(p.cache.row_bytes())) {
-    return cudaErrorMisalignedAddress;
-  }
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (p.table.batch_size == 0 || p.table.total_pages == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   gather_kernel<<<static_cast<unsigned>(p.table.total_pages), kThreads, 0, stream>>>(p);
   return detail::finish_launch(stream);
 }

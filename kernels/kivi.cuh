@@ -122,15 +122,9 @@ __global__ void __launch_bounds__(kThreads) gather_ring_kernel(KiviGatherParams<
 template <class Rows>
 cudaError_t launch(const KiviFlushParams<Rows>& p, cudaStream_t stream) {
   using detail::kThreads;
-  detail::clear_stale_error();
-  const cudaError_t status =
-      detail::check_append(p.layer, p.cache.num_layers, p.num_groups, p.source);
-  if (status != cudaSuccess || p.num_groups == 0) return status;
-  if (p.cache.data == nullptr || p.residual.data == nullptr || p.sources == nullptr ||
-      p.pages == nullptr || p.cache.page_size != Rows::kGroup) {
-    return cudaErrorInvalidValue;
-  }
-  if (!detail::aligned16(p.residual.data)) return cudaErrorMisalignedAddress;
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (p.num_groups == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     const auto tiling = mapping::LaneTiling::of(p.cache.head_dim, sizeof(T), kThreads);
     const dim3 grid(static_cast<unsigned>(p.num_groups), static_cast<unsigned>(p.cache.num_heads));
@@ -142,16 +136,10 @@ cudaError_t launch(const KiviFlushParams<Rows>& p, cudaStream_t stream) {
 template <class Rows>
 cudaError_t launch(const KiviGatherParams<Rows>& p, cudaStream_t stream) {
   using detail::kThreads;
-  detail::clear_stale_error();
   const PageTableView& table = p.table;
-  const cudaError_t status = detail::check_gather(p.layer, p.cache.num_layers, table, p.out);
-  if (status != cudaSuccess || p.side.total_rows == 0) return status;
-  if (p.side.total_rows < 0 || p.cache.data == nullptr || p.residual.data == nullptr ||
-      p.side.paged_tokens == nullptr || p.side.total_tokens == nullptr ||
-      p.side.side_slot == nullptr || p.cache.page_size != Rows::kGroup) {
-    return cudaErrorInvalidValue;
-  }
-  if (!detail::multiple_of_16(p.residual.row_bytes())) return cudaErrorMisalignedAddress;
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (table.batch_size == 0 || p.side.total_rows == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if (table.total_pages > 0) {
       const auto tiling = mapping::LaneTiling::of(p.cache.head_dim, sizeof(T), kThreads);

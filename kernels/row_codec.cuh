@@ -240,23 +240,12 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launchers ---------------------------------------------------------------------
 
-namespace rows_detail {
-
-inline bool valid_view(const CodecPageView& view) {
-  return view.data != nullptr && view.num_heads > 0 && view.head_dim > 0 && view.page_size > 0;
-}
-
-}  // namespace rows_detail
-
 template <class Rows>
 cudaError_t launch(const CodecAppendParams<Rows>& p, cudaStream_t stream) {
   using rows_detail::kThreads;
-  detail::clear_stale_error();
-  const cudaError_t status =
-      detail::check_append(p.layer, p.cache.num_layers, p.slots.num_tokens, p.source);
-  if (status != cudaSuccess || p.slots.num_tokens == 0) return status;
-  if (!rows_detail::valid_view(p.cache) || p.slots.slots == nullptr) return cudaErrorInvalidValue;
-  if (Rows::state_floats(p.cache.head_dim) > 0 && p.state == nullptr) return cudaErrorInvalidValue;
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (p.slots.num_tokens == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if constexpr (Rows::kLaneCodec) {
       const std::int64_t rows = std::int64_t{p.slots.num_tokens} * 2 * p.cache.num_heads;
@@ -276,12 +265,10 @@ cudaError_t launch(const CodecAppendParams<Rows>& p, cudaStream_t stream) {
 template <class Rows>
 cudaError_t launch(const CodecGatherParams<Rows>& p, cudaStream_t stream) {
   using rows_detail::kThreads;
-  detail::clear_stale_error();
   const PageTableView& table = p.table;
-  const cudaError_t status = detail::check_gather(p.layer, p.cache.num_layers, table, p.out);
-  if (status != cudaSuccess || table.total_pages == 0) return status;
-  if (!rows_detail::valid_view(p.cache)) return cudaErrorInvalidValue;
-  if (Rows::state_floats(p.cache.head_dim) > 0 && p.state == nullptr) return cudaErrorInvalidValue;
+  if (const LaunchProblem problem = launch_problem(p)) return detail::status_of(problem);
+  if (table.batch_size == 0 || table.total_pages == 0) return cudaSuccess;
+  if (const cudaError_t earlier = detail::take_earlier_error()) return earlier;
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if constexpr (Rows::kLaneCodec) {
       const auto tiling = mapping::LaneTiling::of(p.cache.head_dim, sizeof(T), kThreads);

@@ -10,16 +10,36 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/cuda.hpp"
 
 namespace kvcache {
+
+namespace kernels::cuda {
+std::string describe_error(std::string_view call, int device, cudaError_t status) {
+  if (is_sticky_error(status)) {
+    return fmt::format(
+        "{} on device {} found the CUDA context broken by an earlier asynchronous operation (a "
+        "kernel or copy enqueued before this call faulted): {} ({}); this call did not run, and "
+        "the context cannot be used again (set_debug_sync(true) makes each launch report its own "
+        "fault)",
+        call, device, cudaGetErrorString(status), cudaGetErrorName(status));
+  }
+  return fmt::format("{} on device {} failed: {} ({})", call, device, cudaGetErrorString(status),
+                     cudaGetErrorName(status));
+}
+
+}  // namespace kernels::cuda
+
 namespace {
 
 void check(cudaError_t status, const char* call) {
   if (status != cudaSuccess) {
-    detail::raise<CudaError>("{} failed: {} ({})", call, cudaGetErrorString(status),
-                             cudaGetErrorName(status));
+    int device = -1;
+    (void)cudaGetDevice(&device);
+    detail::raise<CudaError>("{}", kernels::cuda::describe_error(call, device, status));
   }
 }
 
@@ -112,8 +132,8 @@ void CudaBackend::activate() {
 void CudaBackend::check_launch(const char* kernel, int status) {
   const auto error = static_cast<cudaError_t>(status);
   if (error != cudaSuccess) {
-    detail::raise<CudaError>("{} launch on device {} failed: {} ({})", kernel, device_,
-                             cudaGetErrorString(error), cudaGetErrorName(error));
+    detail::raise<CudaError>(
+        "{}", kernels::cuda::describe_error(fmt::format("{} launch", kernel), device_, error));
   }
 }
 

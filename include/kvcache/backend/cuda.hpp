@@ -104,6 +104,7 @@ Buffer low_rank_fit_workspace(CudaBackend& backend, std::int32_t heads, std::int
 }  // namespace kvcache
 
 #if defined(KVCACHE_HAS_CUDA)
+#include "kvcache/detail/launch_check.hpp"
 #include "kvcache/kernels/cuda.hpp"
 
 namespace kvcache {
@@ -114,6 +115,9 @@ requires requires(const Params& params) {
   kernels::cuda::launch(params, nullptr);
 }
 void launch(CudaBackend& backend, const Params& params) {
+  // The launcher checks the same, but only as a status code: here the error
+  // names what is wrong, as the CPU backend's does.
+  if constexpr (requires { kernels::launch_problem(params); }) detail::check_launch(params);
   backend.run(Params::kName,
               [&](CudaBackend::Stream stream) { return kernels::cuda::launch(params, stream); });
 }

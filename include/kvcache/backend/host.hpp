@@ -14,6 +14,7 @@
 #include "kvcache/detail/cpu/attention.hpp"
 #include "kvcache/detail/cpu/codec_kernels.hpp"
 #include "kvcache/detail/cpu/copy_kernels.hpp"
+#include "kvcache/detail/launch_check.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/params.hpp"
@@ -73,29 +74,38 @@ void low_rank_fit(const kernels::LowRankFitParams& params);
 
 // ---- kernel launches on the host ---------------------------------------------------
 
+// Each cache kernel's parameters are checked first, as the CUDA launchers
+// check them (detail/launch_check.hpp: InvalidArgument, nothing touched).
 inline void launch(HostBackend&, const kernels::AppendParams& p) {
+  detail::check_launch(p);
   detail::cpu::append(p);
 }
 inline void launch(HostBackend&, const kernels::GatherParams& p) {
+  detail::check_launch(p);
   detail::cpu::gather(p);
 }
 inline void launch(HostBackend&, const kernels::CopyBlocksParams& p) {
+  detail::check_launch(p);
   detail::cpu::copy_blocks(p);
 }
 template <class Rows>
 void launch(HostBackend&, const kernels::CodecAppendParams<Rows>& p) {
+  detail::check_launch(p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_append<Rows, T>(p); });
 }
 template <class Rows>
 void launch(HostBackend&, const kernels::CodecGatherParams<Rows>& p) {
+  detail::check_launch(p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_gather<Rows, T>(p); });
 }
 template <class Rows>
 void launch(HostBackend&, const kernels::KiviFlushParams<Rows>& p) {
+  detail::check_launch(p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::kivi_flush<Rows, T>(p); });
 }
 template <class Rows>
 void launch(HostBackend&, const kernels::KiviGatherParams<Rows>& p) {
+  detail::check_launch(p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::kivi_gather<Rows, T>(p); });
 }
 inline void launch(HostBackend&, const kernels::AbsMaxParams& p) {

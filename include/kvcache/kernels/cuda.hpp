@@ -1,8 +1,11 @@
 // Launchers of the CUDA cache kernels (compiled into the kvcache library when
 // it is built with CUDA). One overload of launch() per parameter struct:
-// each takes an explicit stream, validates its parameters, checks the launch
-// and returns the CUDA status (of this launch: an error left by an earlier
-// call is cleared first); nothing throws. With set_debug_sync(true) every
+// each takes an explicit stream, validates its parameters
+// (kvcache/kernels/launch_checks.hpp: cudaErrorMisalignedAddress or
+// cudaErrorInvalidValue), checks the launch and returns the CUDA status of
+// this launch; nothing throws. A plain error left by an earlier call is
+// cleared first; a sticky one (an earlier kernel's fault) is returned without
+// launching (is_sticky_error, describe_error). With set_debug_sync(true) every
 // launcher also synchronizes the stream so that an asynchronous fault is
 // reported by the launch that caused it.
 //
@@ -15,6 +18,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "kvcache/codec/fp8/rows.hpp"
 #include "kvcache/codec/int8/rows.hpp"
@@ -54,6 +59,15 @@ cudaError_t launch_take_top_eigenvectors(const float* eigenvectors, std::int32_t
 
 void set_debug_sync(bool enabled);
 bool debug_sync();
+
+// Errors a kernel's fault leaves in the context (an illegal or misaligned
+// address, a trap, a timeout): sticky, every later call returns them. A
+// launcher that finds one returns it without launching.
+bool is_sticky_error(cudaError_t status);
+// The message for `call` failing with `status` on `device`: a sticky error is
+// named as coming from an earlier asynchronous operation that this call
+// found, not as this call's own failure.
+std::string describe_error(std::string_view call, int device, cudaError_t status);
 
 // The codec row types the library's kernels are built for, one list per
 // kernels/codecs_*.cu. Adding a codec configuration is one entry here (the
