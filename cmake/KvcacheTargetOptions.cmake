@@ -20,11 +20,14 @@ function(kvcache_target_options target)
   endif()
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${cuda_flags}>)
   if(KVCACHE_SANITIZE)
-    set(sanitize -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+    # float-cast-overflow is not part of "undefined": a NaN or out-of-range
+    # float converted to an integer (a code) is undefined behaviour too.
+    set(sanitize -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer
+                 -fno-sanitize-recover=all)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${sanitize}>)
     get_target_property(type ${target} TYPE)
     if(NOT type STREQUAL "STATIC_LIBRARY" AND NOT type STREQUAL "OBJECT_LIBRARY")
-      target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+      target_link_options(${target} PRIVATE -fsanitize=address,undefined,float-cast-overflow)
     endif()
   endif()
 endfunction()

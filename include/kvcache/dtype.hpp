@@ -1,7 +1,13 @@
 // Element types of keys and values, and bit-exact host/device conversions.
 //
-// The conversions round to nearest even and keep NaN and Inf, exactly as the
-// CUDA intrinsics do, so the CPU backend produces the same bits as the GPU.
+// The conversions round to nearest even and keep Inf, exactly as the CUDA
+// intrinsics do, so the CPU backend produces the same bits as the GPU. A NaN
+// is stored as the one canonical quiet NaN of the type (fp16 0x7e00, bf16
+// 0x7fc0, fp32 0x7fc00000, sign dropped): a NaN made by arithmetic has a
+// different sign and payload on each processor (0x7fffffff on the GPU,
+// 0xffc00000 on x86, 0x7fc00000 on aarch64), and a stored result must not
+// depend on which one computed it. (Plain pages copy bytes and keep every NaN
+// as it came.)
 #pragma once
 
 #include <cstddef>
@@ -69,21 +75,22 @@ KVCACHE_HD float bits_float(std::uint32_t bits) {
 
 }  // namespace detail
 
-// IEEE binary16, round to nearest even; overflow gives Inf, NaN stays NaN.
+inline constexpr std::uint16_t kCanonicalHalfNaN = 0x7e00u;
+inline constexpr std::uint16_t kCanonicalBFloat16NaN = 0x7fc0u;
+inline constexpr std::uint32_t kCanonicalFloatNaN = 0x7fc00000u;
+
+// IEEE binary16, round to nearest even; overflow gives Inf, NaN the canonical NaN.
 KVCACHE_HD std::uint16_t float_to_half_bits(float value) {
 #if defined(__CUDA_ARCH__)
-  // The hardware conversion rounds the same way; only NaN is made the host's
-  // quiet NaN (sign kept) here.
-  if ((__float_as_uint(value) & 0x7fffffffu) > 0x7f800000u)
-    return static_cast<std::uint16_t>(((__float_as_uint(value) >> 16) & 0x8000u) | 0x7e00u);
+  // The hardware conversion rounds the same way; NaN is made canonical here.
+  if ((__float_as_uint(value) & 0x7fffffffu) > 0x7f800000u) return kCanonicalHalfNaN;
   return __half_as_ushort(__float2half_rn(value));
 #else
   std::uint32_t bits = detail::float_bits(value);
   const std::uint32_t sign = (bits >> 16) & 0x8000u;
   bits &= 0x7fffffffu;
-  if (bits >= 0x47800000u) {  // |value| >= 65536: Inf, or NaN kept quiet
-    return static_cast<std::uint16_t>(sign | (bits > 0x7f800000u ? 0x7e00u : 0x7c00u));
-  }
+  if (bits > 0x7f800000u) return kCanonicalHalfNaN;
+  if (bits >= 0x47800000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 65536: Inf
   if (bits < 0x38800000u) {
     // Result is subnormal or zero: adding 0.5f puts the 10 result bits at the
     // bottom of the mantissa, and the float adder rounds to nearest even.
@@ -115,18 +122,23 @@ KVCACHE_HD float half_bits_to_float(std::uint16_t half) {
 #endif
 }
 
-// bfloat16, round to nearest even; NaN stays a quiet NaN.
+// bfloat16, round to nearest even; NaN gives the canonical NaN.
 KVCACHE_HD std::uint16_t float_to_bfloat16_bits(float value) {
   const std::uint32_t bits = detail::float_bits(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
-  }
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return kCanonicalBFloat16NaN;
   const std::uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<std::uint16_t>(rounded >> 16);
 }
 
 KVCACHE_HD float bfloat16_bits_to_float(std::uint16_t value) {
   return detail::bits_float(static_cast<std::uint32_t>(value) << 16);
+}
+
+// fp32 as stored: NaN made canonical, everything else kept.
+KVCACHE_HD float canonical_float(float value) {
+  return (detail::float_bits(value) & 0x7fffffffu) > 0x7f800000u
+             ? detail::bits_float(kCanonicalFloatNaN)
+             : value;
 }
 
 // Loads element `index` of a buffer of `dtype` as float.
@@ -153,7 +165,7 @@ KVCACHE_HD void store_from_float(void* data, DType dtype, std::int64_t index, fl
       break;
     case DType::kF32:
     default:
-      static_cast<float*>(data)[index] = value;
+      static_cast<float*>(data)[index] = canonical_float(value);
       break;
   }
 }
@@ -186,7 +198,7 @@ KVCACHE_HD void store_element(void* data, std::int64_t index, float value) {
   } else if constexpr (kDTypeOf<T> == DType::kBF16) {
     static_cast<std::uint16_t*>(data)[index] = float_to_bfloat16_bits(value);
   } else {
-    static_cast<float*>(data)[index] = value;
+    static_cast<float*>(data)[index] = canonical_float(value);
   }
 }
 

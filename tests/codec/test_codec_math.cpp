@@ -274,6 +274,117 @@ TEST(Codecs, NonFiniteInputsSaturateAndAreCounted) {
     EXPECT_TRUE(std::isfinite(value));
 }
 
+// Scales and zero points held in 2 bytes are clamped to fp16's 65504: an
+// input past what they can scale saturates, like int8's codes and fp8's 448,
+// instead of storing an infinite scale whose 0 x Inf decodes to NaN. Inputs
+// near the fp16 limit, fresh each run.
+TEST(Codecs, InputsPastTheScaleRangeSaturateInsteadOfDecodingNaN) {
+  std::mt19937_64 rng(std::random_device{}());
+  const float limit = 65504.0f * 127.0f;  // the largest int8 g/2-byte magnitude
+  for (float top : {65519.0f * 127.0f, 65520.0f * 127.0f, 1e7f, 3e38f}) {
+    SCOPED_TRACE(::testing::Message() << "group maximum " << top);
+    const std::int32_t d = 64;
+    std::vector<float> row = normal_values(d, rng, top / 4.0f);
+    row[5] = top;
+    row[40] = -top;
+    row[41] = 0.0f;
+    const auto int8 = round_trip_rows<Int8Rows<32, 2>>(d, row);
+    for (std::int32_t i = 0; i < d; ++i) {
+      const float x = row[static_cast<std::size_t>(i)], y = int8[static_cast<std::size_t>(i)];
+      ASSERT_FALSE(std::isnan(y)) << "value " << i << " = " << x;
+      if (std::fabs(x) >= limit) {
+        EXPECT_EQ(y, std::copysign(limit, x)) << "value " << i << " saturates";
+      } else {
+        // The clamped scale can only be smaller than the ideal one: the
+        // error of an unsaturated value stays within half its step.
+        EXPECT_LE(std::fabs(y - x), std::max(65504.0f / 2, std::fabs(x) / 254)) << i;
+      }
+    }
+    // KIVI values (per token) and keys (per channel), 2-byte scale and zero.
+    const auto int4 = round_trip_rows<KiviRows<4, 32, 2>>(d, row);
+    for (std::int32_t i = 0; i < d; ++i)
+      ASSERT_TRUE(std::isfinite(int4[static_cast<std::size_t>(i)])) << "KIVI value " << i;
+    std::vector<float> keys(static_cast<std::size_t>(32 * 8));
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      keys[i] = row[i % row.size()];
+    for (float key : round_trip_per_channel<4, 32>(keys, 8))
+      ASSERT_TRUE(std::isfinite(key)) << "KIVI key";
+  }
+  // Low-rank coefficients in fp16 saturate too.
+  std::vector<float> basis(64 * 4, 0.0f);
+  for (std::int32_t i = 0; i < 64; ++i)
+    basis[static_cast<std::size_t>(i * 4 + i % 4)] = 1.0f;
+  std::vector<float> big(64, 1e6f);
+  for (float value : round_trip_rows<LowRankRows<4, 2>>(64, big, basis.data()))
+    ASSERT_FALSE(std::isnan(value));
+}
+
+// A group whose largest magnitude is a tiny subnormal has a scale whose
+// inverse overflows: 0 x Inf is NaN, which must become code 0 by defined
+// arithmetic (converting a NaN to an integer is undefined; the sanitizer
+// build checks float-cast-overflow).
+TEST(Codecs, TinySubnormalGroupsEncodeWithDefinedCasts) {
+  const std::int32_t d = 32;
+  for (float tiny : {1e-40f, 3e-39f, 1.4e-45f}) {
+    SCOPED_TRACE(::testing::Message() << "largest magnitude " << tiny);
+    std::vector<float> row(d, 0.0f);
+    row[3] = tiny;
+    row[17] = -tiny / 2;
+    const auto int8 = round_trip_rows<Int8Rows<32, 4>>(d, row);
+    const auto int4 = round_trip_rows<KiviRows<4, 32, 4>>(d, row);
+    for (std::int32_t i = 0; i < d; ++i) {
+      const auto at = static_cast<std::size_t>(i);
+      EXPECT_FALSE(std::isnan(int8[at])) << i;
+      EXPECT_FALSE(std::isnan(int4[at])) << i;
+      if (row[at] == 0.0f) {
+        EXPECT_EQ(int8[at], 0.0f) << i;
+      }
+    }
+  }
+}
+
+// Every stored NaN is the canonical one of its dtype, whatever NaN came in:
+// arithmetic makes 0x7fffffff on the GPU and 0xffc00000 on x86.
+TEST(DTypes, NaNIsStoredAsTheCanonicalNaN) {
+  for (std::uint32_t bits : {0x7fffffffu, 0xffc00000u, 0x7fc00001u, 0xff800001u, 0x7f800001u}) {
+    float nan;
+    std::memcpy(&nan, &bits, 4);
+    SCOPED_TRACE(::testing::Message() << std::hex << "0x" << bits);
+    EXPECT_EQ(float_to_half_bits(nan), 0x7e00u);
+    EXPECT_EQ(float_to_bfloat16_bits(nan), 0x7fc0u);
+    std::uint16_t half = 0, bf16 = 0;
+    float single = 0;
+    store_element<Half>(&half, 0, nan);
+    store_element<BFloat16>(&bf16, 0, nan);
+    store_element<float>(&single, 0, nan);
+    std::uint32_t single_bits;
+    std::memcpy(&single_bits, &single, 4);
+    EXPECT_EQ(half, 0x7e00u);
+    EXPECT_EQ(bf16, 0x7fc0u);
+    EXPECT_EQ(single_bits, 0x7fc00000u);
+    for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
+      std::uint32_t out = 0;
+      store_from_float(&out, dtype, 0, nan);
+      EXPECT_EQ(out,
+                dtype == DType::kF32 ? 0x7fc00000u : (dtype == DType::kF16 ? 0x7e00u : 0x7fc0u));
+    }
+  }
+  // Infinities keep their sign.
+  EXPECT_EQ(float_to_half_bits(-std::numeric_limits<float>::infinity()), 0xfc00u);
+  EXPECT_EQ(float_to_half_bits(-1e9f), 0xfc00u);
+  // fp8's NaN codes (both signs) decode to NaN and are stored canonical.
+  for (std::uint8_t code : {std::uint8_t{0x7f}, std::uint8_t{0xff}}) {
+    const float scale = 0.5f;
+    std::uint16_t out[16];
+    std::uint8_t codes[16];
+    std::memset(codes, code, sizeof(codes));
+    Fp8Rows::decode(16, codes, nullptr, &scale,
+                    [&](std::int32_t i, float v) { store_element<Half>(out, i, v); });
+    for (std::uint16_t h : out)
+      EXPECT_EQ(h, 0x7e00u);
+  }
+}
+
 }  // namespace
 }  // namespace kvcache::testing
 

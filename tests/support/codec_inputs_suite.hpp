@@ -373,6 +373,52 @@ TYPED_TEST_P(CodecInputs, NonFiniteInputsAreStoredAsOnTheCpu) {
   }
 }
 
+// Magnitudes at and past what 2-byte scales hold (the fp16 limit, and for
+// bf16 / fp32 inputs groups whose maximum needs a scale past 65504 and
+// values near fp32's limit): every codec saturates instead of decoding NaN,
+// and the backends agree.
+TYPED_TEST_P(CodecInputs, InputsNearTheFp16LimitSaturateAsOnTheCpu) {
+  using T = TestFixture;
+  std::mt19937_64 rng(this->seed_);
+  for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
+    SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << ", seed " << this->seed_);
+    const std::vector<float> huge =
+        dtype == DType::kF16
+            ? std::vector<float>{65504.0f, -65504.0f, 60000.0f, 65000.0f}
+            : std::vector<float>{65519.0f * 127, -65520.0f * 127, 1e7f, 65520.0f, -7e4f};
+    const CacheConfig c = T::config(dtype, 64, 4);
+    auto [subject, reference_owner, ss, rs] = T::make_managers(c, 2);
+    auto& reference = *reference_owner;
+    for (const std::vector<std::int32_t>& counts :
+         {std::vector<std::int32_t>{96, 40}, {1, 1}, {33, 1}}) {
+      auto layers = T::rows(c.shape, counts[0] + counts[1], 0.0, rng);
+      std::bernoulli_distribution pick(0.05);
+      std::uniform_int_distribution<std::size_t> which(0, huge.size() - 1);
+      for (auto& l : layers) {
+        for (auto* rows : {&l.k, &l.v}) {
+          const auto n = static_cast<std::int64_t>(rows->size() / dtype_size(dtype));
+          for (std::int64_t e = 0; e < n; ++e)
+            if (pick(rng)) store_from_float(rows->data(), dtype, e, huge[which(rng)]);
+        }
+      }
+      T::step(*subject, ss, counts, layers);
+      T::step(reference, rs, counts, layers);
+    }
+    for (std::int32_t layer = 0; layer < c.shape.num_layers; ++layer) {
+      const LayerRows got = T::gather(*subject, ss, layer);
+      T::expect_same(T::gather(reference, rs, layer), got, dtype, T::kExactAcrossBackends,
+                     "layer " + std::to_string(layer));
+      for (const auto* rows : {&got.k, &got.v}) {
+        const auto n = static_cast<std::int64_t>(rows->size() / dtype_size(dtype));
+        std::int64_t nans = 0;
+        for (std::int64_t e = 0; e < n; ++e)
+          nans += std::isnan(load_as_float(rows->data(), dtype, e)) ? 1 : 0;
+        EXPECT_EQ(nans, 0) << "layer " << layer << ": finite inputs decoded to NaN";
+      }
+    }
+  }
+}
+
 // Two sequences on blocks whose bytes start past 2^31 read back what the same
 // sequences read from the start of a small arena.
 TYPED_TEST_P(CodecInputs, BlocksPast2GiBReadBackAsNearTheStart) {
@@ -410,6 +456,7 @@ TYPED_TEST_P(CodecInputs, BlocksPast2GiBReadBackAsNearTheStart) {
 
 REGISTER_TYPED_TEST_SUITE_P(CodecInputs, ChunkedGathersEqualOneByOne,
                             StridedSourcesStoreWhatPackedOnesDo, NonFiniteInputsAreStoredAsOnTheCpu,
+                            InputsNearTheFp16LimitSaturateAsOnTheCpu,
                             BlocksPast2GiBReadBackAsNearTheStart);
 
 template <class Backend>

@@ -66,12 +66,25 @@ KVCACHE_HD float div_exact(float a, float b) {
 #endif
 }
 
+// The largest finite scale or zero point a storage holds: fp16's 65504, or
+// fp32's largest. Scales and zero points are clamped to it, so an input past
+// the range saturates (like int8's +-127 codes, fp8's +-448) instead of
+// storing an infinite scale that would decode 0 x Inf = NaN.
+KVCACHE_HD float storage_max(std::int32_t scale_bytes) {
+  return scale_bytes == 2 ? 65504.0f : 3.40282347e+38f;
+}
+
 // A scale or zero point as stored (fp16 when scale_bytes == 2, else fp32),
-// and read back.
+// clamped to the storage's finite range, and read back.
 KVCACHE_HD float round_to_storage(float value, std::int32_t scale_bytes) {
+  const float bound = storage_max(scale_bytes);
+  value = value > bound ? bound : (value < -bound ? -bound : value);
   return scale_bytes == 2 ? half_bits_to_float(float_to_half_bits(value)) : value;
 }
+// Stores a scale, zero point or coefficient, clamped to the storage's range.
 KVCACHE_HD void store_scale(std::uint8_t* at, float value, std::int32_t scale_bytes) {
+  const float bound = storage_max(scale_bytes);
+  value = value > bound ? bound : (value < -bound ? -bound : value);
   if (scale_bytes == 2) {
     const std::uint16_t bits = float_to_half_bits(value);
     at[0] = static_cast<std::uint8_t>(bits & 0xffu);
@@ -104,12 +117,19 @@ KVCACHE_HD float inverse_of(float scale) {
 KVCACHE_HD float finite_magnitude(float value) {
   return is_finite(value) ? (value < 0.0f ? -value : value) : 0.0f;
 }
-// NaN -> 0, +-Inf -> +-127, else round(clamp(value x inverse)).
+// NaN -> 0, +-Inf -> +-127, else round(clamp(value x inverse)). A product
+// that is NaN (0 x an infinite inverse, when a group's largest magnitude is
+// so small that 1 / scale overflows) gives 0, the code of a 0: never a NaN
+// converted to an integer, which is undefined.
 KVCACHE_HD std::int8_t int8_code(float value, float inverse) {
   float code = 0.0f;
   if (!is_nan(value)) {
-    code = is_finite(value) ? round_even(clamp(mul_exact(value, inverse), -127.0f, 127.0f))
-                            : (value > 0.0f ? 127.0f : -127.0f);
+    if (is_finite(value)) {
+      const float scaled = mul_exact(value, inverse);
+      code = is_nan(scaled) ? 0.0f : round_even(clamp(scaled, -127.0f, 127.0f));
+    } else {
+      code = value > 0.0f ? 127.0f : -127.0f;
+    }
   }
   return static_cast<std::int8_t>(code);
 }
@@ -176,7 +196,9 @@ KVCACHE_HD std::uint32_t asymmetric_code(float value, const AsymmetricScale& s, 
   const float levels = static_cast<float>((1 << bits) - 1);
   float code = 0.0f;
   if (is_finite(value)) {
-    code = round_even(clamp(mul_exact(add_exact(value, -s.zero), s.inverse), 0.0f, levels));
+    // NaN only as 0 x an infinite inverse: the value is the zero point, code 0.
+    const float scaled = mul_exact(add_exact(value, -s.zero), s.inverse);
+    code = is_nan(scaled) ? 0.0f : round_even(clamp(scaled, 0.0f, levels));
   } else if (!is_nan(value)) {
     code = value > 0.0f ? levels : 0.0f;
   }

@@ -9,7 +9,8 @@
 // in a fixed order. The CUDA kernel runs a lane per thread of a warp; the CPU
 // backend runs the lanes in turn. Every product and sum is unfused and the
 // exponential is the polynomial below on both, so the CPU and the GPU give
-// the same bits for finite results (a NaN's payload may differ).
+// the same bits (a NaN result is stored as the canonical NaN, whichever
+// processor's arithmetic made it).
 #pragma once
 
 #include <cstdint>
@@ -169,7 +170,7 @@ KVCACHE_HD void attention_merge_lane(const float* max, const float* sum, const f
                                      std::int32_t lane_stride, std::int32_t head_dim,
                                      std::int32_t lane, float* out) {
   for (std::int32_t i = lane; i < head_dim; i += kAttentionLanes)
-    out[i] = attention_merge(max, sum, acc, lane_stride, 1, i);
+    out[i] = canonical_float(attention_merge(max, sum, acc, lane_stride, 1, i));
 }
 
 // Why `p` cannot run (a static message), or null. Pointers are not

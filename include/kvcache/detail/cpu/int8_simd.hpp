@@ -169,6 +169,14 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
   return 0;
 }
 
+// Eight floats as fp16 bits, rounded to nearest even like float_to_half_bits,
+// a NaN stored as the canonical one (F16C alone keeps its sign and payload).
+__attribute__((target("avx2,f16c"))) inline __m128i to_halves(__m256 values) {
+  const __m256 nan = _mm256_cmp_ps(values, values, _CMP_UNORD_Q);
+  const __m256 canonical = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+  return _mm256_cvtps_ph(_mm256_blendv_ps(values, canonical, nan), _MM_FROUND_TO_NEAREST_INT);
+}
+
 // Decodes `head_dim` int8 codes (groups of `group`, a multiple of 8) to fp16.
 __attribute__((target("avx2,f16c"))) inline void int8_decode_f16(
     const std::int8_t* codes, const std::uint8_t* scales, std::int32_t head_dim, std::int32_t group,
@@ -179,15 +187,13 @@ __attribute__((target("avx2,f16c"))) inline void int8_decode_f16(
     for (std::int32_t i = 0; i < group; i += 8) {
       const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + g + i));
       const __m256 values = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), scale);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g + i),
-                       _mm256_cvtps_ph(values, _MM_FROUND_TO_NEAREST_INT));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g + i), to_halves(values));
     }
   }
 }
 
 // fp16 rows to and from float with F16C (round to nearest even, as
-// float_to_half_bits; no value a codec decodes is a NaN, the one case where
-// the two could differ in payload bits).
+// float_to_half_bits and half_bits_to_float; a NaN stored canonical).
 __attribute__((target("avx2,f16c"))) inline void halves_to_floats(const std::uint16_t* in,
                                                                   std::int32_t count, float* out) {
   std::int32_t i = 0;
@@ -204,8 +210,7 @@ __attribute__((target("avx2,f16c"))) inline void floats_to_halves(const float* i
                                                                   std::uint16_t* out) {
   std::int32_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), to_halves(_mm256_loadu_ps(in + i)));
   }
   for (; i < count; ++i)
     out[i] = float_to_half_bits(in[i]);
