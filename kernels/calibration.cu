@@ -6,6 +6,7 @@
 #include "common.cuh"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/kernels/cuda.hpp"
+#include "kvcache/kernels/mapping.hpp"
 
 namespace kvcache::kernels::cuda {
 namespace {
@@ -14,22 +15,25 @@ constexpr int kThreads = 256;
 
 // Largest finite |x| of one head: grid (heads, chunks of the sample); each
 // CTA reduces its chunk with CUB and folds it in with an integer atomicMax
-// (non-negative floats order like their bit patterns).
+// (non-negative floats order like their bit patterns). A thread's flat index
+// i = token x head_dim + d advances by a fixed stride: (token, d) follow it
+// by adds (mapping::SampleCursor), not a 64-bit division per element.
 template <class T>
 __global__ void __launch_bounds__(kThreads) abs_max_kernel(AbsMaxParams p) {
   using Reduce = cub::BlockReduce<float, kThreads>;
   __shared__ typename Reduce::TempStorage temp;
   const SampleView& s = p.sample;
   const auto head = static_cast<std::int32_t>(blockIdx.x);
-  const std::int64_t values = std::int64_t{s.num_tokens} * s.head_dim;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.y) * kThreads;
+  mapping::SampleCursor at = mapping::SampleCursor::at(
+      static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x, s.head_dim);
+  const mapping::SampleCursor step = mapping::SampleCursor::at(stride, s.head_dim);
   float local = 0.0f;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x; i < values;
-       i += static_cast<std::int64_t>(gridDim.y) * kThreads) {
-    const std::int64_t token = i / s.head_dim;
-    const auto d = static_cast<std::int32_t>(i - token * s.head_dim);
+  while (at.token < s.num_tokens) {
     const auto* row =
-        static_cast<const std::byte*>(s.data) + token * s.token_bytes + head * s.head_bytes;
-    local = fmaxf(local, codec::finite_magnitude(load_element<T>(row, d)));
+        static_cast<const std::byte*>(s.data) + at.token * s.token_bytes + head * s.head_bytes;
+    local = fmaxf(local, codec::finite_magnitude(load_element<T>(row, at.dim)));
+    at.advance(step, s.head_dim);
   }
   const float block_max = Reduce(temp).Reduce(local, [](float a, float b) { return fmaxf(a, b); });
   if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(p.out + head), __float_as_int(block_max));

@@ -8,6 +8,7 @@
 
 #include "kvcache/dtype.hpp"
 #include "kvcache/kernels/launch_checks.hpp"
+#include "kvcache/kernels/page_math.hpp"
 #include "kvcache/kernels/params.hpp"
 
 namespace kvcache::kernels::cuda::detail {
@@ -78,3 +79,37 @@ __device__ __forceinline__ void add_nonfinite(unsigned long long* counter, int c
 }
 
 }  // namespace kvcache::kernels::cuda::detail
+
+namespace kvcache::kernels::cuda {
+
+// Where a page of a gather's table goes: the output row of its first token
+// and the tokens it holds.
+struct PageOfTable {
+  std::int64_t first_row = 0;
+  std::int32_t tokens = 0;
+};
+
+// One thread's binary search over indptr for flat page `flat_page`.
+__device__ __forceinline__ PageOfTable locate_page(const PageTableView& table,
+                                                   std::int32_t flat_page, std::int32_t page_size) {
+  const std::int32_t b = owning_sequence(table.indptr, table.batch_size, flat_page);
+  const std::int32_t first = table.indptr[b];
+  PageOfTable at;
+  at.first_row = table.out_row_offset[b] + std::int64_t{flat_page - first} * page_size;
+  at.tokens = tokens_in_page(flat_page - first, table.indptr[b + 1] - first, table.last_page_len[b],
+                             page_size);
+  return at;
+}
+
+// The CTA's page, searched for once (by thread 0) and shared, instead of by
+// every thread. Every thread of the CTA must call it, once (it synchronizes).
+__device__ __forceinline__ PageOfTable page_of_table(const PageTableView& table,
+                                                     std::int32_t flat_page,
+                                                     std::int32_t page_size) {
+  __shared__ PageOfTable shared;
+  if (threadIdx.x == 0) shared = locate_page(table, flat_page, page_size);
+  __syncthreads();
+  return shared;
+}
+
+}  // namespace kvcache::kernels::cuda

@@ -2,9 +2,11 @@
 // [tokens][heads][head_dim] buffers, reading the cache through a
 // FlashInfer-style page table (indptr / indices / last_page_len).
 //
-// One CTA per page of the table (mapping::gather_vector). The CTA finds its
-// sequence by binary search over indptr, then moves the page's valid rows, K
-// then V, in 16-byte vectors, kUnroll loads in flight per thread.
+// One CTA per page of the table. Thread 0 finds the page's sequence (one
+// binary search over indptr, shared). Each thread keeps one 16-byte vector
+// of a row (tid % vectors per row) and walks the page's rows (K then V,
+// tokens, heads fastest) 256 / (vectors per row) rows at a time with a cursor: no division
+// per vector, kUnroll loads in flight.
 #include "common.cuh"
 #include "kvcache/kernels/cuda.hpp"
 #include "kvcache/kernels/mapping.hpp"
@@ -19,39 +21,37 @@ constexpr int kUnroll = 4;
 __global__ void __launch_bounds__(kThreads) gather_kernel(GatherParams p) {
   const PageTableView& table = p.table;
   const auto flat_page = static_cast<std::int32_t>(blockIdx.x);
-  const std::int32_t b = owning_sequence(table.indptr, table.batch_size, flat_page);
-  const std::int32_t first = table.indptr[b];
-  const std::int32_t num_pages = table.indptr[b + 1] - first;
-  const std::int32_t page_in_sequence = flat_page - first;
   const PagedKVView& cache = p.cache;
-  const std::int32_t tokens =
-      tokens_in_page(page_in_sequence, num_pages, table.last_page_len[b], cache.page_size);
-  const std::int64_t page = table.indices[flat_page];
-  const std::int64_t out_row =
-      table.out_row_offset[b] + static_cast<std::int64_t>(page_in_sequence) * cache.page_size;
-
+  const PageOfTable at = page_of_table(table, flat_page, cache.page_size);
   const auto vecs_per_row = static_cast<std::int32_t>(cache.row_bytes() / 16);
-  const std::int32_t total = 2 * vecs_per_row * cache.num_heads * tokens;
+  const std::int32_t rows_per_pass = kThreads / vecs_per_row;
+  const auto thread = static_cast<std::int32_t>(threadIdx.x);
+  const std::int32_t first_row = thread / vecs_per_row;
+  const std::int32_t vec = thread - first_row * vecs_per_row;
+  const std::int32_t rows = 2 * at.tokens * cache.num_heads;
+  if (first_row >= rows_per_pass || first_row >= rows) return;
+  const std::int32_t step_tokens = rows_per_pass / cache.num_heads;
+  const std::int32_t step_heads = rows_per_pass - step_tokens * cache.num_heads;
   const std::int64_t out_token_bytes = std::int64_t{vecs_per_row} * cache.num_heads * 16;
-  auto* k_out = static_cast<std::byte*>(p.out.k) + out_row * out_token_bytes;
-  auto* v_out = static_cast<std::byte*>(p.out.v) + out_row * out_token_bytes;
-  const std::byte* k_page = cache.data + cache.row_offset(page, p.layer, 0, 0, 0);
-
-  for (std::int32_t base = static_cast<std::int32_t>(threadIdx.x); base < total;
-       base += kThreads * kUnroll) {
+  std::byte* const outs[2] = {static_cast<std::byte*>(p.out.k) + at.first_row * out_token_bytes,
+                              static_cast<std::byte*>(p.out.v) + at.first_row * out_token_bytes};
+  const std::byte* k_page =
+      cache.data + cache.row_offset(table.indices[flat_page], p.layer, 0, 0, 0) + vec * 16;
+  mapping::RowCursor row = mapping::RowCursor::at(first_row, at.tokens, cache.num_heads);
+  while (!row.done()) {
     uint4 values[kUnroll];
     std::byte* targets[kUnroll];
 #pragma unroll
     for (int i = 0; i < kUnroll; ++i) {
-      const std::int32_t index = base + i * kThreads;
       targets[i] = nullptr;
-      if (index < total) {
-        const mapping::GatherVector v =
-            mapping::gather_vector(index, tokens, cache.num_heads, vecs_per_row);
-        values[i] = *reinterpret_cast<const uint4*>(k_page + v.kv * cache.kv_bytes +
-                                                    v.token * cache.token_bytes +
-                                                    v.head * cache.head_bytes + v.vec * 16);
-        targets[i] = (v.kv ? v_out : k_out) + static_cast<std::int64_t>(v.in_kv) * 16;
+      if (!row.done()) {
+        values[i] = *reinterpret_cast<const uint4*>(k_page + row.kv * cache.kv_bytes +
+                                                    row.token * cache.token_bytes +
+                                                    row.head * cache.head_bytes);
+        targets[i] = outs[row.kv] +
+                     (std::int64_t{row.token} * cache.num_heads + row.head) * vecs_per_row * 16 +
+                     vec * 16;
+        row.advance(step_tokens, step_heads, at.tokens, cache.num_heads);
       }
     }
 #pragma unroll

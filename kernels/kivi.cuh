@@ -2,11 +2,17 @@
 // element type T: flush whole token groups out of the full-precision rings
 // into quantized pages, and gather (dequantize pages, copy ring rows).
 //
-// Flush: one CTA per (group, head). Keys per channel: thread c reads channel
-//   c of the group's G rows (neighbouring threads, neighbouring values) and
-//   writes its channel's packed codes (neighbouring threads, neighbouring
-//   bytes). Values per token: the lane split of the per-token codecs.
-// Gather of the pages: one CTA per (page, head), the same split in reverse.
+// Flush: one CTA per (group, head). The group's source rows (ring slots or
+//   new tokens) are resolved once, into shared memory: no division or
+//   reload of `sources` per element. Keys per channel: thread c reads channel
+//   c of the group's G rows (neighbouring threads, neighbouring values) in
+//   two passes (range, then codes: no array of G values in registers) and
+//   stores its channel's packed codes, then its scale and zero, one access
+//   each. Values per token: the lane split of the per-token codecs.
+// Gather of the pages: one CTA per (page, head); its sequence is found once
+//   (thread 0's search, shared). Keys: thread c reads its channel's codes,
+//   scale and zero once and writes the channel down the page's rows; values:
+//   the lane split in reverse.
 // Gather of the rings: one CTA per (sequence, ring position), 16-byte copies.
 // The per-element math is KiviRows' host-device code, as on the CPU.
 #pragma once
@@ -35,13 +41,29 @@ __global__ void __launch_bounds__(kThreads)
   const auto g = static_cast<std::int32_t>(blockIdx.x);
   const auto head = static_cast<std::int32_t>(blockIdx.y);
   const std::int64_t page = p.pages[g];
-  const std::int64_t* sources = p.sources + std::int64_t{g} * kGroup;
+  // The group's K and V rows of this head, resolved once.
+  __shared__ const std::byte* source_rows[2][kGroup];
+  for (std::int32_t i = static_cast<std::int32_t>(threadIdx.x); i < 2 * kGroup; i += kThreads) {
+    const std::int32_t kv = i / kGroup;
+    const std::int32_t t = i - kv * kGroup;
+    const std::int64_t from = p.sources[std::int64_t{g} * kGroup + t];
+    if (from >= 0) {
+      // A ring slot: ring x ring size + position, below 2^31 (the launch checks).
+      const auto slot = static_cast<std::int32_t>(from);
+      const std::int32_t ring = slot / p.residual.page_size;
+      source_rows[kv][t] =
+          p.residual.data +
+          p.residual.row_offset(ring, p.layer, kv, slot - ring * p.residual.page_size, head);
+    } else {
+      source_rows[kv][t] = p.source.row(kv, -from - 1, head);
+    }
+  }
+  __syncthreads();
   int nonfinite = 0;
   auto* keys = reinterpret_cast<std::uint8_t*>(view.region_base(page, p.layer, 0));
   for (std::int32_t c = static_cast<std::int32_t>(threadIdx.x); c < view.head_dim; c += kThreads) {
     nonfinite += Rows::encode_key_channel(
-        view, [&](std::int32_t t) { return load_element<T>(p.source_row(sources[t], 0, head), c); },
-        keys, head, c);
+        view, [&](std::int32_t t) { return load_element<T>(source_rows[0][t], c); }, keys, head, c);
   }
   const std::int32_t row_in_cta = tiling.row_in_cta(static_cast<std::int32_t>(threadIdx.x));
   const std::int32_t lane = tiling.lane(static_cast<std::int32_t>(threadIdx.x));
@@ -49,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
     const std::int32_t t = first + row_in_cta;
     const bool active = row_in_cta < tiling.rows_per_cta && t < kGroup;
     float x[N] = {};
-    if (active) detail::load_lane<T>(p.source_row(sources[t], 1, head) + lane * 16, x);
+    if (active) detail::load_lane<T>(source_rows[1][t] + lane * 16, x);
     const typename Rows::Partial group = rows_detail::group_partial<Rows, N>(active, lane, x);
     if (active) {
       nonfinite +=
@@ -69,10 +91,8 @@ __global__ void __launch_bounds__(kThreads)
   const PageTableView& table = p.table;
   const auto flat_page = static_cast<std::int32_t>(blockIdx.x);
   const auto head = static_cast<std::int32_t>(blockIdx.y);
-  const std::int32_t b = owning_sequence(table.indptr, table.batch_size, flat_page);
+  const std::int64_t first_row = page_of_table(table, flat_page, kGroup).first_row;
   const std::int64_t page = table.indices[flat_page];
-  const std::int64_t first_row =
-      table.out_row_offset[b] + std::int64_t{flat_page - table.indptr[b]} * kGroup;
   const std::int32_t d = view.head_dim;
   auto out_at = [&](void* out, std::int32_t t) {
     return static_cast<std::byte*>(out) +
@@ -80,8 +100,9 @@ __global__ void __launch_bounds__(kThreads)
   };
   const auto* keys = reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
   for (std::int32_t c = static_cast<std::int32_t>(threadIdx.x); c < d; c += kThreads) {
-    for (std::int32_t t = 0; t < kGroup; ++t)
-      store_element<T>(out_at(p.out.k, t), c, Rows::decode_key(view, keys, head, c, t));
+    Rows::decode_key_channel(view, keys, head, c, [&](std::int32_t t, float value) {
+      store_element<T>(out_at(p.out.k, t), c, value);
+    });
   }
   const std::int32_t row_in_cta = tiling.row_in_cta(static_cast<std::int32_t>(threadIdx.x));
   const std::int32_t lane = tiling.lane(static_cast<std::int32_t>(threadIdx.x));

@@ -11,11 +11,13 @@
 // through shared memory; the per-element math is the codec's host-device
 // code (encode_lane / decode_lane), bit for bit what the CPU computes.
 //
-// Low-rank: a CTA takes a tile of tokens of one (K/V, head), holds their rows
-// (append) in shared memory, and each thread computes coefficients (append)
-// or output values (gather) with the codec's own in-order sums; the basis is
-// read through the cache (append) or from a transposed copy in shared memory
-// (gather) so neighbouring threads read neighbouring words.
+// Low-rank: an append CTA takes a tile of tokens of one (K/V, head), holds
+// their rows in shared memory (row stride head_dim + 1: no bank conflicts),
+// and each thread computes coefficients with the codec's own in-order sums,
+// reading the basis through the cache. A gather CTA takes several pages of
+// one (K/V, head), copies the basis once into shared memory, transposed and
+// padded, and each thread computes output values (neighbouring threads,
+// neighbouring words), again in the codec's order.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -93,77 +95,72 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class Rows, class T>
 __global__ void __launch_bounds__(kThreads)
-    lane_gather_kernel(CodecGatherParams<Rows> p, mapping::LaneTiling tiling) {
+    lane_gather_kernel(CodecGatherParams<Rows> p, mapping::LaneTiling tiling,
+                       std::int32_t ctas_per_page) {
   constexpr int N = detail::kLaneValues<T>;
   const CodecPageView& view = p.cache;
-  const PageTableView& table = p.table;
+  // A CTA takes rows of one page: (page, chunk of its rows).
+  const auto flat_page = static_cast<std::int32_t>(blockIdx.x / ctas_per_page);
+  const auto chunk =
+      static_cast<std::int32_t>(blockIdx.x - std::int64_t{flat_page} * ctas_per_page);
+  const PageOfTable at = page_of_table(p.table, flat_page, view.page_size);
   const std::int32_t row_in_cta = tiling.row_in_cta(static_cast<std::int32_t>(threadIdx.x));
   const std::int32_t lane = tiling.lane(static_cast<std::int32_t>(threadIdx.x));
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * tiling.rows_per_cta + row_in_cta;
-  if (row_in_cta >= tiling.rows_per_cta ||
-      row >= std::int64_t{table.total_pages} * view.page_size * 2 * view.num_heads) {
-    return;
-  }
+  const std::int32_t row = chunk * tiling.rows_per_cta + row_in_cta;
+  if (row_in_cta >= tiling.rows_per_cta || row >= view.page_size * 2 * view.num_heads) return;
   const mapping::GatherRow g = mapping::gather_row(row, view.page_size, view.num_heads);
-  const std::int32_t b = owning_sequence(table.indptr, table.batch_size, g.flat_page);
-  const std::int32_t first = table.indptr[b];
-  const std::int32_t page_in_sequence = g.flat_page - first;
-  if (g.token >= tokens_in_page(page_in_sequence, table.indptr[b + 1] - first,
-                                table.last_page_len[b], view.page_size)) {
-    return;
-  }
-  const std::int64_t page = table.indices[g.flat_page];
-  const std::int64_t out_row =
-      table.out_row_offset[b] + std::int64_t{page_in_sequence} * view.page_size + g.token;
+  if (g.token >= at.tokens) return;
+  const std::int64_t page = p.table.indices[flat_page];
   float values[N];
   Rows::template decode_lane<N>(lane, view.row_codes(page, p.layer, g.kv, g.token, g.head),
                                 view.row_scales(page, p.layer, g.kv, g.token, g.head),
                                 row_state<Rows>(p.state, view, p.layer, g.kv, g.head), values);
   auto* out = static_cast<std::byte*>(g.kv == 0 ? p.out.k : p.out.v);
-  detail::store_lane<T>(out + ((out_row * view.num_heads + g.head) * view.head_dim + lane * N) *
-                                  std::int64_t{sizeof(T)},
-                        values);
+  detail::store_lane<T>(
+      out + (((at.first_row + g.token) * view.num_heads + g.head) * view.head_dim + lane * N) *
+                std::int64_t{sizeof(T)},
+      values);
 }
 
 // ---- low-rank ----------------------------------------------------------------------
 
-constexpr std::int32_t kTileFloats = mapping::kLowRankTileFloats;
-constexpr std::int32_t kSharedBasisFloats = mapping::kLowRankSharedBasisFloats;
-
 // Grid (token tiles, K/V x heads); thread (token in tile, coefficient j).
+// The tile's rows sit in shared memory (dynamic, tile_tokens x (head_dim + 1)
+// floats: the odd stride keeps the threads of a warp, which read one column
+// of several rows, on distinct banks).
 template <class Rows, class T>
 __global__ void __launch_bounds__(kThreads)
     low_rank_append_kernel(CodecAppendParams<Rows> p, mapping::LowRankTiling tiling) {
   constexpr std::int32_t kRank = Rows::kRank;
   constexpr std::int32_t kBytes = Rows::kCoefficientBytes;
-  __shared__ float rows[kTileFloats];
+  extern __shared__ float rows[];
   const CodecPageView& view = p.cache;
   const std::int32_t d = view.head_dim;
+  const std::int32_t stride = mapping::low_rank_row_stride(d);
   const auto kv = static_cast<std::int32_t>(blockIdx.y) / view.num_heads;
   const auto head = static_cast<std::int32_t>(blockIdx.y) - kv * view.num_heads;
   const std::int64_t first_token = static_cast<std::int64_t>(blockIdx.x) * tiling.tile_tokens;
-  const std::int32_t threads = tiling.threads();
-  // The tile's rows: neighbouring threads read neighbouring values of a row.
-  for (std::int32_t e = static_cast<std::int32_t>(threadIdx.x); e < tiling.tile_tokens * d;
-       e += kThreads) {
-    const std::int64_t token = first_token + e / d;
-    float value = 0.0f;
-    if (token < p.slots.num_tokens && p.slots.slots[token] >= 0)
-      value = load_element<T>(p.source.row(kv, token, head), e % d);
-    rows[e] = value;
+  // The tile's rows: neighbouring threads read neighbouring values of a row
+  // (one division per row, not per value).
+  for (std::int32_t t = 0; t < tiling.tile_tokens; ++t) {
+    const std::int64_t token = first_token + t;
+    const bool present = token < p.slots.num_tokens && p.slots.slots[token] >= 0;
+    const std::byte* source = present ? p.source.row(kv, token, head) : nullptr;
+    for (std::int32_t i = static_cast<std::int32_t>(threadIdx.x); i < d; i += kThreads)
+      rows[t * stride + i] = present ? load_element<T>(source, i) : 0.0f;
   }
   __syncthreads();
   const std::int32_t t = tiling.token_in_tile(static_cast<std::int32_t>(threadIdx.x));
   const std::int64_t token = first_token + t;
   int nonfinite = 0;
-  if (static_cast<std::int32_t>(threadIdx.x) < threads && token < p.slots.num_tokens) {
+  if (static_cast<std::int32_t>(threadIdx.x) < tiling.threads() && token < p.slots.num_tokens) {
     const std::int64_t slot = p.slots.slots[token];
     if (slot >= 0) {
       const std::int64_t page = slot / view.page_size;
       const auto in_page = static_cast<std::int32_t>(slot - page * view.page_size);
       std::uint8_t* codes = view.row_codes(page, p.layer, kv, in_page, head);
       const float* basis = row_state<Rows>(p.state, view, p.layer, kv, head);
-      const float* row = rows + t * d;
+      const float* row = rows + t * stride;
       auto load = [&](std::int32_t i) { return row[i]; };
       const std::int32_t j0 = tiling.first_item(static_cast<std::int32_t>(threadIdx.x));
       for (std::int32_t j = j0; j < kRank; j += tiling.per_token)
@@ -177,62 +174,80 @@ __global__ void __launch_bounds__(kThreads)
   detail::add_nonfinite(p.nonfinite, nonfinite);
 }
 
-// Grid (pages x token tiles of a page, K/V x heads); thread (token, dim i).
+// Grid (groups of kLowRankPagesPerCta pages, K/V x heads); thread (token of
+// a pass, output value i). One copy of the basis per CTA serves all its
+// pages' tokens: [rank][head_dim + 1] floats in shared memory (dynamic),
+// written once from a coalesced read (at most 4-way bank conflicts, 2-way
+// from rank 16 on) and read
+// by a warp along i without any; when it does not fit in 47 KB
+// (low_rank_basis_fits), read from global memory. Each pass's coefficients
+// are decoded once into shared memory (not once per output value).
 template <class Rows, class T, bool kSharedBasis>
 __global__ void __launch_bounds__(kThreads)
-    low_rank_gather_kernel(CodecGatherParams<Rows> p, mapping::LowRankTiling tiling,
-                           std::int32_t tiles_per_page) {
+    low_rank_gather_kernel(CodecGatherParams<Rows> p, mapping::LowRankTiling tiling) {
   constexpr std::int32_t kRank = Rows::kRank;
   constexpr std::int32_t kBytes = Rows::kCoefficientBytes;
-  __shared__ float basis_t[kSharedBasis ? kSharedBasisFloats : 1];
+  constexpr std::int32_t kPages = mapping::kLowRankPagesPerCta;
+  extern __shared__ float basis_t[];
+  __shared__ PageOfTable pages[kPages];
+  __shared__ float coefficients[kThreads];  // [tile_tokens][rank]: tile_tokens x rank <= threads
   const CodecPageView& view = p.cache;
   const PageTableView& table = p.table;
   const std::int32_t d = view.head_dim;
+  const std::int32_t stride = mapping::low_rank_row_stride(d);
+  const auto thread = static_cast<std::int32_t>(threadIdx.x);
   const auto kv = static_cast<std::int32_t>(blockIdx.y) / view.num_heads;
   const auto head = static_cast<std::int32_t>(blockIdx.y) - kv * view.num_heads;
-  const auto flat_page = static_cast<std::int32_t>(blockIdx.x) / tiles_per_page;
-  const std::int32_t tile = static_cast<std::int32_t>(blockIdx.x) - flat_page * tiles_per_page;
+  const std::int32_t first_page = static_cast<std::int32_t>(blockIdx.x) * kPages;
   const float* basis = row_state<Rows>(p.state, view, p.layer, kv, head);
-  const std::int32_t threads = tiling.threads();
   if constexpr (kSharedBasis) {
-    // basis [d][rank] -> basis_t [rank][d]: threads of one output row read
-    // neighbouring words.
-    for (std::int32_t e = static_cast<std::int32_t>(threadIdx.x); e < d * kRank; e += kThreads) {
+    // basis [d][rank] -> basis_t [rank][stride]
+    for (std::int32_t e = thread; e < d * kRank; e += kThreads) {
       const std::int32_t i = e / kRank;
       const std::int32_t j = e - i * kRank;
-      basis_t[j * d + i] = basis[e];
+      basis_t[j * stride + i] = basis[e];
     }
-    __syncthreads();
   }
-  const std::int32_t b = owning_sequence(table.indptr, table.batch_size, flat_page);
-  const std::int32_t first = table.indptr[b];
-  const std::int32_t page_in_sequence = flat_page - first;
-  const std::int32_t tokens = tokens_in_page(page_in_sequence, table.indptr[b + 1] - first,
-                                             table.last_page_len[b], view.page_size);
-  const std::int32_t token =
-      tile * tiling.tile_tokens + tiling.token_in_tile(static_cast<std::int32_t>(threadIdx.x));
-  if (static_cast<std::int32_t>(threadIdx.x) >= threads || token >= tokens) return;
-  const std::int64_t page = table.indices[flat_page];
-  const std::uint8_t* codes = view.row_codes(page, p.layer, kv, token, head);
-  const std::int64_t out_row =
-      table.out_row_offset[b] + std::int64_t{page_in_sequence} * view.page_size + token;
+  // The CTA's pages' sequences, found once each.
+  if (thread < kPages && first_page + thread < table.total_pages)
+    pages[thread] = locate_page(table, first_page + thread, view.page_size);
+  __syncthreads();
   void* out = kv == 0 ? p.out.k : p.out.v;
-  const std::int64_t base = (out_row * view.num_heads + head) * d;
-  for (std::int32_t i = tiling.first_item(static_cast<std::int32_t>(threadIdx.x)); i < d;
-       i += tiling.per_token) {
-    float value;
-    if constexpr (kSharedBasis) {
-      // LowRankRows::value's sum, in the same order, over the transposed copy.
-      value = 0.0f;
-      for (std::int32_t j = 0; j < kRank; ++j) {
-        value = codec::add_exact(
-            value,
-            codec::mul_exact(codec::load_scale(codes + j * kBytes, kBytes), basis_t[j * d + i]));
+  const std::int32_t t = tiling.token_in_tile(thread);
+  const std::int32_t i0 = tiling.first_item(thread);
+  const bool computes = thread < tiling.threads();
+  for (std::int32_t k = 0; k < kPages && first_page + k < table.total_pages; ++k) {
+    const PageOfTable at = pages[k];
+    const std::int64_t page = table.indices[first_page + k];
+    // Passes of tile_tokens tokens; the same count for every thread.
+    for (std::int32_t first = 0; first < at.tokens; first += tiling.tile_tokens) {
+      for (std::int32_t e = thread; e < tiling.tile_tokens * kRank; e += kThreads) {
+        const std::int32_t token = first + e / kRank;
+        const std::int32_t j = e % kRank;
+        coefficients[e] =
+            token < at.tokens
+                ? codec::load_scale(view.row_codes(page, p.layer, kv, token, head) + j * kBytes,
+                                    kBytes)
+                : 0.0f;
       }
-    } else {
-      value = Rows::value(codes, basis, i);
+      __syncthreads();
+      const std::int32_t token = first + t;
+      if (computes && token < at.tokens) {
+        const float* c = coefficients + t * kRank;
+        const std::int64_t base = ((at.first_row + token) * view.num_heads + head) * d;
+        for (std::int32_t i = i0; i < d; i += tiling.per_token) {
+          // LowRankRows::value's sum, in the same order.
+          float value = 0.0f;
+#pragma unroll 4
+          for (std::int32_t j = 0; j < kRank; ++j) {
+            const float b = kSharedBasis ? basis_t[j * stride + i] : basis[i * kRank + j];
+            value = codec::add_exact(value, codec::mul_exact(c[j], b));
+          }
+          store_element<T>(out, base + i, value);
+        }
+      }
+      __syncthreads();
     }
-    store_element<T>(out, base + i, value);
   }
 }
 
@@ -253,10 +268,12 @@ cudaError_t launch(const CodecAppendParams<Rows>& p, cudaStream_t stream) {
       rows_detail::lane_append_kernel<Rows, T>
           <<<static_cast<unsigned>(tiling.ctas(rows)), kThreads, 0, stream>>>(p, tiling);
     } else {
-      const auto tiling = mapping::LowRankTiling::of(Rows::kRank, p.cache.head_dim, kThreads);
+      const auto tiling = mapping::LowRankTiling::append(Rows::kRank, p.cache.head_dim, kThreads);
       const dim3 grid(detail::blocks_for(p.slots.num_tokens, tiling.tile_tokens),
                       static_cast<unsigned>(2 * p.cache.num_heads));
-      rows_detail::low_rank_append_kernel<Rows, T><<<grid, kThreads, 0, stream>>>(p, tiling);
+      const auto shared = static_cast<std::size_t>(tiling.tile_tokens) *
+                          mapping::low_rank_row_stride(p.cache.head_dim) * sizeof(float);
+      rows_detail::low_rank_append_kernel<Rows, T><<<grid, kThreads, shared, stream>>>(p, tiling);
     }
     return detail::finish_launch(stream);
   });
@@ -272,22 +289,23 @@ cudaError_t launch(const CodecGatherParams<Rows>& p, cudaStream_t stream) {
   return dispatch_dtype(p.cache.dtype, [&]<class T>() {
     if constexpr (Rows::kLaneCodec) {
       const auto tiling = mapping::LaneTiling::of(p.cache.head_dim, sizeof(T), kThreads);
-      const std::int64_t rows =
-          std::int64_t{table.total_pages} * p.cache.page_size * 2 * p.cache.num_heads;
+      const std::int32_t per_page = tiling.ctas_per_page(p.cache.page_size, p.cache.num_heads);
+      const std::int64_t ctas = std::int64_t{table.total_pages} * per_page;
+      if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
       rows_detail::lane_gather_kernel<Rows, T>
-          <<<static_cast<unsigned>(tiling.ctas(rows)), kThreads, 0, stream>>>(p, tiling);
+          <<<static_cast<unsigned>(ctas), kThreads, 0, stream>>>(p, tiling, per_page);
     } else {
-      const auto tiling = mapping::LowRankTiling::of(p.cache.head_dim, 1, kThreads);
-      const auto tiles =
-          static_cast<std::int32_t>(detail::blocks_for(p.cache.page_size, tiling.tile_tokens));
-      const dim3 grid(static_cast<unsigned>(std::int64_t{table.total_pages} * tiles),
+      const auto tiling = mapping::LowRankTiling::gather(p.cache.head_dim, kThreads);
+      const dim3 grid(detail::blocks_for(table.total_pages, mapping::kLowRankPagesPerCta),
                       static_cast<unsigned>(2 * p.cache.num_heads));
-      if (std::int64_t{p.cache.head_dim} * Rows::kRank <= rows_detail::kSharedBasisFloats) {
+      if (mapping::low_rank_basis_fits(p.cache.head_dim, Rows::kRank)) {
+        const auto shared = static_cast<std::size_t>(Rows::kRank) *
+                            mapping::low_rank_row_stride(p.cache.head_dim) * sizeof(float);
         rows_detail::low_rank_gather_kernel<Rows, T, true>
-            <<<grid, kThreads, 0, stream>>>(p, tiling, tiles);
+            <<<grid, kThreads, shared, stream>>>(p, tiling);
       } else {
         rows_detail::low_rank_gather_kernel<Rows, T, false>
-            <<<grid, kThreads, 0, stream>>>(p, tiling, tiles);
+            <<<grid, kThreads, 0, stream>>>(p, tiling);
       }
     }
     return detail::finish_launch(stream);

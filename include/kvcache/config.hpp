@@ -14,6 +14,14 @@
 #define KVCACHE_DEVICE_COMPILE 0
 #endif
 
+// Unrolls the next loop in device code (a lane's values, a packed word), so
+// that its small arrays stay in registers; nothing on the host.
+#if defined(__CUDA_ARCH__)
+#define KVCACHE_UNROLL _Pragma("unroll")
+#else
+#define KVCACHE_UNROLL
+#endif
+
 // The shared math promises the GPU's bits on the CPU, so no product may be
 // fused with a sum into an FMA there (nvcc is told --fmad=false and the exact
 // intrinsics for the device half). The CPU backend's headers compile in the

@@ -12,11 +12,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
 #include "kv_test_support.hpp"
 #include "kvcache/codec/codecs.hpp"
+#include "kvcache/kernels/launch_checks.hpp"
 
 namespace kvcache::testing {
 namespace {
@@ -57,7 +59,13 @@ void expect_lanes_match_rows(std::int32_t d, const float* state, std::mt19937_64
       partials[static_cast<std::size_t>(l)] = Rows::template lane_partial<N>(v);
     }
     std::int32_t lane_bad = 0;
-    for (std::int32_t l = 0; l < lanes; ++l) {
+    // Lanes in a random order, as threads run: a lane that wrote another
+    // lane's codes or scales (or a group's scale from a lane not its first)
+    // would leave its bytes behind.
+    std::vector<std::int32_t> order(static_cast<std::size_t>(lanes));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (std::int32_t l : order) {
       typename Rows::Partial group{};
       if constexpr (Rows::template kGroupSpansLanes<N>) {
         constexpr std::int32_t kGroupLanes = Rows::kGroup / N;
@@ -112,6 +120,7 @@ TEST(LaneCodecs, Int8LanesEqualRows) {
     expect_both_lane_widths<Int8Rows<8, 2>>(d);
     expect_both_lane_widths<Int8Rows<4, 2>>(d);
     expect_both_lane_widths<Int8Rows<2, 4>>(d);
+    expect_both_lane_widths<Int8Rows<1, 4>>(d);  // 32 scale bytes a lane: two accesses
   }
   expect_both_lane_widths<Int8Rows<4, 4>>(8);  // the conformance suite's tiny rows
 }
@@ -130,6 +139,109 @@ TEST(LaneCodecs, KiviValueLanesEqualRows) {
   }
   expect_both_lane_widths<KiviRows<4, 4, 2>>(8);
   expect_both_lane_widths<KiviRows<2, 4, 2>>(8);
+  expect_both_lane_widths<KiviRows<4, 2, 4>>(64);  // 4 groups a lane
+}
+
+// KIVI keys: a channel's codes and its scale and zero go out as single
+// accesses (LaneBytes); the channel round trip equals encode_part and
+// decode_value's, bit for bit, for every group size.
+template <std::int32_t B, std::int32_t G, std::int32_t S>
+void expect_key_channels_match(std::mt19937_64& rng) {
+  using Rows = KiviRows<B, G, S>;
+  const std::int32_t d = 16;
+  const RegionLayout region = channel_major_region(G, 2, d, B, S);
+  const CodecPageView view = make_codec_view(nullptr, 1, G, 1, 2, d, DType::kF32, region, region);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> x = random_row(G * 2 * d, rng, trial);
+    std::vector<std::uint8_t> page(static_cast<std::size_t>(region.bytes), 0x5a);
+    for (std::int32_t h = 0; h < 2; ++h) {
+      for (std::int32_t c = 0; c < d; ++c) {
+        const auto at = [&](std::int32_t t) {
+          return x[static_cast<std::size_t>((t * 2 + h) * d + c)];
+        };
+        Rows::encode_key_channel(view, at, page.data(), h, c);
+        // The reference: the group's values through encode_part.
+        float values[G];
+        for (std::int32_t t = 0; t < G; ++t)
+          values[t] = at(t);
+        std::vector<std::uint8_t> codes(static_cast<std::size_t>(Rows::kChannelCodeBytes)),
+            scales(static_cast<std::size_t>(2 * S));
+        Rows::encode_part(values, G, Rows::stat(values, G), codes.data(), 0, scales.data());
+        ASSERT_EQ(std::memcmp(codes.data(), Rows::key_codes(view, page.data(), h, c), codes.size()),
+                  0);
+        ASSERT_EQ(
+            std::memcmp(scales.data(), Rows::key_scale(view, page.data(), h, c), scales.size()), 0);
+        Rows::decode_key_channel(view, page.data(), h, c, [&](std::int32_t t, float value) {
+          const float expected = Rows::decode_key(view, page.data(), h, c, t);
+          ASSERT_EQ(std::memcmp(&value, &expected, sizeof(float)), 0) << "token " << t;
+        });
+      }
+    }
+  }
+}
+
+TEST(LaneCodecs, KiviKeyChannelsMoveAsWholeAccesses) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  expect_key_channels_match<4, 32, 2>(rng);
+  expect_key_channels_match<2, 32, 2>(rng);
+  expect_key_channels_match<4, 4, 2>(rng);
+  expect_key_channels_match<2, 4, 4>(rng);
+  expect_key_channels_match<2, 24, 2>(rng);  // 6 bytes: three 2-byte accesses
+  expect_key_channels_match<4, 128, 4>(rng);
+}
+
+// Every codec's own page layout keeps each lane's (and key channel's) single
+// access aligned, for every dtype and head_dim the manager accepts: the
+// launch checks pass it.
+template <class Codec>
+void expect_layouts_aligned() {
+  using Rows = typename Codec::Rows;
+  for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (std::int32_t d = 16 / dtype_size(dtype); d <= 512; d += 16 / dtype_size(dtype)) {
+      if constexpr (requires { Rows::kGroup; }) {
+        if (d % Rows::kGroup != 0) continue;
+      }
+      for (std::int32_t heads : {1, 3, 8}) {
+        const ModelShape shape = ModelShape::gqa(2, heads, d, dtype);
+        std::int32_t page = 16;
+        if constexpr (Codec::kKind == CodecKind::kKivi) page = Rows::kGroup;
+        const CodecPageView view =
+            make_codec_view(reinterpret_cast<std::byte*>(std::uintptr_t{4096}), 4, page, 2, heads,
+                            d, dtype, Codec::region(shape, page, 0), Codec::region(shape, page, 1));
+        const kernels::LaunchProblem problem = kernels::checks::rows<Rows>(view);
+        ASSERT_FALSE(problem) << Codec::name() << " " << dtype_name(dtype) << " head_dim " << d
+                              << " heads " << heads << ": " << problem.field << " "
+                              << problem.value;
+      }
+    }
+  }
+}
+
+TEST(LaneCodecs, EveryCodecsLayoutKeepsLaneAccessesAligned) {
+  expect_layouts_aligned<Int8Codec<32, 2>>();
+  expect_layouts_aligned<Int8Codec<8, 4>>();
+  expect_layouts_aligned<Int8Codec<4, 2>>();
+  expect_layouts_aligned<Int8Codec<1, 4>>();
+  expect_layouts_aligned<Fp8Codec<Fp8Scale::kPerHead>>();
+  expect_layouts_aligned<KiviCodec<4, 32, 64, 2>>();
+  expect_layouts_aligned<KiviCodec<2, 32, 32, 4>>();
+  expect_layouts_aligned<KiviCodec<4, 4, 8, 2>>();
+  expect_layouts_aligned<KiviCodec<2, 24, 48, 2>>();
+  // ... and a layout that would misalign them is refused.
+  using Kivi = KiviCodec<4, 32, 64, 2>;
+  const ModelShape shape = ModelShape::gqa(1, 2, 128, DType::kF16);
+  CodecPageView view = make_codec_view(nullptr, 1, 32, 1, 2, 128, DType::kF16,
+                                       Kivi::region(shape, 32, 0), Kivi::region(shape, 32, 1));
+  view.region[1].code_head_bytes += 2;  // value lanes move 4 bytes of codes
+  EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
+  view.region[1].code_head_bytes -= 2;
+  view.region[0].code_head_bytes += 8;  // key channels move 16 bytes
+  EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
+  view.region[0].code_head_bytes -= 8;
+  view.region[1].scale_head_bytes += 2;  // a group's scale and zero: 4 bytes
+  EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
 }
 
 }  // namespace

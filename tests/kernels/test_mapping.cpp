@@ -6,6 +6,7 @@
 // index bug shows here without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -117,28 +118,59 @@ TEST(AppendMapping, EveryVectorOfATokenOnceForEveryLayout) {
   }
 }
 
+// The plain gather: each thread keeps vector tid % vecs of a row and walks
+// rows tid / vecs, + rows_per_pass, ... with a RowCursor (gather.cu).
 TEST(GatherMapping, EveryOutputVectorOnceFromItsOwnRow) {
   for (const Shape& s : shapes()) {
     const auto vecs_per_row = s.head_dim * s.element_bytes / 16;
+    const std::int32_t rows_per_pass = 256 / vecs_per_row;
+    ASSERT_GE(rows_per_pass, 1);
+    const std::int32_t step_tokens = rows_per_pass / s.heads;
+    const std::int32_t step_heads = rows_per_pass - step_tokens * s.heads;
     for (std::int32_t tokens : {1, 5, 16, 64}) {
-      const std::int32_t total = 2 * vecs_per_row * s.heads * tokens;
-      std::vector<std::int32_t> out(static_cast<std::size_t>(total), 0);
+      const std::int32_t rows = 2 * tokens * s.heads;
+      std::vector<std::int32_t> out(static_cast<std::size_t>(rows * vecs_per_row), 0);
       for (std::int32_t t = 0; t < 256; ++t) {
-        for (std::int32_t base = t; base < total; base += 256 * kUnroll) {
-          for (std::int32_t i = 0; i < kUnroll; ++i) {
-            const std::int32_t index = base + i * 256;
-            if (index >= total) continue;
-            const mapping::GatherVector v =
-                mapping::gather_vector(index, tokens, s.heads, vecs_per_row);
-            ASSERT_LT(v.token, tokens);
-            ASSERT_LT(v.head, s.heads);
-            // The packed output vector is the one of the row it read.
-            ASSERT_EQ(v.in_kv, (v.token * s.heads + v.head) * vecs_per_row + v.vec);
-            ++out[static_cast<std::size_t>(v.kv * total / 2 + v.in_kv)];
-          }
+        const std::int32_t first_row = t / vecs_per_row;
+        const std::int32_t vec = t - first_row * vecs_per_row;
+        if (first_row >= rows_per_pass || first_row >= rows) continue;
+        mapping::RowCursor row = mapping::RowCursor::at(first_row, tokens, s.heads);
+        std::int32_t expected_row = first_row;
+        while (!row.done()) {
+          ASSERT_LT(row.token, tokens);
+          ASSERT_LT(row.head, s.heads);
+          // The cursor is where the flat row index is.
+          ASSERT_EQ((row.kv * tokens + row.token) * s.heads + row.head, expected_row);
+          ++out[static_cast<std::size_t>(expected_row * vecs_per_row + vec)];
+          row.advance(step_tokens, step_heads, tokens, s.heads);
+          expected_row += rows_per_pass;
         }
+        ASSERT_GE(expected_row, rows) << "a cursor stopped early";
       }
       ASSERT_TRUE(all_once(out, "gather"));
+    }
+  }
+}
+
+// abs_max's walk over a [tokens][head_dim] sample by flat index, advanced by
+// the grid's stride with adds only.
+TEST(SampleMapping, EveryValueOnceWithoutDivisions) {
+  for (std::int32_t head_dim : {8, 64, 128, 1024}) {
+    for (std::int64_t tokens : {1, 3, 1000}) {
+      for (std::int64_t chunks : {1, 3, 1024}) {
+        const std::int64_t stride = chunks * 256;
+        std::vector<std::int32_t> hits(static_cast<std::size_t>(tokens * head_dim), 0);
+        const mapping::SampleCursor step = mapping::SampleCursor::at(stride, head_dim);
+        for (std::int64_t start = 0; start < stride; ++start) {
+          mapping::SampleCursor at = mapping::SampleCursor::at(start, head_dim);
+          for (std::int64_t index = start; at.token < tokens; index += stride) {
+            ASSERT_EQ(at.token * head_dim + at.dim, index);
+            ++hits[static_cast<std::size_t>(index)];
+            at.advance(step, head_dim);
+          }
+        }
+        ASSERT_TRUE(all_once(hits, "abs_max"));
+      }
     }
   }
 }
@@ -202,6 +234,8 @@ TEST(LaneAppendMapping, TheLargestBatchIsCoveredToo) {
   EXPECT_EQ(covered, rows);
 }
 
+// The lane gather: CTAs of one page each (ctas_per_page per page), so the
+// page's sequence is found once per CTA.
 TEST(LaneGatherMapping, EveryTokenOfEverySequenceOnceFromItsPage) {
   const std::uint64_t seed = kvcache::testing::test_seed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
@@ -210,25 +244,29 @@ TEST(LaneGatherMapping, EveryTokenOfEverySequenceOnceFromItsPage) {
     for (std::int32_t page_size : {16, 64}) {
       const Table table = random_table(6, page_size, rng);
       const auto tiling = mapping::LaneTiling::of(s.head_dim, s.element_bytes, kThreads);
-      const std::int64_t rows = std::int64_t{table.indptr.back()} * page_size * 2 * s.heads;
+      const std::int32_t per_page = tiling.ctas_per_page(page_size, s.heads);
       const std::int64_t out_rows = table.offsets.back();
       std::vector<std::int32_t> hits(
           static_cast<std::size_t>(out_rows * 2 * s.heads * tiling.lanes), 0);
-      for (std::int64_t cta = 0; cta < tiling.ctas(rows); ++cta) {
+      for (std::int64_t cta = 0; cta < std::int64_t{table.indptr.back()} * per_page; ++cta) {
+        const auto flat_page = static_cast<std::int32_t>(cta / per_page);
+        const auto chunk = static_cast<std::int32_t>(cta - std::int64_t{flat_page} * per_page);
+        // Thread 0's search, shared by the CTA.
+        const std::int32_t b = owning_sequence(table.indptr.data(), table.batch, flat_page);
+        const std::int32_t in_sequence = flat_page - table.indptr[b];
+        ASSERT_GE(in_sequence, 0);
+        ASSERT_LT(flat_page, table.indptr[b + 1]);
+        const std::int32_t tokens = tokens_in_page(
+            in_sequence, table.indptr[b + 1] - table.indptr[b], table.last[b], page_size);
+        const std::int64_t first_row = table.offsets[b] + std::int64_t{in_sequence} * page_size;
         for (std::int32_t t = 0; t < kThreads; ++t) {
           const std::int32_t row_in_cta = tiling.row_in_cta(t);
-          const std::int64_t row = cta * tiling.rows_per_cta + row_in_cta;
-          if (row_in_cta >= tiling.rows_per_cta || row >= rows) continue;
+          const std::int32_t row = chunk * tiling.rows_per_cta + row_in_cta;
+          if (row_in_cta >= tiling.rows_per_cta || row >= page_size * 2 * s.heads) continue;
           const mapping::GatherRow g = mapping::gather_row(row, page_size, s.heads);
-          const std::int32_t b = owning_sequence(table.indptr.data(), table.batch, g.flat_page);
-          const std::int32_t in_sequence = g.flat_page - table.indptr[b];
-          ASSERT_GE(in_sequence, 0);
-          ASSERT_LT(g.flat_page, table.indptr[b + 1]);
-          const std::int32_t tokens = tokens_in_page(
-              in_sequence, table.indptr[b + 1] - table.indptr[b], table.last[b], page_size);
+          ASSERT_EQ(g.flat_page, 0);
           if (g.token >= tokens) continue;
-          const std::int64_t out_row =
-              table.offsets[b] + std::int64_t{in_sequence} * page_size + g.token;
+          const std::int64_t out_row = first_row + g.token;
           ASSERT_LT(out_row, table.offsets[b + 1]);
           ++hits[static_cast<std::size_t>(((out_row * 2 + g.kv) * s.heads + g.head) * tiling.lanes +
                                           tiling.lane(t))];
@@ -243,10 +281,17 @@ TEST(LowRankMapping, EveryCoefficientAndValueOnce) {
   for (std::int32_t head_dim : {8, 64, 128, 256, 1024}) {
     for (std::int32_t rank : {2, 3, 16, 32, 64, 128, 256}) {
       if (rank > head_dim) continue;
-      // Append: tiles of tokens x coefficients.
-      const auto append = mapping::LowRankTiling::of(rank, head_dim, kThreads);
+      SCOPED_TRACE(::testing::Message() << "head_dim " << head_dim << ", rank " << rank);
+      const std::int32_t stride = mapping::low_rank_row_stride(head_dim);
+      ASSERT_EQ(stride % 2, 1) << "an even stride puts a column of rows on few banks";
+      // Append: tiles of tokens x coefficients, the rows in shared memory.
+      const auto append = mapping::LowRankTiling::append(rank, head_dim, kThreads);
       ASSERT_LE(append.threads(), kThreads);
-      ASSERT_LE(append.tile_tokens * head_dim, std::max(head_dim, mapping::kLowRankTileFloats));
+      ASSERT_LE(append.tile_tokens * stride, std::max(stride, mapping::kLowRankSharedFloats));
+      if (rank <= 16 && head_dim <= 128) {
+        // Small ranks keep most threads busy (at rank 2 a quarter did before).
+        EXPECT_GE(append.threads(), kThreads * 2 / 3);
+      }
       for (std::int64_t tokens : {1, 7, 300}) {
         std::vector<std::int32_t> hits(static_cast<std::size_t>(tokens * rank), 0);
         const std::int64_t tiles = (tokens + append.tile_tokens - 1) / append.tile_tokens;
@@ -260,21 +305,50 @@ TEST(LowRankMapping, EveryCoefficientAndValueOnce) {
         }
         ASSERT_TRUE(all_once(hits, "low-rank append"));
       }
-      // Gather: tiles of a page's tokens x output values.
-      const auto gather = mapping::LowRankTiling::of(head_dim, 1, kThreads);
+      // Bank conflicts of the append's reads: the threads of a warp read
+      // element i of their own tokens' rows, at most 2 to a bank.
+      for (std::int32_t warp = 0; warp * 32 < append.threads(); ++warp) {
+        std::vector<std::int32_t> banks(32, 0);
+        std::vector<std::int32_t> tokens_seen;
+        for (std::int32_t t = warp * 32; t < std::min(append.threads(), warp * 32 + 32); ++t) {
+          const std::int32_t token = append.token_in_tile(t);
+          if (std::find(tokens_seen.begin(), tokens_seen.end(), token) != tokens_seen.end())
+            continue;  // same address: a broadcast
+          tokens_seen.push_back(token);
+          ++banks[static_cast<std::size_t>((token * stride + 5) % 32)];
+        }
+        ASSERT_LE(*std::max_element(banks.begin(), banks.end()), 1) << "warp " << warp;
+      }
+      // Gather: passes of tile_tokens tokens over the CTA's pages; the
+      // coefficient tile fits its shared array (one float per thread).
+      const auto gather = mapping::LowRankTiling::gather(head_dim, kThreads);
       ASSERT_LE(gather.threads(), kThreads);
-      for (std::int32_t page_size : {16, 64}) {
-        std::vector<std::int32_t> hits(static_cast<std::size_t>(page_size * head_dim), 0);
-        const std::int32_t tiles = (page_size + gather.tile_tokens - 1) / gather.tile_tokens;
-        for (std::int32_t tile = 0; tile < tiles; ++tile) {
+      ASSERT_LE(gather.tile_tokens * rank, kThreads);
+      for (std::int32_t page_tokens : {1, 16, 29, 64}) {
+        std::vector<std::int32_t> hits(static_cast<std::size_t>(page_tokens * head_dim), 0);
+        for (std::int32_t first = 0; first < page_tokens; first += gather.tile_tokens) {
           for (std::int32_t t = 0; t < gather.threads(); ++t) {
-            const std::int32_t token = tile * gather.tile_tokens + gather.token_in_tile(t);
-            if (token >= page_size) continue;
+            const std::int32_t token = first + gather.token_in_tile(t);
+            if (token >= page_tokens) continue;
             for (std::int32_t i = gather.first_item(t); i < head_dim; i += gather.per_token)
               ++hits[static_cast<std::size_t>(token * head_dim + i)];
           }
         }
         ASSERT_TRUE(all_once(hits, "low-rank gather"));
+      }
+      // The basis copy: [rank][stride] floats, written from a coalesced read
+      // (element e = i x rank + j) with at most 4 threads of a warp on a bank
+      // (2 from rank 16 on); it is done once per CTA.
+      if (mapping::low_rank_basis_fits(head_dim, rank)) {
+        for (std::int32_t e0 = 0; e0 < head_dim * rank; e0 += 32) {
+          std::vector<std::int32_t> banks(32, 0);
+          for (std::int32_t e = e0; e < std::min(e0 + 32, head_dim * rank); ++e) {
+            const std::int32_t i = e / rank, j = e % rank;
+            ++banks[static_cast<std::size_t>((j * stride + i) % 32)];
+          }
+          ASSERT_LE(*std::max_element(banks.begin(), banks.end()), rank >= 16 ? 2 : 4)
+              << "elements " << e0;
+        }
       }
     }
   }

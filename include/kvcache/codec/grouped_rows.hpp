@@ -22,6 +22,7 @@
 
 #include <cstdint>
 
+#include "kvcache/codec/lane_bytes.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 
@@ -72,39 +73,65 @@ struct GroupedRows {
     return Codec::stat(x, N);
   }
 
+  // What one lane of N values moves, each as a single access
+  // (codec/lane_bytes.hpp): its codes, and the scale bytes of the groups it
+  // holds (G < N: N / G groups) or of the group it is part of (G >= N; only
+  // the group's first lane writes them, every lane of it reads them).
+  template <std::int32_t N>
+  static constexpr std::int32_t kLaneCodeBytes = N* Codec::kBits / 8;
+  template <std::int32_t N>
+  static constexpr std::int32_t kLaneScaleBytes = (G >= N ? 1 : N / G) * Codec::kGroupScaleBytes;
+  template <std::int32_t N>
+  KVCACHE_HD static std::int64_t lane_scale_offset(std::int32_t lane) {
+    return std::int64_t{lane} * N / G * Codec::kGroupScaleBytes;
+  }
+
   template <std::int32_t N, class Partial>
   KVCACHE_HD static std::int32_t encode_lane(std::int32_t lane, const float (&x)[N],
                                              const Partial& group, std::uint8_t* codes,
                                              std::uint8_t* scales, const float*) {
     static_assert(N % G == 0 || G % N == 0, "a lane holds whole groups or a part of one");
     std::int32_t nonfinite = 0;
+    KVCACHE_UNROLL
     for (std::int32_t i = 0; i < N; ++i)
       nonfinite += is_finite(x[i]) ? 0 : 1;
     constexpr std::int32_t kParts = G >= N ? 1 : N / G;
     constexpr std::int32_t kValues = G >= N ? N : G;
+    // Codes and scales are built in registers, then stored once each.
+    std::uint8_t lane_codes[kLaneCodeBytes<N>];
+    std::uint8_t lane_scales[kLaneScaleBytes<N>];
+    const bool writes_scales = (lane * N) % G == 0;
+    KVCACHE_UNROLL
     for (std::int32_t part = 0; part < kParts; ++part) {
       const float* values = x + part * kValues;
-      const std::int32_t first = lane * N + part * kValues;
-      std::uint8_t* scale_at =
-          first % G == 0 ? scales + first / G * Codec::kGroupScaleBytes : nullptr;
+      const std::int32_t first = part * kValues;  // in the lane
+      std::uint8_t* scale_at = lane_scales + first / G * Codec::kGroupScaleBytes;
       if constexpr (kGroupSpansLanes<N>) {
-        Codec::encode_part(values, kValues, group, codes, first, scale_at);
+        Codec::encode_part(values, kValues, group, lane_codes, first, scale_at);
       } else {
-        Codec::encode_part(values, kValues, Codec::stat(values, kValues), codes, first, scale_at);
+        Codec::encode_part(values, kValues, Codec::stat(values, kValues), lane_codes, first,
+                           scale_at);
       }
     }
+    LaneBytes<kLaneCodeBytes<N>>::of(lane_codes).store(codes + lane * kLaneCodeBytes<N>);
+    if (writes_scales)
+      LaneBytes<kLaneScaleBytes<N>>::of(lane_scales).store(scales + lane_scale_offset<N>(lane));
     return nonfinite;
   }
 
   template <std::int32_t N>
   KVCACHE_HD static void decode_lane(std::int32_t lane, const std::uint8_t* codes,
                                      const std::uint8_t* scales, const float*, float (&out)[N]) {
-    auto scale = Codec::group_scale(scales + lane * N / G * Codec::kGroupScaleBytes);
+    std::uint8_t lane_codes[kLaneCodeBytes<N>];
+    std::uint8_t lane_scales[kLaneScaleBytes<N>];
+    LaneBytes<kLaneCodeBytes<N>>::load(codes + lane * kLaneCodeBytes<N>).to(lane_codes);
+    LaneBytes<kLaneScaleBytes<N>>::load(scales + lane_scale_offset<N>(lane)).to(lane_scales);
+    auto scale = Codec::group_scale(lane_scales);
+    KVCACHE_UNROLL
     for (std::int32_t i = 0; i < N; ++i) {
-      const std::int32_t index = lane * N + i;
-      if (i > 0 && index % G == 0)
-        scale = Codec::group_scale(scales + index / G * Codec::kGroupScaleBytes);
-      out[i] = Codec::decode_value(codes, index, scale);
+      if (i > 0 && i % G == 0)
+        scale = Codec::group_scale(lane_scales + i / G * Codec::kGroupScaleBytes);
+      out[i] = Codec::decode_value(lane_codes, i, scale);
     }
   }
 };

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kvcache/codec/lane_bytes.hpp"
 #include "kvcache/codec/page_view.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/kernels/params.hpp"
@@ -128,8 +129,20 @@ inline LaunchProblem output(const GatherOutput& out) {
   return first(aligned("out.k", out.k), aligned("out.v", out.v));
 }
 
+// A stride of a region that one access of `width` bytes must stay aligned to.
+inline LaunchProblem multiple(const char* field, std::int64_t bytes, std::int64_t width) {
+  if (bytes < 0) return invalid(field, bytes, "a non-negative byte count");
+  const std::int64_t alignment = width > 0 ? codec::access_alignment(width) : 1;
+  if (bytes % alignment != 0) {
+    return LaunchProblem{field, bytes, "a multiple of the bytes a lane moves in one access", true};
+  }
+  return {};
+}
+
 // A lane codec's rows split into 16-byte lanes of the input dtype, each
-// holding whole scale groups or a part of one.
+// holding whole scale groups or a part of one, and each lane's codes and
+// scales sit at addresses aligned to the one access that moves them (the
+// strides of the per-token region; KIVI's keys: a channel's packed codes).
 template <class Rows>
 LaunchProblem rows(const CodecPageView& v) {
   if constexpr (Rows::kLaneCodec) {
@@ -141,6 +154,35 @@ LaunchProblem rows(const CodecPageView& v) {
     if constexpr (requires { Rows::kGroup; }) {
       if (v.head_dim % Rows::kGroup != 0)
         return invalid("head_dim", v.head_dim, "a multiple of the codec's group size");
+    }
+    const bool wide = dtype_size(v.dtype) == 2;  // 8 values a lane, else 4
+    const std::int64_t code_width =
+        wide ? Rows::template kLaneCodeBytes<8> : Rows::template kLaneCodeBytes<4>;
+    const std::int64_t scale_width =
+        wide ? Rows::template kLaneScaleBytes<8> : Rows::template kLaneScaleBytes<4>;
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      const RegionLayout& r = v.region[kv];
+      const bool channel_major = kv == 0 && r.code_token_bytes == 0 && requires {
+        Rows::kChannelCodeBytes;
+      };
+      if (channel_major) {
+        if constexpr (requires { Rows::kChannelCodeBytes; }) {
+          if (LaunchProblem p = multiple("cache.region[0].code_head_bytes", r.code_head_bytes,
+                                         Rows::kChannelCodeBytes))
+            return p;
+        }
+        continue;
+      }
+      static constexpr const char* kNames[2][4] = {
+          {"cache.region[0].code_token_bytes", "cache.region[0].code_head_bytes",
+           "cache.region[0].scale_token_bytes", "cache.region[0].scale_head_bytes"},
+          {"cache.region[1].code_token_bytes", "cache.region[1].code_head_bytes",
+           "cache.region[1].scale_token_bytes", "cache.region[1].scale_head_bytes"}};
+      if (LaunchProblem p = first(multiple(kNames[kv][0], r.code_token_bytes, code_width),
+                                  multiple(kNames[kv][1], r.code_head_bytes, code_width),
+                                  multiple(kNames[kv][2], r.scale_token_bytes, scale_width),
+                                  multiple(kNames[kv][3], r.scale_head_bytes, scale_width)))
+        return p;
     }
   }
   if (Rows::state_floats(v.head_dim) < 0) return invalid("head_dim", v.head_dim, "a valid shape");
@@ -219,6 +261,10 @@ LaunchProblem kivi_view(const CodecPageView& cache, const PagedKVView& residual,
     return e;
   if (cache.page_size != Rows::kGroup)
     return checks::invalid("cache.page_size", cache.page_size, "the codec's group size");
+  if (std::int64_t{residual.num_pages} * residual.page_size > 0x7fffffff) {
+    return checks::invalid("residual slots (num_pages x page_size)",
+                           std::int64_t{residual.num_pages} * residual.page_size, "below 2^31");
+  }
   if (residual.head_dim != cache.head_dim || residual.num_heads != cache.num_heads ||
       residual.dtype != cache.dtype || residual.num_layers != cache.num_layers) {
     return checks::invalid("residual.head_dim", residual.head_dim,

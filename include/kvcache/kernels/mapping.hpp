@@ -67,6 +67,64 @@ KVCACHE_HD GatherVector gather_vector(std::int32_t index, std::int32_t tokens, s
   return v;
 }
 
+// Rows of a page walked by a thread in steps of `step` rows, without a
+// division per row (the plain gather: each thread keeps its 16-byte vector
+// of the row and moves `step` rows on; rows in (K/V, token, head) order,
+// heads fastest). done() once past the V rows.
+struct RowCursor {
+  std::int32_t kv = 0;
+  std::int32_t token = 0;
+  std::int32_t head = 0;
+
+  KVCACHE_HD static RowCursor at(std::int32_t row, std::int32_t tokens, std::int32_t heads) {
+    RowCursor c;
+    const std::int32_t per_kv = tokens * heads;
+    c.kv = row / per_kv;
+    const std::int32_t in_kv = row - c.kv * per_kv;
+    c.token = in_kv / heads;
+    c.head = in_kv - c.token * heads;
+    return c;
+  }
+  KVCACHE_HD bool done() const { return kv >= 2; }
+  // `step` split once per thread: step_tokens = step / heads, step_heads = step % heads.
+  KVCACHE_HD void advance(std::int32_t step_tokens, std::int32_t step_heads, std::int32_t tokens,
+                          std::int32_t heads) {
+    head += step_heads;
+    token += step_tokens;
+    if (head >= heads) {
+      head -= heads;
+      ++token;
+    }
+    while (token >= tokens && kv < 2) {
+      token -= tokens;
+      ++kv;
+    }
+  }
+};
+
+// A position (token, dim) in a [tokens][head_dim] walk by flat index,
+// advanced by a fixed step (itself a SampleCursor) with adds only (the
+// abs-max calibration's threads).
+struct SampleCursor {
+  std::int64_t token = 0;
+  std::int32_t dim = 0;
+
+  KVCACHE_HD static SampleCursor at(std::int64_t index, std::int32_t head_dim) {
+    SampleCursor c;
+    c.token = index / head_dim;
+    c.dim = static_cast<std::int32_t>(index - c.token * head_dim);
+    return c;
+  }
+  KVCACHE_HD void advance(const SampleCursor& step, std::int32_t head_dim) {
+    token += step.token;
+    dim += step.dim;
+    if (dim >= head_dim) {
+      dim -= head_dim;
+      ++token;
+    }
+  }
+};
+
 // ---- lane codecs (int8, fp8, KIVI values): a CTA holds rows of lanes -------------
 
 struct LaneTiling {
@@ -87,6 +145,11 @@ struct LaneTiling {
   }
   KVCACHE_HD std::int64_t ctas(std::int64_t rows) const {
     return (rows + rows_per_cta - 1) / rows_per_cta;
+  }
+  // Gathers take one page per CTA run (so that the page's sequence is found
+  // once, by one thread): the CTAs a page of `page_size` tokens needs.
+  KVCACHE_HD std::int32_t ctas_per_page(std::int32_t page_size, std::int32_t heads) const {
+    return static_cast<std::int32_t>(ctas(std::int64_t{page_size} * 2 * heads));
   }
 };
 
@@ -130,10 +193,23 @@ KVCACHE_HD GatherRow gather_row(std::int64_t row, std::int32_t page_size, std::i
 
 // ---- low-rank: a CTA holds a tile of tokens of one (K/V, head) --------------------
 
-// Floats of rows a low-rank append CTA keeps for its tile; the largest basis
-// (head_dim x rank floats) a gather CTA copies into shared memory.
-inline constexpr std::int32_t kLowRankTileFloats = 4096;
-inline constexpr std::int32_t kLowRankSharedBasisFloats = 8192;
+// Shared memory a low-rank CTA may use without opting in (47 KB of the 48 KB,
+// the rest left to its static shared memory): an append
+// tile's rows, a gather's copy of the basis. Both are stored with a row
+// stride of head_dim + 1 floats (head_dim is a multiple of 8, so the stride
+// is odd and a warp reading one column of many rows meets every bank once).
+inline constexpr std::int32_t kLowRankSharedFloats = 12032;
+// Pages a low-rank gather CTA decodes, so that one copy of the basis in
+// shared memory serves that many pages' tokens.
+inline constexpr std::int32_t kLowRankPagesPerCta = 8;
+
+KVCACHE_HD constexpr std::int32_t low_rank_row_stride(std::int32_t head_dim) {
+  return head_dim + 1;
+}
+// Whether the gather keeps the basis ([rank][head_dim + 1] floats) in shared memory.
+KVCACHE_HD constexpr bool low_rank_basis_fits(std::int32_t head_dim, std::int32_t rank) {
+  return std::int64_t{rank} * low_rank_row_stride(head_dim) <= kLowRankSharedFloats;
+}
 
 struct LowRankTiling {
   std::int32_t tile_tokens = 1;  // tokens a CTA handles
@@ -141,14 +217,23 @@ struct LowRankTiling {
 
   // `work` is rank (append) or head_dim (gather): per_token = min(work,
   // threads); as many tokens as the threads allow, and at most
-  // kLowRankTileFloats / `width` (the row floats an append tile holds).
-  KVCACHE_HD static LowRankTiling of(std::int32_t work, std::int32_t width, std::int32_t threads) {
+  // `max_tokens` (an append tile: as many rows as fit kLowRankSharedFloats).
+  KVCACHE_HD static LowRankTiling of(std::int32_t work, std::int32_t max_tokens,
+                                     std::int32_t threads) {
     LowRankTiling t;
     t.per_token = work < threads ? work : threads;
     t.tile_tokens = threads / t.per_token;
-    const std::int32_t fit = kLowRankTileFloats / width;
-    t.tile_tokens = t.tile_tokens < fit ? t.tile_tokens : (fit > 0 ? fit : 1);
+    t.tile_tokens = t.tile_tokens < max_tokens ? t.tile_tokens : (max_tokens > 0 ? max_tokens : 1);
     return t;
+  }
+  // The append's: coefficients of a tile of rows held in shared memory.
+  KVCACHE_HD static LowRankTiling append(std::int32_t rank, std::int32_t head_dim,
+                                         std::int32_t threads) {
+    return of(rank, kLowRankSharedFloats / low_rank_row_stride(head_dim), threads);
+  }
+  // The gather's: output values, every token of a pass.
+  KVCACHE_HD static LowRankTiling gather(std::int32_t head_dim, std::int32_t threads) {
+    return of(head_dim, threads, threads);
   }
   KVCACHE_HD std::int32_t threads() const { return tile_tokens * per_token; }
   KVCACHE_HD std::int32_t token_in_tile(std::int32_t thread) const { return thread / per_token; }

@@ -16,6 +16,7 @@
 #include <cuda_fp8.h>
 #endif
 
+#include "kvcache/codec/lane_bytes.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/config.hpp"
 #include "kvcache/dtype.hpp"
@@ -157,9 +158,14 @@ struct Fp8Rows {
       store(i, codec::mul_exact(decode_code(codes[i]), scale));
   }
 
-  // One lane of a row (values are independent: no group statistics).
+  // One lane of a row (values are independent: no group statistics); its N
+  // codes move as one access, no scales.
   template <std::int32_t N>
   static constexpr bool kGroupSpansLanes = false;
+  template <std::int32_t N>
+  static constexpr std::int32_t kLaneCodeBytes = N;
+  template <std::int32_t N>
+  static constexpr std::int32_t kLaneScaleBytes = 0;
   struct Partial {};
   template <std::int32_t N>
   KVCACHE_HD static Partial lane_partial(const float (&)[N]) {
@@ -173,10 +179,13 @@ struct Fp8Rows {
                                              const float* state) {
     const float inverse = codec::div_exact(1.0f, *state);
     std::int32_t nonfinite = 0;
+    codec::LaneBytes<N> lane_codes;  // stored with one access
+    KVCACHE_UNROLL
     for (std::int32_t i = 0; i < N; ++i) {
       nonfinite += codec::is_finite(x[i]) ? 0 : 1;
-      codes[lane * N + i] = codec::fp8_code(x[i], inverse);
+      lane_codes.set(i, codec::fp8_code(x[i], inverse));
     }
+    lane_codes.store(codes + lane * N);
     return nonfinite;
   }
   template <std::int32_t N>
@@ -184,8 +193,10 @@ struct Fp8Rows {
                                      const std::uint8_t*, const float* state, float (&out)[N]) {
     const float scale = *state;
     const codec::Fp8Decoder decode_code{};
+    const auto lane_codes = codec::LaneBytes<N>::load(codes + lane * N);  // one access
+    KVCACHE_UNROLL
     for (std::int32_t i = 0; i < N; ++i)
-      out[i] = codec::mul_exact(decode_code(codes[lane * N + i]), scale);
+      out[i] = codec::mul_exact(decode_code(static_cast<std::uint8_t>(lane_codes.get(i))), scale);
   }
 };
 

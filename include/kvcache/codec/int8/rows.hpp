@@ -17,6 +17,7 @@ namespace kvcache {
 
 template <std::int32_t G, std::int32_t S>
 struct Int8Rows : codec::GroupedRows<Int8Rows<G, S>, G> {
+  static constexpr std::int32_t kBits = 8;
   static constexpr std::int32_t kScaleBytes = S;
   static constexpr std::int32_t kGroupScaleBytes = S;
 
