@@ -188,9 +188,13 @@ __global__ void __launch_bounds__(kThreads)
   constexpr std::int32_t kRank = Rows::kRank;
   constexpr std::int32_t kBytes = Rows::kCoefficientBytes;
   constexpr std::int32_t kPages = mapping::kLowRankPagesPerCta;
+  static_assert(kRank <= kThreads, "a pass's coefficients fit one float a thread");
   extern __shared__ float basis_t[];
   __shared__ PageOfTable pages[kPages];
-  __shared__ float coefficients[kThreads];  // [tile_tokens][rank]: tile_tokens x rank <= threads
+  // [tile_tokens][rank]: tile_tokens = threads / min(head_dim, threads) and
+  // rank <= head_dim (the launch checks), so at most one float a thread.
+  __shared__ float coefficients[kThreads];
+  static_assert(sizeof(pages) + sizeof(coefficients) <= mapping::kLowRankStaticSharedBytes);
   const CodecPageView& view = p.cache;
   const PageTableView& table = p.table;
   const std::int32_t d = view.head_dim;

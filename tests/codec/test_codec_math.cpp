@@ -11,6 +11,7 @@
 
 #include "codec_reference.hpp"
 #include "kv_test_support.hpp"
+#include "kvcache/backend/host.hpp"
 #include "kvcache/codec/codecs.hpp"
 #include "kvcache/detail/cpu/int8_simd.hpp"
 
@@ -341,6 +342,35 @@ TEST(Codecs, TinySubnormalGroupsEncodeWithDefinedCasts) {
       }
     }
   }
+}
+
+// The CPU backend's fp32 gather stores NaN canonical too (its fp8 NaN codes
+// decode with their sign).
+TEST(DTypes, Fp32GathersStoreTheCanonicalNaN) {
+  const std::int32_t heads = 2, d = 16, page_size = 4;
+  const ModelShape shape = ModelShape::gqa(1, heads, d, DType::kF32);
+  using Codec = Fp8Codec<Fp8Scale::kPerHead>;
+  alignas(256) std::uint8_t page[4096];
+  std::memset(page, 0xff, sizeof(page));  // every code: e4m3 -NaN
+  const CodecPageView view =
+      make_codec_view(reinterpret_cast<std::byte*>(page), 1, page_size, 1, heads, d, DType::kF32,
+                      Codec::region(shape, page_size, 0), Codec::region(shape, page_size, 1));
+  ASSERT_LE(view.page_bytes, static_cast<std::int64_t>(sizeof(page)));
+  std::vector<float> state(2 * heads, 0.5f);
+  const std::int32_t indptr[2] = {0, 1}, indices[1] = {0}, last[1] = {page_size};
+  const std::int64_t offsets[2] = {0, page_size};
+  alignas(16) std::uint32_t k[page_size * heads * d], v[page_size * heads * d];
+  kernels::CodecGatherParams<Fp8Rows> p;
+  p.cache = view;
+  p.table = {indptr, indices, last, offsets, 1, 1};
+  p.out = {k, v};
+  p.state = state.data();
+  HostBackend backend;
+  launch(backend, p);
+  for (std::uint32_t bits : k)
+    ASSERT_EQ(bits, 0x7fc00000u);
+  for (std::uint32_t bits : v)
+    ASSERT_EQ(bits, 0x7fc00000u);
 }
 
 // Every stored NaN is the canonical one of its dtype, whatever NaN came in:

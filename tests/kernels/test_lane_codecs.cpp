@@ -242,6 +242,14 @@ TEST(LaneCodecs, EveryCodecsLayoutKeepsLaneAccessesAligned) {
   view.region[0].code_head_bytes -= 8;
   view.region[1].scale_head_bytes += 2;  // a group's scale and zero: 4 bytes
   EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
+  view.region[1].scale_head_bytes -= 2;
+  view.region[0].scale_head_bytes += 2;  // a key channel's scale and zero: 4 bytes
+  EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
+  view.region[0].scale_head_bytes -= 2;
+  // Keys are channel-major whatever code_token_bytes says.
+  view.region[0].code_token_bytes = 16;
+  view.region[0].code_head_bytes += 4;
+  EXPECT_TRUE(kernels::checks::rows<Kivi::Rows>(view).misaligned);
 }
 
 }  // namespace

@@ -283,6 +283,9 @@ TEST(LowRankMapping, EveryCoefficientAndValueOnce) {
       if (rank > head_dim) continue;
       SCOPED_TRACE(::testing::Message() << "head_dim " << head_dim << ", rank " << rank);
       const std::int32_t stride = mapping::low_rank_row_stride(head_dim);
+      // Dynamic and static shared memory stay within the 48 KB a CTA gets
+      // without opting in.
+      ASSERT_LE(mapping::kLowRankSharedFloats * 4 + mapping::kLowRankStaticSharedBytes, 49152);
       ASSERT_EQ(stride % 2, 1) << "an even stride puts a column of rows on few banks";
       // Append: tiles of tokens x coefficients, the rows in shared memory.
       const auto append = mapping::LowRankTiling::append(rank, head_dim, kThreads);

@@ -133,6 +133,7 @@ void add_plain_view_cases(std::vector<LaunchCase<Params>>& cases, View Params::*
   const std::string view = prefix.empty() ? "cache." : "residual.";
   cases.push_back({prefix + "page size 0", on([](View& v) { v.page_size = 0; }), "page_size"});
   cases.push_back({prefix + "no heads", on([](View& v) { v.num_heads = 0; }), "num_heads"});
+  cases.push_back({prefix + "40000 heads", on([](View& v) { v.num_heads = 40000; }), "num_heads"});
   cases.push_back({prefix + "head_dim 0", on([](View& v) { v.head_dim = 0; }), "head_dim"});
   cases.push_back({prefix + "head_dim 2048", on([](View& v) { v.head_dim = 2048; }), "head_dim"});
   cases.push_back(
@@ -216,6 +217,7 @@ inline std::vector<LaunchCase<kernels::GatherParams>> gather_cases() {
 inline std::vector<LaunchCase<kernels::CopyBlocksParams>> copy_blocks_cases() {
   using P = kernels::CopyBlocksParams;
   return {{"page stride 8 mod 16", [](P& p) { p.page_bytes += 8; }, "page_bytes", true},
+          {"pages of 0 bytes", [](P& p) { p.page_bytes = 0; }, "page_bytes"},
           {"misaligned data", [](P& p) { p.data += 8; }, "data", true},
           {"null pairs", [](P& p) { p.pairs = nullptr; }, "pairs"},
           {"negative pairs", [](P& p) { p.num_pairs = -1; }, "num_pairs"}};
@@ -261,6 +263,9 @@ inline std::vector<LaunchCase<kernels::CodecAppendParams<LowRankR>>> low_rank_ap
   add_codec_view_cases(cases);
   add_source_cases(cases);
   cases.push_back({"no basis", [](P& p) { p.state = nullptr; }, "state"});
+  // A rank above head_dim (16 directions in 8 dimensions): the gather's
+  // coefficient tile would overflow its shared array.
+  cases.push_back({"rank above head_dim", [](P& p) { p.cache.head_dim = 8; }, "head_dim"});
   return cases;
 }
 
@@ -287,6 +292,8 @@ inline std::vector<LaunchCase<kernels::KiviGatherParams<KiviR>>> kivi_gather_cas
   add_table_cases(cases);
   add_plain_view_cases(cases, &P::residual, "residual ");
   cases.push_back({"null side slots", [](P& p) { p.side.side_slot = nullptr; }, "side.side_slot"});
+  cases.push_back(
+      {"rings of 70000 tokens", [](P& p) { p.residual.page_size = 70000; }, "residual.page_size"});
   cases.push_back({"negative side rows", [](P& p) { p.side.total_rows = -1; }, "side.total_rows"});
   return cases;
 }

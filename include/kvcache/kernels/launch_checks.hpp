@@ -25,6 +25,7 @@ namespace kvcache::kernels {
 // The largest head_dim a kernel takes (ModelShape's limit; the CPU kernels
 // keep a row in a buffer of this size).
 inline constexpr std::int32_t kMaxHeadDim = 1024;
+inline constexpr std::int32_t kMaxHeads = 1024;
 
 struct LaunchProblem {
   const char* field = nullptr;    // what is wrong; null when nothing is
@@ -81,6 +82,8 @@ inline LaunchProblem geometry(std::int32_t page_size, std::int32_t num_layers,
                               positive("num_heads", num_heads), positive("head_dim", head_dim)))
     return p;
   if (head_dim > kMaxHeadDim) return invalid("head_dim", head_dim, "at most 1024");
+  // ModelShape's limit, and what keeps 2 x heads within a grid's y (65535).
+  if (num_heads > kMaxHeads) return invalid("num_heads", num_heads, "at most 1024");
   if (static_cast<std::uint8_t>(dtype) > static_cast<std::uint8_t>(DType::kF32))
     return invalid("dtype", static_cast<std::uint8_t>(dtype), "fp16 (0), bf16 (1), fp32 (2)");
   return {};
@@ -162,16 +165,17 @@ LaunchProblem rows(const CodecPageView& v) {
         wide ? Rows::template kLaneScaleBytes<8> : Rows::template kLaneScaleBytes<4>;
     for (std::int32_t kv = 0; kv < 2; ++kv) {
       const RegionLayout& r = v.region[kv];
-      const bool channel_major = kv == 0 && r.code_token_bytes == 0 && requires {
-        Rows::kChannelCodeBytes;
-      };
-      if (channel_major) {
-        if constexpr (requires { Rows::kChannelCodeBytes; }) {
-          if (LaunchProblem p = multiple("cache.region[0].code_head_bytes", r.code_head_bytes,
-                                         Rows::kChannelCodeBytes))
+      if constexpr (requires { Rows::kChannelCodeBytes; }) {
+        // KIVI's keys: channel-major whatever the view says; a channel's
+        // codes, and its scale and zero, each move as one access.
+        if (kv == 0) {
+          if (LaunchProblem p = first(multiple("cache.region[0].code_head_bytes", r.code_head_bytes,
+                                               Rows::kChannelCodeBytes),
+                                      multiple("cache.region[0].scale_head_bytes",
+                                               r.scale_head_bytes, Rows::kGroupScaleBytes)))
             return p;
+          continue;
         }
-        continue;
       }
       static constexpr const char* kNames[2][4] = {
           {"cache.region[0].code_token_bytes", "cache.region[0].code_head_bytes",
@@ -184,6 +188,11 @@ LaunchProblem rows(const CodecPageView& v) {
                                   multiple(kNames[kv][3], r.scale_head_bytes, scale_width)))
         return p;
     }
+  }
+  if constexpr (requires { Rows::kRank; }) {
+    // Low-rank: the basis has `rank` directions in head_dim dimensions.
+    if (Rows::kRank > v.head_dim)
+      return invalid("head_dim", v.head_dim, "at least the codec's rank");
   }
   if (Rows::state_floats(v.head_dim) < 0) return invalid("head_dim", v.head_dim, "a valid shape");
   return {};
@@ -225,6 +234,7 @@ inline LaunchProblem launch_problem(const CopyBlocksParams& p) {
     return e;
   if (p.num_pairs == 0) return {};
   return checks::first(checks::aligned("data", p.data), checks::stride("page_bytes", p.page_bytes),
+                       checks::positive("page_bytes", p.page_bytes),
                        checks::non_null("pairs", p.pairs));
 }
 
@@ -261,6 +271,8 @@ LaunchProblem kivi_view(const CodecPageView& cache, const PagedKVView& residual,
     return e;
   if (cache.page_size != Rows::kGroup)
     return checks::invalid("cache.page_size", cache.page_size, "the codec's group size");
+  if (residual.page_size > 65535)  // a grid's y: the ring gather's positions
+    return checks::invalid("residual.page_size", residual.page_size, "at most 65535");
   if (std::int64_t{residual.num_pages} * residual.page_size > 0x7fffffff) {
     return checks::invalid("residual slots (num_pages x page_size)",
                            std::int64_t{residual.num_pages} * residual.page_size, "below 2^31");

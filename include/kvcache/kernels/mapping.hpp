@@ -193,12 +193,14 @@ KVCACHE_HD GatherRow gather_row(std::int64_t row, std::int32_t page_size, std::i
 
 // ---- low-rank: a CTA holds a tile of tokens of one (K/V, head) --------------------
 
-// Shared memory a low-rank CTA may use without opting in (47 KB of the 48 KB,
-// the rest left to its static shared memory): an append
-// tile's rows, a gather's copy of the basis. Both are stored with a row
+// Shared memory a low-rank CTA may use without opting in: 48 KB less
+// kLowRankStaticSharedBytes for its static shared memory (the gather's page
+// table entries and coefficient tile: 1152 bytes; asserted in the kernels):
+// an append tile's rows, a gather's copy of the basis. Both are stored with a row
 // stride of head_dim + 1 floats (head_dim is a multiple of 8, so the stride
 // is odd and a warp reading one column of many rows meets every bank once).
-inline constexpr std::int32_t kLowRankSharedFloats = 12032;
+inline constexpr std::int32_t kLowRankStaticSharedBytes = 2048;
+inline constexpr std::int32_t kLowRankSharedFloats = (49152 - kLowRankStaticSharedBytes) / 4;
 // Pages a low-rank gather CTA decodes, so that one copy of the basis in
 // shared memory serves that many pages' tokens.
 inline constexpr std::int32_t kLowRankPagesPerCta = 8;

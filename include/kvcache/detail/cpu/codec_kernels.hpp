@@ -59,11 +59,14 @@ void to_floats(const std::byte* row, std::int32_t count, float* out) {
   }
 }
 
-// Floats stored as T (exactly what store_element writes).
+// Floats stored as T (exactly what store_element writes: NaN canonical).
 template <class T>
 void from_floats(const float* values, std::int32_t count, std::byte* row) {
   if constexpr (std::is_same_v<T, float>) {
-    std::memcpy(row, values, static_cast<std::size_t>(count) * sizeof(float));
+    float out[1024];
+    for (std::int32_t i = 0; i < count; ++i)
+      out[i] = canonical_float(values[i]);
+    std::memcpy(row, out, static_cast<std::size_t>(count) * sizeof(float));
   } else {
     std::uint16_t bits[1024];
     if constexpr (std::is_same_v<T, Half>) {
