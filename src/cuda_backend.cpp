@@ -216,6 +216,74 @@ void CudaBackend::synchronize() {
   check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
+// ---- tier transfers -------------------------------------------------------------
+
+struct CudaBackend::Transfers {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t queued = nullptr;  // the backend stream's work so far
+  cudaEvent_t copied = nullptr;  // the transfer just queued
+  ~Transfers() {
+    if (stream == nullptr) return;
+    int current = 0;
+    (void)cudaGetDevice(&current);
+    (void)cudaSetDevice(device);
+    (void)cudaStreamSynchronize(stream);
+    (void)cudaEventDestroy(queued);
+    (void)cudaEventDestroy(copied);
+    (void)cudaStreamDestroy(stream);
+    (void)cudaSetDevice(current);
+  }
+};
+
+Buffer CudaBackend::allocate_host(std::size_t bytes) {
+  activate();
+  void* host = nullptr;
+  if (bytes != 0) {
+    const cudaError_t status = cudaMallocHost(&host, bytes);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      detail::raise<OutOfMemory>("cudaMallocHost of {} bytes (a tier's pinned memory) failed: {}",
+                                 bytes, cudaGetErrorString(status));
+    }
+  }
+  return Buffer(host, bytes, [](void* p) noexcept { (void)cudaFreeHost(p); });
+}
+
+void CudaBackend::transfer(void* dst, const void* src, std::size_t bytes, int kind) {
+  if (bytes == 0) return;
+  activate();
+  if (!transfers_) {
+    auto t = std::make_shared<Transfers>();
+    t->device = device_;
+    check(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaEventCreateWithFlags(&t->queued, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaEventCreateWithFlags(&t->copied, cudaEventDisableTiming), "cudaEventCreate");
+    transfers_ = std::move(t);
+  }
+  Transfers& t = *transfers_;
+  check(cudaEventRecord(t.queued, stream_), "cudaEventRecord");
+  check(cudaStreamWaitEvent(t.stream, t.queued, 0), "cudaStreamWaitEvent");
+  check(cudaMemcpyAsync(dst, src, bytes, static_cast<cudaMemcpyKind>(kind), t.stream),
+        kind == cudaMemcpyDeviceToHost ? "cudaMemcpyAsync(offload)" : "cudaMemcpyAsync(onboard)");
+  check(cudaEventRecord(t.copied, t.stream), "cudaEventRecord");
+  check(cudaStreamWaitEvent(stream_, t.copied, 0), "cudaStreamWaitEvent");
+}
+
+void CudaBackend::offload(void* host_dst, const void* page, std::size_t bytes) {
+  transfer(host_dst, page, bytes, cudaMemcpyDeviceToHost);
+}
+
+void CudaBackend::onboard(void* page, const void* host_src, std::size_t bytes) {
+  transfer(page, host_src, bytes, cudaMemcpyHostToDevice);
+}
+
+void CudaBackend::wait_transfers() {
+  if (!transfers_) return;
+  activate();
+  check(cudaStreamSynchronize(transfers_->stream), "cudaStreamSynchronize(transfers)");
+}
+
 Buffer low_rank_fit_workspace(CudaBackend& backend, std::int32_t heads, std::int32_t head_dim,
                               std::int32_t /*rank*/) {
   auto workspace = std::make_unique<LowRankWorkspace>();

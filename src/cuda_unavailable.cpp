@@ -53,6 +53,18 @@ void CudaBackend::fill_zero(void*, std::size_t) {
 void CudaBackend::synchronize() {
   unsupported();
 }
+Buffer CudaBackend::allocate_host(std::size_t) {
+  unsupported();
+}
+void CudaBackend::offload(void*, const void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::onboard(void*, const void*, std::size_t) {
+  unsupported();
+}
+void CudaBackend::wait_transfers() {
+  unsupported();
+}
 void CudaBackend::low_rank_fit(const kernels::LowRankFitParams&) {
   unsupported();
 }

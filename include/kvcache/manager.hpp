@@ -36,7 +36,9 @@
 #include "kvcache/detail/checks.hpp"
 #include "kvcache/detail/gather_staging.hpp"
 #include "kvcache/detail/invariants.hpp"
+#include "kvcache/detail/reports.hpp"
 #include "kvcache/detail/sequence_table.hpp"
+#include "kvcache/detail/tier_link.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/fwd.hpp"
 #include "kvcache/kernels/page_math.hpp"
@@ -69,7 +71,8 @@ class KVCacheManager {
         codec_(config_, backend_, arena_.bytes_data()),
         gather_(backend_, config_),
         batches_(backend_, config_),
-        copier_(backend_, config_.num_blocks) {}
+        copier_(backend_, config_.num_blocks),
+        tiers_(backend_, arena_.bytes_data(), Backend::kHoldsData ? bytes_per_block() : 0) {}
 
   KVCacheManager(const KVCacheManager&) = delete;
   KVCacheManager& operator=(const KVCacheManager&) = delete;
@@ -94,14 +97,7 @@ class KVCacheManager {
   const Storage& codec() const { return codec_; }
 
   SequenceInfo sequence(SeqId seq) const {
-    const Entry& s = sequences_.find(seq, "sequence");
-    return SequenceInfo{seq,
-                        s.num_tokens,
-                        codec_.token_capacity(static_cast<std::int64_t>(s.blocks.size())),
-                        static_cast<std::int64_t>(s.tokens.size()),
-                        codec_.paged_tokens(s.codec, s.num_tokens),
-                        s.parked,
-                        s.blocks};
+    return detail::sequence_info(seq, sequences_.find(seq, "sequence"), codec_);
   }
   // The sequence's block table (valid until the next call that changes it).
   std::span<const BlockId> block_table(SeqId seq) const {
@@ -109,17 +105,8 @@ class KVCacheManager {
   }
 
   MemoryStats memory() const {
-    MemoryStats stats;
-    stats.arena_bytes = static_cast<std::int64_t>(arena_.size());
-    stats.bytes_per_block = bytes_per_block();
-    stats.num_blocks = num_blocks();
-    stats.free_blocks = num_free_blocks();
-    stats.cached_blocks = num_cached_blocks();
-    stats.used_blocks = num_blocks() - stats.free_blocks - stats.cached_blocks;
-    stats.num_sequences = num_sequences();
-    sequences_.add_totals(stats, block_size());
-    stats.residual_bytes = codec_.side_bytes();
-    return stats;
+    return detail::memory_stats(static_cast<std::int64_t>(arena_.size()), bytes_per_block(),
+                                num_blocks(), ledger_, sequences_, codec_, block_size());
   }
 
   // Counters; reading a codec's non-finite count waits for the backend.
@@ -127,6 +114,7 @@ class KVCacheManager {
     CacheStats stats = ledger_.counters();
     stats.allocation = ledger_.allocation().stats();
     codec_.add_stats(stats);
+    tiers_.add_stats(stats);
     return stats;
   }
 
@@ -137,12 +125,29 @@ class KVCacheManager {
                  const TensorView& v_sample) requires Storage::kCalibrated {
     detail::check_sample(shape(), layer, k_sample, v_sample);
     codec_.calibrate(layer, detail::sample_view(k_sample), detail::sample_view(v_sample));
+    tiers_.refresh(codec_.calibrations(), [&] { return fingerprint(); });
   }
 
   // Called for every eviction, inside the call that needed the room; it must
   // not throw (an exception from it is dropped) nor call back into the manager.
   void set_eviction_listener(std::function<void(const EvictionEvent&)> listener) {
     ledger_.set_listener(std::move(listener));
+  }
+
+  // ---- tiers (tier/block_store.hpp, detail/tier_link.hpp) --------------------
+
+  // Evicted prefix blocks (and an evicted parked sequence's partial last
+  // block) go to `store` instead of being dropped and come back on a prefix
+  // hit. Needs PagedAllocation and PrefixSharing; detach before the store goes.
+  void attach_tier(BlockStore& store) {
+    detail::check_tier<Allocation, Sharing, Backend::kHoldsData>(store, bytes_per_block());
+    tiers_.attach(store, fingerprint());
+    ledger_.set_sink(&tiers_);
+  }
+  void detach_tier() { ledger_.set_sink(nullptr), tiers_.detach(); }
+  // Shape, block size, layout, codec and calibrated state: blocks move only between equals.
+  std::uint64_t fingerprint() const {
+    return detail::fingerprint_of<Codec>(config_, codec_, bytes_per_block());
   }
 
   // ---- sequences -----------------------------------------------------------
@@ -167,6 +172,7 @@ class KVCacheManager {
     if (!prompt.empty()) {
       s.num_tokens =
           static_cast<std::int64_t>(ledger_.acquire_prefix(s, block_size())) * block_size();
+      s.num_tokens += tiers_.onboard(ledger_, s, prompt, block_size(), kTierTails, drop_sequence());
       codec_.on_prefix_hit(s.codec, s.num_tokens);
     }
     return sequences_.insert(std::move(s));
@@ -217,21 +223,9 @@ class KVCacheManager {
 
   // True (a hit) when the parked sequence is still cached, and it is active
   // again; false (a miss) when it was evicted, after which its id is gone.
-  bool unpark(SeqId seq) {
-    if (Entry* s = sequences_.try_find(seq)) {
-      if (!s->parked) detail::raise<InvalidArgument>("unpark: sequence {} is not parked", seq);
-      s->parked = false;
-      ledger_.unpark(seq);
-      ++ledger_.counters().unpark_hits;
-      return true;
-    }
-    if (sequences_.forget_evicted(seq)) {
-      ++ledger_.counters().unpark_misses;
-      return false;
-    }
-    detail::raise<UnknownSequence>("unpark: sequence {} is unknown (never created or released)",
-                                   seq);
-  }
+  // With a tier attached, create_sequence(its tokens) then brings back what
+  // went there (its full blocks, and its partial last one).
+  bool unpark(SeqId seq) { return detail::unpark_sequence(sequences_, ledger_, seq); }
 
   // Makes room for `tokens` more tokens (copying a shared block that would be
   // written first). With an evicting policy, evicts what it must; kPoolFull
@@ -289,6 +283,8 @@ class KVCacheManager {
     detail::check_tensor(shape(), v, batch.num_tokens(), "append", "v");
     codec_.append(layer, detail::append_source(k, v, "append"),
                   kernels::SlotMapping{batch.backend_slot_mapping(), batch.num_tokens()});
+    if constexpr (Storage::kCalibrated)  // the first batch of a layer may calibrate it
+      tiers_.refresh(codec_.calibrations(), [&] { return fingerprint(); });
     batches_.mark_appended(layer);
   }
 
@@ -347,6 +343,8 @@ class KVCacheManager {
  private:
   friend struct detail::ManagerAccess;
   using Entry = detail::Sequence<typename Codec::SequenceState>;
+  // A partial last block is in pages and keyed by its tokens: a tier takes it.
+  static constexpr bool kTierTails = Storage::kWritesPartialPages && Sharing::kEnabled;
 
   // Per-sequence codec resources, evicting until they are free.
   bool attach(Entry& s) {
@@ -357,6 +355,7 @@ class KVCacheManager {
   auto drop_sequence() {
     return [this](SeqId seq) {
       Entry s = sequences_.take(seq, "evict");
+      tiers_.spill_tail(s, block_size(), kTierTails);
       codec_.detach(s.codec);
       ledger_.release(s.blocks);
       sequences_.mark_evicted(seq);
@@ -394,6 +393,7 @@ class KVCacheManager {
   detail::BatchBuilder<Backend, Entry> batches_;
   detail::BlockCopier<Backend> copier_;
   detail::SequenceTable<typename Codec::SequenceState> sequences_;
+  detail::TierLink<Backend> tiers_;  // after the arena and the codec it reads
 };
 
 }  // namespace kvcache

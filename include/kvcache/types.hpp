@@ -70,7 +70,21 @@ struct CacheStats {
   std::int64_t blocks_copied = 0;            // blocks moved by the copy kernel (COW, growth, fork)
   std::int64_t nonfinite_values = 0;  // NaN / Inf inputs met by a codec (saturated, see README)
   std::int64_t flushed_groups = 0;    // KIVI: token groups quantized out of the residual window
+  // With a tier attached (attach_tier): blocks copied out to it on eviction
+  // and back on a prefix hit, and their bytes; full blocks asked of it after
+  // the pool's own miss and found there; partial last blocks of evicted
+  // parked sequences; blocks the tier itself evicted.
+  std::int64_t tier_offloads = 0;
+  std::int64_t tier_onboards = 0;
+  std::int64_t tier_bytes_offloaded = 0;
+  std::int64_t tier_bytes_onboarded = 0;
+  std::int64_t tier_lookup_blocks = 0;
+  std::int64_t tier_hit_blocks = 0;
+  std::int64_t tier_tails_offloaded = 0;
+  std::int64_t tier_tails_onboarded = 0;
+  std::int64_t tier_evictions = 0;
   AllocationStats allocation;
+  std::int64_t tier_misses() const { return tier_lookup_blocks - tier_hit_blocks; }
   double prefix_hit_rate() const {
     return prefix_blocks_requested == 0 ? 0.0
                                         : static_cast<double>(prefix_blocks_hit) /

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "kvcache/backend/concepts.hpp"
@@ -68,6 +69,19 @@ class CudaBackend {
   void fill_zero(void* dst, std::size_t bytes);
   void synchronize();
 
+  // Tiers (tier/host_tier.hpp): pinned host memory for a tier's slots, and
+  // asynchronous copies between a device page and a slot on a transfer
+  // stream of the backend's own, ordered by events: an offload starts after
+  // the kernels already queued (that wrote the page) and the backend's
+  // stream waits for it before anything queued later (that may overwrite
+  // the page); an onboard likewise, so the first kernel that reads the page
+  // runs after it. The host waits for neither. wait_transfers() is for the
+  // host's own reads of slots.
+  Buffer allocate_host(std::size_t bytes);
+  void offload(void* host_dst, const void* page, std::size_t bytes);
+  void onboard(void* page, const void* host_src, std::size_t bytes);
+  void wait_transfers();
+
   // The one launch wrapper: runs launcher(stream) on this backend's device
   // and throws CudaError naming `kernel` when it returns an error status.
   template <class Launcher>
@@ -86,8 +100,14 @@ class CudaBackend {
   void activate();
   void check_launch(const char* kernel, int status);
 
+  void transfer(void* dst, const void* src, std::size_t bytes, int kind);
+
   int device_ = 0;
   Stream stream_ = nullptr;
+  // The tiers' transfer stream and its two events (created on first use;
+  // shared by copies of this backend, released with the last).
+  struct Transfers;
+  std::shared_ptr<Transfers> transfers_;
 };
 
 static_assert(MemoryBackend<CudaBackend>);

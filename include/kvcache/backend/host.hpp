@@ -58,6 +58,13 @@ class HostBackend {
   }
   void synchronize() {}
 
+  // Tiers (tier/host_tier.hpp): host memory for a tier's slots, and the
+  // copies between a page and a slot (plain memcpy here).
+  Buffer allocate_host(std::size_t bytes) { return allocate(bytes); }
+  void offload(void* host_dst, const void* page, std::size_t bytes) { copy(host_dst, page, bytes); }
+  void onboard(void* page, const void* host_src, std::size_t bytes) { copy(page, host_src, bytes); }
+  void wait_transfers() {}
+
  private:
   static void copy(void* dst, const void* src, std::size_t bytes) {
     if (bytes != 0) std::memmove(dst, src, bytes);

@@ -37,6 +37,11 @@ class MetadataBackend {
   void copy_within(void*, const void*, std::size_t) {}
   void fill_zero(void*, std::size_t) {}
   void synchronize() {}
+  // Tiers hold keys only: nothing to copy.
+  Buffer allocate_host(std::size_t bytes) { return Buffer(nullptr, bytes, nullptr); }
+  void offload(void*, const void*, std::size_t) {}
+  void onboard(void*, const void*, std::size_t) {}
+  void wait_transfers() {}
 };
 
 static_assert(MemoryBackend<MetadataBackend>);

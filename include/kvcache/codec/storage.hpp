@@ -244,7 +244,10 @@ class TokenCodecStorage : public PagedStorage<Backend, typename Codec::SequenceS
                        energy_.data() + first_row);
     }
     calibrated_[static_cast<std::size_t>(layer)] = 1;
+    ++calibrations_;
   }
+  // Calibrations so far: the state changed when this did.
+  std::uint64_t calibrations() const { return calibrations_; }
 
   bool is_calibrated(std::int32_t layer) const {
     return !kCalibrated || calibrated_.at(static_cast<std::size_t>(layer)) != 0;
@@ -287,6 +290,7 @@ class TokenCodecStorage : public PagedStorage<Backend, typename Codec::SequenceS
   Buffer state_;               // [layers][2][heads][Rows::state_floats], backend memory
   std::vector<float> energy_;  // [layers][2][heads], low-rank only
   std::vector<std::uint8_t> calibrated_;
+  std::uint64_t calibrations_ = 0;
 };
 
 }  // namespace kvcache::codec

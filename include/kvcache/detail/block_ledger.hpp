@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "kvcache/error.hpp"
+
 #include "kvcache/detail/prefix_index.hpp"
 #include "kvcache/detail/sequence_table.hpp"
 #include "kvcache/kernels/page_math.hpp"
@@ -24,6 +26,16 @@
 #include "kvcache/types.hpp"
 
 namespace kvcache::detail {
+
+// Told of every cached block an eviction drops, while its page still holds
+// the block (before anything can reuse it): a tier copies it out.
+class EvictionSink {
+ public:
+  virtual void spill(BlockId block, EvictionKey key) = 0;
+
+ protected:
+  ~EvictionSink() = default;
+};
 
 template <class Allocation, class Eviction, class Sharing>
 class BlockLedger {
@@ -51,6 +63,7 @@ class BlockLedger {
   void set_listener(std::function<void(const EvictionEvent&)> listener) {
     listener_ = std::move(listener);
   }
+  void set_sink(EvictionSink* sink) { sink_ = sink; }
 
   // Evicts victims until done() holds: a cached block is dropped here, a
   // parked sequence is dropped by drop_sequence(seq). False when nothing is
@@ -69,6 +82,10 @@ class BlockLedger {
         ++counters_.evicted_sequences;
       } else {
         event.kind = EvictionKind::kBlock;
+        if (sink_ != nullptr) {
+          if (const std::optional<BlockId> block = index_.find(*victim))
+            sink_->spill(*block, *victim);
+        }
         event.block = index_.drop_cached(*victim, allocation_);
         ++counters_.evicted_blocks;
       }
@@ -145,6 +162,41 @@ class BlockLedger {
     index_.publish(s, full_blocks, block_size, allocation_, eviction_);
   }
 
+  // A fresh block for the sequence's next block, evicting for room: keyed by
+  // `key` (a prefix block brought back from a tier, shareable at once) or
+  // unkeyed (key 0: a partial tail). nullopt when no room can be made.
+  template <class Seq, class DropSequence>
+  std::optional<BlockId> adopt(Seq& s, EvictionKey key, DropSequence drop_sequence) {
+    if constexpr (Allocation::kContiguous) {
+      return std::nullopt;
+    } else {
+      if (!evict_until([&] { return allocation_.num_free() >= 1; }, drop_sequence))
+        return std::nullopt;
+      const BlockId block = *allocation_.pool().try_allocate();
+      if (key != 0) {
+        index_.bind(key, block);
+        eviction_.on_access(key);
+        s.hashes.push_back(key);
+      }
+      s.blocks.push_back(block);
+      return block;
+    }
+  }
+  // Undoes the sequence's last adopt (its block could not be filled).
+  template <class Seq>
+  void abandon_last(Seq& s, EvictionKey key) {
+    if constexpr (!Allocation::kContiguous) {
+      const BlockId block = s.blocks.back();
+      s.blocks.pop_back();
+      if (key != 0) {
+        s.hashes.pop_back();
+        index_.unbind(key);
+        eviction_.forget(key);
+      }
+      allocation_.pool().release(block);
+    }
+  }
+
   // A parked sequence becomes evictable, or stops being so.
   void park(SeqId seq) {
     eviction_.on_access(sequence_key(seq));
@@ -190,6 +242,7 @@ class BlockLedger {
   BlockMoves moves_;
   CacheStats counters_;
   std::function<void(const EvictionEvent&)> listener_;
+  EvictionSink* sink_ = nullptr;
 };
 
 }  // namespace kvcache::detail

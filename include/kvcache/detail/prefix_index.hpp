@@ -113,6 +113,12 @@ class PrefixIndex {
     if (it == index_.end()) return std::nullopt;
     return it->second;
   }
+  // Keys a block in use whose content was brought back from a tier (no block
+  // holds the key: the lookup that found it in the tier missed here).
+  void bind(EvictionKey key, BlockId block) {
+    index_.emplace(key, block);
+    block_key_[static_cast<std::size_t>(block)] = key;
+  }
   // Drops a block's key (its contents are gone); returns the block.
   BlockId unbind(EvictionKey key) {
     auto it = index_.find(key);
@@ -148,6 +154,7 @@ class PrefixIndex<Sharing, false> {
   void publish(Seq&, std::size_t, std::int32_t, Allocation&, Eviction&) {}
   EvictionKey key_of(BlockId) const { return 0; }
   std::optional<BlockId> find(EvictionKey) const { return std::nullopt; }
+  void bind(EvictionKey, BlockId) {}
   BlockId unbind(EvictionKey) { return -1; }
   template <class Allocation>
   BlockId drop_cached(EvictionKey, Allocation&) {
