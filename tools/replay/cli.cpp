@@ -72,6 +72,10 @@ manager; without TRACE it replays a built-in synthetic chat workload.
   --sweep              hit rate against capacity for every policy, and unlimited
   --budget-gib G       pool size as bytes of K/V cache (needs --model; 1 GiB = 2^30)
   --codec-table        hit rate of every codec at the same --budget-gib (LRU and LFU-aging)
+  --host-tier-blocks N a host tier of N blocks (LRU) under the pool: evicted blocks go
+                       there and come back on a prefix hit
+  --tier-table         hit rate with host tiers of 0, 2, 4 and 8 times the pool (default
+                       pool: 1/32 of the distinct blocks), beside the pool's offline optimum
   --skip-bad           skip (and count) malformed lines instead of stopping
   --codec C            size the pool for a compressed cache (with --budget-gib):
 )" + codecs_help;
@@ -122,6 +126,10 @@ Arguments parse_arguments(std::span<const std::string> words) {
       args.codec = one_of(flag, value(), codecs());
     } else if (flag == "--codec-table") {
       args.codec_table = true;
+    } else if (flag == "--host-tier-blocks") {
+      args.options.host_tier_blocks = integer(flag, value(), 0, std::int64_t{1} << 31);
+    } else if (flag == "--tier-table") {
+      args.tier_table = true;
     } else if (flag == "--skip-bad") {
       args.skip_bad = true;
     } else if (!flag.empty() && flag[0] == '-') {
@@ -136,6 +144,11 @@ Arguments parse_arguments(std::span<const std::string> words) {
   }
   if ((args.budget_gib > 0 || args.codec_table || args.codec != "plain") && !args.options.model) {
     throw UsageError("--budget-gib, --codec and --codec-table need --model (the bytes per token)");
+  }
+  if (args.tier_table && (args.sweep || args.codec_table || args.options.host_tier_blocks > 0)) {
+    throw UsageError(
+        "--tier-table runs its own tiers: not with --sweep, --codec-table or "
+        "--host-tier-blocks");
   }
   if (args.codec_table && args.budget_gib <= 0)
     throw UsageError("--codec-table needs --budget-gib");

@@ -26,6 +26,7 @@ struct Arguments {
   double budget_gib = 0;
   std::string codec = "plain";
   bool codec_table = false;
+  bool tier_table = false;
   bool sweep = false;
   bool skip_bad = false;
   bool help = false;

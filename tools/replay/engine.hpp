@@ -7,12 +7,14 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <queue>
 #include <random>
 #include <span>
 #include <vector>
 
 #include "kvcache/kvcache.hpp"
+#include "kvcache/tier/host_tier.hpp"
 #include "replay.hpp"
 
 namespace kvcache::replay::engine {
@@ -87,7 +89,18 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
   }
   config.max_batch_tokens = static_cast<std::int32_t>(widest);
   config.max_batch_sequences = 1;
-  KVCacheManager<Policy, Backend> manager(config, std::move(backend));
+  using Manager = KVCacheManager<Policy, Backend>;
+  // The tier first: it outlives the manager that offloads into it.
+  std::unique_ptr<HostTier<>> tier;
+  const std::int64_t tier_block_bytes =
+      Backend::kHoldsData ? Policy::codec::block_bytes(config.shape, config.block_size) : 0;
+  if (options.host_tier_blocks > 0) {
+    tier = std::make_unique<HostTier<>>(tier_block_bytes, options.host_tier_blocks,
+                                        backend.allocate_host(static_cast<std::size_t>(
+                                            tier_block_bytes * options.host_tier_blocks)));
+  }
+  Manager manager(config, std::move(backend));
+  if (tier) manager.attach_tier(*tier);
 
   // With a model: one buffer of random K and V rows, appended for every chunk.
   Buffer k, v;
@@ -154,8 +167,14 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const CacheStats stats = manager.stats();
   result.blocks_requested = stats.prefix_blocks_requested;
-  result.blocks_hit = stats.prefix_blocks_hit;
+  result.blocks_hit = stats.prefix_blocks_hit + stats.tier_hit_blocks;
+  result.blocks_hit_tier = stats.tier_hit_blocks;
   result.evicted_blocks = stats.evicted_blocks;
+  result.tier_offloads = stats.tier_offloads;
+  result.tier_bytes_offloaded = stats.tier_bytes_offloaded;
+  result.tier_bytes_onboarded = stats.tier_bytes_onboarded;
+  result.tier_evictions = stats.tier_evictions;
+  if (tier) manager.detach_tier();
   return result;
 }
 

@@ -51,6 +51,18 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
                      r.rejected);
   out += fmt::format("  prefix hit rate   {} ({} of {} prompt blocks)\n", percent(r.hit_rate()),
                      r.blocks_hit, r.blocks_requested);
+  if (r.tier_offloads > 0 || r.blocks_hit_tier > 0) {
+    out += fmt::format("  from the pool     {} ({} blocks); from the host tier {} ({} blocks)\n",
+                       percent(r.pool_hit_rate()), r.blocks_hit - r.blocks_hit_tier,
+                       percent(r.hit_rate() - r.pool_hit_rate()), r.blocks_hit_tier);
+    out += fmt::format("  host tier         {} blocks offloaded, {} onboarded, {} evicted{}\n",
+                       r.tier_offloads, r.blocks_hit_tier, r.tier_evictions,
+                       r.tier_bytes_offloaded > 0
+                           ? fmt::format(" ({:.2f} GiB out, {:.2f} GiB in)",
+                                         static_cast<double>(r.tier_bytes_offloaded) / (1 << 30),
+                                         static_cast<double>(r.tier_bytes_onboarded) / (1 << 30))
+                           : std::string());
+  }
   out += fmt::format("  evictions         {} blocks\n", r.evicted_blocks);
   out += fmt::format("  peak blocks       {} held by running requests, {} held or cached\n",
                      r.peak_used_blocks, r.peak_occupied_blocks);
@@ -260,6 +272,43 @@ std::string codec_report(const Trace& trace, const Arguments& args, ReplayOption
   return out;
 }
 
+// The pool with host tiers of 0, 2, 4 and 8 times its size under it, beside
+// the pool's offline optimum (no tier) and one pool as large as pool and
+// tier together.
+std::string tier_report(const Trace& trace, ReplayOptions options) {
+  const std::int64_t pool = options.capacity_blocks;
+  std::string out = fmt::format(
+      "\nPrefix hit rate with a host tier (LRU) under a pool of {} blocks ({})\n\n"
+      "| host tier (blocks) | hit rate | from the pool | from the tier | blocks offloaded | "
+      "blocks onboarded | tier evictions | one pool of pool + tier blocks ({}) |\n"
+      "|---|---|---|---|---|---|---|---|\n",
+      pool, options.policy, options.policy);
+  for (const std::int64_t times : {0, 2, 4, 8}) {
+    options.host_tier_blocks = times * pool;
+    options.capacity_blocks = pool;
+    const ReplayResult r = run_replay(trace, options);
+    ReplayOptions single = options;
+    single.host_tier_blocks = 0;
+    single.capacity_blocks =
+        std::min<std::int64_t>(pool * (1 + times), (std::int64_t{1} << 31) - 1);
+    const ReplayResult one = run_replay(trace, single);
+    out +=
+        fmt::format("| {} ({}x) | {} | {} | {} | {} | {} | {} | {} |\n", options.host_tier_blocks,
+                    times, percent(r.hit_rate()), percent(r.pool_hit_rate()),
+                    percent(r.hit_rate() - r.pool_hit_rate()), r.tier_offloads, r.blocks_hit_tier,
+                    r.tier_evictions, percent(one.hit_rate()));
+  }
+  options.host_tier_blocks = 0;
+  options.capacity_blocks = pool;
+  for (const PolicyInfo& policy : policies()) {
+    if (!policy.offline) continue;
+    options.policy = policy.name;
+    out += fmt::format("\nThe pool's offline optimum ({}, no tier): {}\n", policy.name,
+                       percent(run_replay(trace, options).hit_rate()));
+  }
+  return out;
+}
+
 // Runs what the arguments ask for and returns the whole report.
 std::string report(const Arguments& args) {
   const Trace trace =
@@ -280,6 +329,11 @@ std::string report(const Arguments& args) {
     options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 8);
   }
   if (args.sweep) return trace_line(trace, options) + sweep_report(trace, options);
+  if (args.tier_table) {
+    if (args.options.capacity_blocks == 0 && args.capacity_tokens == 0 && args.budget_gib <= 0)
+      options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 32);
+    return trace_line(trace, options) + tier_report(trace, options);
+  }
   const ReplayResult result = run_replay(trace, options);
   std::string out = trace_line(trace, options) + single_report(trace, result);
   if (options.decode_ms_per_token == 0) {

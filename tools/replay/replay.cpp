@@ -50,6 +50,10 @@ void check_options(const Trace& trace, const ReplayOptions& options) {
     detail::raise<InvalidArgument>("replay: capacity {} blocks is outside [0, 2^31 - 1]",
                                    options.capacity_blocks);
   }
+  if (options.host_tier_blocks < 0 || options.host_tier_blocks > (std::int64_t{1} << 31)) {
+    detail::raise<InvalidArgument>("replay: a host tier of {} blocks is outside [0, 2^31]",
+                                   options.host_tier_blocks);
+  }
   if (!std::isfinite(options.decode_ms_per_token) || options.decode_ms_per_token < 0) {
     detail::raise<InvalidArgument>("replay: decode time {} ms is not a non-negative number",
                                    options.decode_ms_per_token);

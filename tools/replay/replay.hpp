@@ -33,6 +33,9 @@ struct ReplayOptions {
   double decode_ms_per_token = 20.0;  // 0: one request at a time
   std::optional<ModelShape> model;    // move real K/V bytes of this shape
   std::string backend = "cpu";        // cpu | cuda (with a model)
+  // Blocks of a host tier (LRU) under the pool: evicted blocks go there and
+  // come back on a prefix hit (0: none).
+  std::int64_t host_tier_blocks = 0;
 };
 
 struct ReplayResult {
@@ -41,7 +44,12 @@ struct ReplayResult {
   std::int64_t requests = 0;
   std::int64_t rejected = 0;  // no room even after evicting everything evictable
   std::int64_t blocks_requested = 0;
-  std::int64_t blocks_hit = 0;
+  std::int64_t blocks_hit = 0;       // found in the pool, or brought back from the tier
+  std::int64_t blocks_hit_tier = 0;  // ... of which from the tier
+  std::int64_t tier_offloads = 0;    // blocks copied out to the tier
+  std::int64_t tier_bytes_offloaded = 0;
+  std::int64_t tier_bytes_onboarded = 0;
+  std::int64_t tier_evictions = 0;  // blocks the tier dropped
   std::int64_t evicted_blocks = 0;
   std::int64_t peak_used_blocks = 0;      // held by running requests
   std::int64_t peak_occupied_blocks = 0;  // held or cached
@@ -51,6 +59,11 @@ struct ReplayResult {
     return blocks_requested == 0
                ? 0.0
                : static_cast<double>(blocks_hit) / static_cast<double>(blocks_requested);
+  }
+  double pool_hit_rate() const {  // found in the pool alone
+    return blocks_requested == 0 ? 0.0
+                                 : static_cast<double>(blocks_hit - blocks_hit_tier) /
+                                       static_cast<double>(blocks_requested);
   }
 };
 

@@ -13,7 +13,8 @@
 //            the store for the prompt's next full blocks (longest present
 //            run), takes a fresh page for each, fills it from the store and
 //            keys it (shareable at once); then, if every full block came
-//            back, the prompt's tail.
+//            back, the prompt's tail. A host store gives the block up (the
+//            tier is exclusive of the pool).
 //
 // With a host store (HostStore) the bytes go straight between a page and a
 // slot: on the CPU backend a memcpy; on the CUDA backend an asynchronous copy
@@ -264,6 +265,11 @@ class TierLink final : public EvictionSink {
       return false;
     }
     ++onboards_;
+    // The host tier is exclusive of the pool: the block leaves it (and comes
+    // back when the pool evicts it again), so pool and tier together hold as
+    // many distinct blocks as one pool of both sizes. A shared store below
+    // keeps its copy for the other engines.
+    if (host_ != nullptr) host_->erase(fingerprint_, key);
     return true;
   }
 
