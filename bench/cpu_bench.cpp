@@ -9,6 +9,7 @@
 
 #include "bench_common.hpp"
 #include "kvcache/kvcache.hpp"
+#include "tier_bench.hpp"
 
 namespace kvcache::bench {
 namespace {
@@ -190,7 +191,49 @@ BENCHMARK_CAPTURE(BM_CpuGather, HND, KVLayout::kHND)
     ->Arg(16384)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+// The host tier (tier_bench.hpp): offload (`onboard` false) or onboard of K
+// blocks of 2 MiB through the manager, against memcpy of the same blocks one
+// at a time between two other buffers.
+void BM_CpuTier(benchmark::State& state, bool onboard) {
+  const std::int64_t blocks = smoke() ? 2 : state.range(0);
+  TierRoundTrip<HostBackend> bench(blocks, HostBackend());
+  const auto block = static_cast<std::size_t>(bench.block_bytes());
+  std::vector<std::byte> from(block * static_cast<std::size_t>(blocks), std::byte{1});
+  std::vector<std::byte> to(from.size());
+  using Clock = std::chrono::steady_clock;
+  RatioCounter ratio;
+  for (auto _ : state) {
+    auto start = Clock::now();
+    bench.offload();
+    const double out = std::chrono::duration<double>(Clock::now() - start).count();
+    bench.settle();
+    start = Clock::now();
+    bench.onboard();
+    const double in = std::chrono::duration<double>(Clock::now() - start).count();
+    bench.settle();
+    start = Clock::now();
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const auto at = static_cast<std::size_t>(b) * block;
+      std::memcpy(to.data() + at, from.data() + at, block);
+    }
+    benchmark::ClobberMemory();
+    ratio.copy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    ratio.kernel_seconds += onboard ? in : out;
+    state.SetIterationTime(onboard ? in : out);
+  }
+  ratio.publish(state, 2.0 * static_cast<double>(block) * static_cast<double>(blocks), "memcpy");
+  state.counters["blocks"] = static_cast<double>(blocks);
+}
+
 BENCHMARK(BM_CpuDecodeAttention)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuTier, offload, false)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuTier, onboard, true)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BlockPoolAllocateFree)->Arg(1024);
 BENCHMARK(BM_ManagerDecodeStep)->Unit(benchmark::kMicrosecond);
 

@@ -17,6 +17,7 @@
 #include "bench_common.hpp"
 #include "kvcache/kernels/cuda.hpp"
 #include "kvcache/kvcache.hpp"
+#include "tier_bench.hpp"
 
 namespace kvcache::bench {
 namespace {
@@ -407,7 +408,62 @@ BENCHMARK_CAPTURE(BM_GpuGather, HND, KVLayout::kHND)
     ->Arg(262144)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
+// The host tier on the GPU (tier_bench.hpp): offload (`onboard` false) or
+// onboard of K blocks of 2 MiB through the manager, timed with events on the
+// backend's stream (which waits for the transfer stream), against
+// cudaMemcpyAsync of the same blocks one at a time between device memory and
+// pinned host memory, in the same direction.
+void BM_GpuTier(benchmark::State& state, bool onboard) {
+  const std::int64_t blocks = smoke() ? 2 : state.range(0);
+  TierRoundTrip<CudaBackend> bench(blocks, CudaBackend(0));
+  const auto block = static_cast<std::size_t>(bench.block_bytes());
+  const std::size_t bytes = block * static_cast<std::size_t>(blocks);
+  Buffer device = device_buffer(bytes);
+  Buffer pinned = bench.manager().backend().allocate_host(bytes);
+  Events events;
+  RatioCounter ratio;
+  for (auto _ : state) {
+    check(cudaEventRecord(events.start, nullptr), "cudaEventRecord");
+    bench.offload();
+    check(cudaEventRecord(events.middle, nullptr), "cudaEventRecord");
+    check(cudaEventRecord(events.end, nullptr), "cudaEventRecord");
+    const double out = events.elapsed().first;
+    bench.settle();
+    check(cudaEventRecord(events.start, nullptr), "cudaEventRecord");
+    bench.onboard();
+    check(cudaEventRecord(events.middle, nullptr), "cudaEventRecord");
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const auto at = static_cast<std::size_t>(b) * block;
+      if (onboard) {
+        check(cudaMemcpyAsync(device.bytes_data() + at, pinned.bytes_data() + at, block,
+                              cudaMemcpyHostToDevice, nullptr),
+              "cudaMemcpyAsync");
+      } else {
+        check(cudaMemcpyAsync(pinned.bytes_data() + at, device.bytes_data() + at, block,
+                              cudaMemcpyDeviceToHost, nullptr),
+              "cudaMemcpyAsync");
+      }
+    }
+    check(cudaEventRecord(events.end, nullptr), "cudaEventRecord");
+    const auto [in, copy] = events.elapsed();
+    bench.settle();
+    ratio.kernel_seconds += onboard ? in : out;
+    ratio.copy_seconds += copy;
+    state.SetIterationTime(onboard ? in : out);
+  }
+  ratio.publish(state, 2.0 * static_cast<double>(bytes), "pinned_memcpy");
+  state.counters["blocks"] = static_cast<double>(blocks);
+}
+
 BENCHMARK(BM_GpuDecodeAppend)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_GpuTier, offload, false)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GpuTier, onboard, true)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_GpuDecodeAttention)->Arg(262144)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
