@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kvcache/append_batch.hpp"
+#include "kvcache/detail/manager_access.hpp"
 #include "kvcache/error.hpp"
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/manager.hpp"
@@ -25,18 +26,6 @@
 namespace kvcache {
 
 namespace detail {
-
-// What the exports read of a manager's internals.
-struct ManagerAccess {
-  template <class Manager>
-  static const auto& sequences(const Manager& m) {
-    return m.sequences_;
-  }
-  template <class Manager>
-  static void check_batch(const Manager& m, const AppendBatch& batch, const char* what) {
-    m.batches_.check(batch, what);
-  }
-};
 
 template <class Manager>
 void require_page_tables(const Manager&, const char* what) {

@@ -15,7 +15,7 @@ template <class Policy, MemoryBackend Backend>
 class KVCacheManager;  // manager.hpp
 
 namespace detail {
-struct ManagerAccess;  // export.hpp
+struct ManagerAccess;  // detail/manager_access.hpp
 }  // namespace detail
 
 }  // namespace kvcache

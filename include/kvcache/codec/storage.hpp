@@ -132,6 +132,10 @@ class PagedStorage {
   }
 
   std::int64_t side_bytes() const { return 0; }
+  // Checkpoints: bytes a sequence keeps beside the pages (none here).
+  std::int64_t side_bytes_per_sequence() const { return 0; }
+  void save_side(const State&, std::byte*) const {}
+  void load_side(const State&, const std::byte*) {}
 
  protected:
   Backend* backend_;
@@ -251,6 +255,14 @@ class TokenCodecStorage : public PagedStorage<Backend, typename Codec::SequenceS
 
   bool is_calibrated(std::int32_t layer) const {
     return !kCalibrated || calibrated_.at(static_cast<std::size_t>(layer)) != 0;
+  }
+  // Checkpoints: which layers are calibrated, and their state put back
+  // (`state`: state() of a cache of the same shape and codec).
+  const std::vector<std::uint8_t>& calibrated_layers() const { return calibrated_; }
+  void load_calibration(const std::vector<std::uint8_t>& layers, const std::vector<float>& state) {
+    if (!state.empty()) backend_->copy_to_backend(state_.data(), state.data(), state_.size());
+    calibrated_ = layers;
+    ++calibrations_;
   }
 
   // The calibrated state, copied to the host: [layers][2][heads][state floats].

@@ -51,6 +51,7 @@ class BlockLedger {
   }
 
   const Allocation& allocation() const { return allocation_; }
+  Allocation& allocation_mut() { return allocation_; }  // checkpoint restore
   Eviction& eviction() { return eviction_; }
   const Eviction& eviction() const { return eviction_; }
   const Index& index() const { return index_; }

@@ -249,6 +249,17 @@ struct KiviCodec {
       return codec::codes_addressing(view_, layout, kKind);
     }
     std::int64_t side_bytes() const { return static_cast<std::int64_t>(residual_.size()); }
+    // Checkpoints: a sequence's ring (every layer's K and V of its last
+    // tokens), copied out and back.
+    std::int64_t side_bytes_per_sequence() const { return residual_view_.page_bytes; }
+    void save_side(const SequenceState& s, std::byte* host) const {
+      backend_->copy_to_host(host, residual_.bytes_data() + s.ring * residual_view_.page_bytes,
+                             static_cast<std::size_t>(residual_view_.page_bytes));
+    }
+    void load_side(const SequenceState& s, const std::byte* host) {
+      backend_->copy_to_backend(residual_.bytes_data() + s.ring * residual_view_.page_bytes, host,
+                                static_cast<std::size_t>(residual_view_.page_bytes));
+    }
     void add_stats(CacheStats& stats) {
       stats.nonfinite_values = counter_.read(*backend_);
       stats.flushed_groups = flushed_groups_;
