@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes kvcache with libFuzzer (clang): the API-operations target against
-# its reference model, and the trace / command-line target of kvcache-replay.
+# its reference model, the trace / command-line target of kvcache-replay, and
+# the checkpoint reader (full checkpoints and logs, then restored).
 # Each runs SECONDS seconds (default 25), starting from the corpus kept in
 # tests/fuzz/corpus; new inputs go to build/fuzz/corpus-new, crashes to
 # build/fuzz/crashes (add them to the kept corpus: they become regression
@@ -14,7 +15,7 @@ kvcache_ensure_packages "${KVCACHE_TEST_PACKAGES[@]}"
 CXX=clang++ cmake -S tests/fuzz -B build/fuzz -G Ninja >/dev/null
 cmake --build build/fuzz -j "$(kvcache_jobs)"
 mkdir -p build/fuzz/crashes
-for target in manager trace; do
+for target in manager trace checkpoint; do
   mkdir -p "build/fuzz/corpus-new/$target"
   kvcache_log "fuzz_$target for $seconds s"
   log="build/fuzz/$target.log"

@@ -305,7 +305,7 @@ RestoreReport restore_image(Manager& m, const Image& image) {
     const RowGeometry<Codec> to(m.shape(), m.block_size(), m.config().layout);
     std::vector<std::byte> page(static_cast<std::size_t>(page_bytes));
     for (const SavedSequence& saved : image.sequences) {
-      detail::ManagerAccess::Entry<Manager> s;
+      auto s = detail::ManagerAccess::new_entry<Manager>();
       if (!detail::ManagerAccess::attach(m, s)) {
         detail::raise<OutOfMemory>("restore: no room for sequence {}'s {} codec state", saved.id,
                                    Codec::name());

@@ -9,8 +9,11 @@
 namespace kvcache::detail {
 
 struct ManagerAccess {
+  // A fresh sequence entry (the manager's private type).
   template <class Manager>
-  using Entry = typename Manager::Entry;
+  static auto new_entry() {
+    return typename Manager::Entry{};
+  }
   template <class Manager>
   static const auto& sequences(const Manager& m) {
     return m.sequences_;
