@@ -51,6 +51,12 @@ std::string usage() {
       "  --lru-fraction F     paged+lru's pool as a share of paged's peak (0.05-1, default 0.6)\n"
       "  --configs A,B,...    only these (the reference and the baseline always run)\n"
       "  --json FILE          every figure as JSON\n"
+      "  --checkpoint-dir DIR serve one configuration (the first of --configs, default paged)\n"
+      "                       greedily, checkpointing the cache and the run into DIR; started\n"
+      "                       again on the same DIR (after a crash, say) it resumes\n"
+      "  --checkpoint-every N committed tokens between checkpoints (default 100)\n"
+      "  --fp32-cache         keep the uncompressed caches in fp32 (then a prompt read from the\n"
+      "                       cache gives exactly the logits of one recomputed)\n"
       "  --help\n\n"
       "configurations:\n{}",
       names);
@@ -89,6 +95,13 @@ Arguments parse_arguments(std::span<const std::string> words) {
       a.serve.concurrency = static_cast<std::int32_t>(integer(option, value(), 1, 1024));
     } else if (option == "--lru-fraction") {
       a.serve.lru_fraction = real(option, value(), 0.05, 1.0);
+    } else if (option == "--checkpoint-dir") {
+      a.serve.checkpoint_dir = value();
+      if (a.serve.checkpoint_dir.empty()) throw UsageError("--checkpoint-dir needs a path");
+    } else if (option == "--fp32-cache") {
+      a.serve.fp32_cache = true;
+    } else if (option == "--checkpoint-every") {
+      a.serve.checkpoint_every = integer(option, value(), 1, std::int64_t{1} << 40);
     } else if (option == "--configs") {
       const std::string& list = value();
       std::size_t start = 0;
@@ -112,6 +125,8 @@ Arguments parse_arguments(std::span<const std::string> words) {
       throw UsageError(fmt::format("unknown option '{}'", option.substr(0, 40)));
     }
   }
+  if (!a.serve.checkpoint_dir.empty() && !a.configs.empty() && a.configs.front() == "paged-gpu")
+    throw UsageError("--checkpoint-dir serves a CPU configuration, not paged-gpu");
   return a;
 }
 

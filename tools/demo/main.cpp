@@ -66,6 +66,34 @@ int main(int argc, char** argv) {
         workload.options.output_scale, workload.prompt_tokens(), workload.output_tokens(),
         workload.max_tokens(), args.serve.concurrency);
     std::fflush(stdout);
+    if (!args.serve.checkpoint_dir.empty()) {
+      // One configuration, greedy, checkpointed (and resumed when the
+      // directory holds a checkpoint).
+      const std::string name = args.configs.empty() ? "paged" : args.configs.front();
+      args.serve.checkpoint_log = [](std::string_view event) {
+        fmt::print("{}\n", event);
+        std::fflush(stdout);
+      };
+      const RunResult run = run_config(name, model, workload, args.serve, 0, nullptr);
+      std::uint64_t digest = 1469598103934665603ull;
+      std::int64_t count = 0;
+      for (const auto& tokens : run.outputs.tokens) {
+        for (std::int32_t t : tokens) {
+          digest = (digest ^ static_cast<std::uint32_t>(t)) * 1099511628211ull;
+          ++count;
+        }
+      }
+      fmt::print("{}: {} greedy tokens, digest {:016x}, {} steps\n", name, count, digest,
+                 run.steps);
+      if (json.is_open()) {
+        nlohmann::json out;
+        out["config"] = name;
+        out["tokens"] = run.outputs.tokens;
+        out["digest"] = fmt::format("{:016x}", digest);
+        json << out.dump(2) << "\n";
+      }
+      return 0;
+    }
     const DemoResult demo = run_all(model, workload, args.serve, args.configs);
     if (terminal) std::printf("\r%60s\r", "");
     fmt::print(

@@ -6,10 +6,13 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <unordered_set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "kvcache/checkpoint/checkpoint.hpp"
 #include "kvcache/kvcache.hpp"
 
 namespace kvcache::demo {
@@ -117,6 +120,112 @@ struct Live {
   std::int32_t produced = 0;  // outputs so far
   bool parked = false;
 };
+
+// The run's own state, saved beside the cache in a checkpoint: what each
+// request has produced and where it stands (waiting, running, set aside),
+// and the counters. Sequence ids are the cache's at the time of the save.
+struct RunState {
+  std::int64_t done = 0, steps = 0, computed = 0, recomputed = 0, preemptions = 0;
+  std::vector<std::size_t> waiting;
+  std::vector<Live> live;
+  std::vector<std::optional<Live>> parked;
+  std::vector<std::vector<std::int32_t>> tokens;
+};
+
+void put(std::vector<std::byte>& out, std::int64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu));
+}
+
+class Cursor {
+ public:
+  explicit Cursor(std::span<const std::byte> in) : in_(in) {}
+  std::int64_t get() {
+    if (at_ + 8 > in_.size()) throw Error("the checkpoint's run state is cut short");
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<std::uint64_t>(in_[at_ + static_cast<std::size_t>(i)]) << (8 * i);
+    at_ += 8;
+    return static_cast<std::int64_t>(v);
+  }
+  std::int64_t count(std::int64_t most) {
+    const std::int64_t n = get();
+    if (n < 0 || n > most) throw Error(fmt::format("the checkpoint's run state: a count of {}", n));
+    return n;
+  }
+
+ private:
+  std::span<const std::byte> in_;
+  std::size_t at_ = 0;
+};
+
+void put_live(std::vector<std::byte>& out, const Live& l) {
+  put(out, static_cast<std::int64_t>(l.request));
+  put(out, static_cast<std::int64_t>(l.seq));
+  put(out, l.computed);
+  put(out, l.produced);
+  put(out, l.parked ? 1 : 0);
+}
+Live get_live(Cursor& in, std::size_t requests) {
+  Live l;
+  l.request = static_cast<std::size_t>(in.count(static_cast<std::int64_t>(requests) - 1));
+  l.seq = static_cast<SeqId>(in.get());
+  l.computed = in.get();
+  l.produced = static_cast<std::int32_t>(in.count(1 << 30));
+  l.parked = in.get() != 0;
+  return l;
+}
+
+std::vector<std::byte> encode(const RunState& s) {
+  std::vector<std::byte> out;
+  for (std::int64_t v : {s.done, s.steps, s.computed, s.recomputed, s.preemptions})
+    put(out, v);
+  put(out, static_cast<std::int64_t>(s.waiting.size()));
+  for (std::size_t r : s.waiting)
+    put(out, static_cast<std::int64_t>(r));
+  put(out, static_cast<std::int64_t>(s.live.size()));
+  for (const Live& l : s.live)
+    put_live(out, l);
+  put(out, static_cast<std::int64_t>(s.parked.size()));
+  for (const auto& p : s.parked) {
+    put(out, p ? 1 : 0);
+    if (p) put_live(out, *p);
+  }
+  put(out, static_cast<std::int64_t>(s.tokens.size()));
+  for (const auto& t : s.tokens) {
+    put(out, static_cast<std::int64_t>(t.size()));
+    for (std::int32_t v : t)
+      put(out, v);
+  }
+  return out;
+}
+
+RunState decode(std::span<const std::byte> in, std::size_t requests) {
+  Cursor c(in);
+  RunState s;
+  s.done = c.get();
+  s.steps = c.get();
+  s.computed = c.get();
+  s.recomputed = c.get();
+  s.preemptions = c.get();
+  const auto n = static_cast<std::int64_t>(requests);
+  for (std::int64_t i = c.count(n); i-- > 0;)
+    s.waiting.push_back(static_cast<std::size_t>(c.count(n - 1)));
+  for (std::int64_t i = c.count(n); i-- > 0;)
+    s.live.push_back(get_live(c, requests));
+  if (c.count(n) != n) throw Error("the checkpoint's run state is for another workload");
+  s.parked.resize(requests);
+  for (auto& p : s.parked)
+    if (c.get() != 0) p = get_live(c, requests);
+  if (c.count(n) != n) throw Error("the checkpoint's run state is for another workload");
+  s.tokens.resize(requests);
+  for (auto& t : s.tokens) {
+    t.resize(static_cast<std::size_t>(c.count(1 << 30)));
+    for (auto& v : t)
+      v = static_cast<std::int32_t>(c.get());
+  }
+  return s;
+}
 
 template <class T>
 void to_dtype(const float* in, std::size_t n, T* out) {
@@ -226,6 +335,46 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
   std::vector<std::optional<Live>> parked(n);
   double cache_seconds = 0;
   std::int64_t done = 0;
+  // Checkpoints: resume from what the directory holds, then keep writing.
+  std::optional<CheckpointDirectory<Manager>> checkpoints;
+  auto run_state = [&] {
+    RunState s{done,
+               result.steps,
+               result.computed_tokens,
+               result.recomputed_tokens,
+               result.preemptions,
+               {waiting.begin(), waiting.end()},
+               live,
+               parked,
+               result.outputs.tokens};
+    return encode(s);
+  };
+  if (!options.checkpoint_dir.empty()) {
+    checkpoints.emplace(manager, options.checkpoint_dir, options.checkpoint_every);
+    if (const std::optional<RestoreReport> restored = checkpoints->restore()) {
+      RunState s = decode(restored->app, n);
+      auto id = [&](SeqId saved) { return saved == 0 ? SeqId{0} : restored->ids.at(saved); };
+      for (Live& l : s.live)
+        l.seq = id(l.seq);
+      for (auto& p : s.parked)
+        if (p) p->seq = id(p->seq);
+      done = s.done;
+      result.steps = s.steps;
+      result.computed_tokens = s.computed;
+      result.recomputed_tokens = s.recomputed;
+      result.preemptions = s.preemptions;
+      waiting.assign(s.waiting.begin(), s.waiting.end());
+      live = std::move(s.live);
+      parked = std::move(s.parked);
+      result.outputs.tokens = std::move(s.tokens);
+      if (options.checkpoint_log) {
+        options.checkpoint_log(fmt::format(
+            "resumed from {}: step {}, {} of {} requests done, {} sequences, {} log records{}",
+            options.checkpoint_dir, result.steps, done, n, restored->ids.size(), restored->records,
+            restored->notes.empty() ? "" : fmt::format(" ({})", fmt::join(restored->notes, "; "))));
+      }
+    }
+  }
   const auto start = Clock::now();
   std::vector<T> k_rows, v_rows;
   std::vector<T> gather_k, gather_v;
@@ -439,6 +588,8 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
     }
     cache_seconds += since(t0);
     ++result.steps;
+    if (checkpoints && checkpoints->step(run_state()) && options.checkpoint_log)
+      options.checkpoint_log(fmt::format("checkpoint at step {}", result.steps));
     if (options.progress) options.progress(info.name, done, static_cast<std::int64_t>(n));
   }
   result.seconds = since(start);

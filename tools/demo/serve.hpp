@@ -58,6 +58,13 @@ struct ServeOptions {
   // on the GPU).
   bool kernel_attention = false;
   std::function<void(std::string_view config, std::int64_t done, std::int64_t total)> progress;
+  // Periodic checkpoints of the cache and of the run's own state into this
+  // directory (every `checkpoint_every` committed tokens); a run started on
+  // a directory that holds one resumes from it.
+  std::string checkpoint_dir;
+  std::int64_t checkpoint_every = 100;
+  // Told of each checkpoint written (steps so far) and of a resume.
+  std::function<void(std::string_view event)> checkpoint_log;
 };
 
 // The greedy tokens and logits of every request's outputs.
