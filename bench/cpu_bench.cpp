@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "checkpoint_bench.hpp"
 #include "kvcache/kvcache.hpp"
 #include "tier_bench.hpp"
 
@@ -225,12 +226,53 @@ void BM_CpuTier(benchmark::State& state, bool onboard) {
   state.counters["blocks"] = static_cast<double>(blocks);
 }
 
+// Checkpoint (`restore` false) or restore of a cache of K blocks of 2 MiB
+// (checkpoint_bench.hpp), against write() + fsync() or read() of as many
+// bytes as the checkpoint file holds. Bytes counted once (the file's size).
+void BM_CpuCheckpoint(benchmark::State& state, bool restore) {
+  CheckpointFiles bench(smoke() ? 2 : state.range(0));
+  bench.save();
+  std::vector<std::byte> bytes(static_cast<std::size_t>(bench.file_bytes()), std::byte{3});
+  bench.plain_write(bytes);
+  using Clock = std::chrono::steady_clock;
+  RatioCounter ratio;
+  for (auto _ : state) {
+    if (restore) bench.empty_target();
+    auto start = Clock::now();
+    if (restore) {
+      bench.restore();
+    } else {
+      bench.save();
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    start = Clock::now();
+    if (restore) {
+      bench.plain_read(bytes);
+    } else {
+      bench.plain_write(bytes);
+    }
+    benchmark::ClobberMemory();
+    ratio.copy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    ratio.kernel_seconds += seconds;
+    state.SetIterationTime(seconds);
+  }
+  ratio.publish(state, static_cast<double>(bytes.size()), restore ? "read" : "write_fsync");
+}
+
 BENCHMARK(BM_CpuDecodeAttention)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_CpuTier, offload, false)
     ->Arg(64)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_CpuTier, onboard, true)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuCheckpoint, save, false)
+    ->Arg(64)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuCheckpoint, restore, true)
     ->Arg(64)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -14,7 +14,11 @@ import sys
 # The GPU goals: paged append / gather and int8 quantize-append at 0.92 of a
 # device-to-device copy; a decode append of 256 sequences under 5 us; the
 # host tier's offload and onboard at 0.9 of cudaMemcpyAsync from pinned memory.
+# On the CPU: the tier at 0.8 of memcpy, checkpoint and restore at 0.8 of
+# plain file I/O of the same bytes.
 GOALS = (
+    ("BM_CpuTier", "ratio >= 0.80"),
+    ("BM_CpuCheckpoint", "ratio >= 0.80"),
     ("BM_GpuTier", "ratio >= 0.90"),
     ("BM_GpuAppend", "ratio >= 0.92"),
     ("BM_GpuGather", "ratio >= 0.92"),

@@ -2,9 +2,11 @@
 #include "kvcache/checkpoint/files.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -21,6 +23,22 @@ namespace {
                                  std::strerror(error));
 }
 
+// Every byte of `bytes`, at the file's position or (at >= 0) at offset `at`.
+void write_fd(int fd, const std::filesystem::path& path, std::span<const std::byte> bytes,
+              std::int64_t at = -1) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = at < 0 ? ::write(fd, bytes.data() + done, bytes.size() - done)
+                             : ::pwrite(fd, bytes.data() + done, bytes.size() - done,
+                                        static_cast<off_t>(at + static_cast<std::int64_t>(done)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write to", path);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 class File {
  public:
   File(const std::filesystem::path& path, int flags) : path_(path) {
@@ -32,29 +50,31 @@ class File {
   ~File() {
     if (fd_ >= 0) (void)::close(fd_);
   }
-  void write_all(std::span<const std::byte> bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        fail("write to", path_);
-      }
-      done += static_cast<std::size_t>(n);
-    }
-  }
+  void write_all(std::span<const std::byte> bytes) { write_fd(fd_, path_, bytes); }
+  // The whole file: sized once, read in place (a file that grows while it
+  // is read is read on to its end).
   std::vector<std::byte> read_all() {
-    std::vector<std::byte> bytes;
-    std::byte chunk[1 << 16];
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail("fstat of", path_);
+    std::vector<std::byte> bytes(static_cast<std::size_t>(std::max<off_t>(st.st_size, 0)) + 1);
+    std::size_t done = 0;
     while (true) {
-      const ssize_t n = ::read(fd_, chunk, sizeof(chunk));
-      if (n == 0) return bytes;
+      if (done == bytes.size()) bytes.resize(bytes.size() * 2);
+      const ssize_t n = ::read(fd_, bytes.data() + done, bytes.size() - done);
+      if (n == 0) break;
       if (n < 0) {
         if (errno == EINTR) continue;
         fail("read of", path_);
       }
-      bytes.insert(bytes.end(), chunk, chunk + n);
+      done += static_cast<std::size_t>(n);
     }
+    bytes.resize(done);
+    return bytes;
+  }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
   }
   void sync() {
     if (::fsync(fd_) != 0) fail("fsync of", path_);
@@ -84,17 +104,72 @@ std::vector<std::byte> read_file(const std::filesystem::path& path) {
   return f.read_all();
 }
 
-void write_file_atomic(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  std::filesystem::path temporary = path;
-  temporary += ".tmp";
-  {
-    File f(temporary, O_WRONLY | O_CREAT | O_TRUNC);
-    f.write_all(bytes);
-    f.sync();
-    f.close();
+MappedFile::MappedFile(const std::filesystem::path& path) {
+  File f(path, O_RDONLY);
+  const int fd = f.release();
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    (void)::close(fd);
+    fail("fstat of", path);
   }
-  if (::rename(temporary.c_str(), path.c_str()) != 0) fail("rename onto", path);
-  sync_directory(path);
+  size_ = static_cast<std::size_t>(std::max<off_t>(st.st_size, 0));
+  if (size_ != 0) {
+    void* at = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (at == MAP_FAILED) {
+      (void)::close(fd);
+      fail("mmap of", path);
+    }
+    data_ = static_cast<const std::byte*>(at);
+  }
+  (void)::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) (void)::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+AtomicFile::AtomicFile(std::filesystem::path path)
+    : path_(std::move(path)), temporary_(path_.string() + ".tmp") {
+  File f(temporary_, O_WRONLY | O_CREAT | O_TRUNC);
+  fd_ = f.release();
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ < 0) return;
+  (void)::close(fd_);
+  (void)::unlink(temporary_.c_str());
+}
+
+void AtomicFile::write(std::span<const std::byte> bytes) {
+  write_fd(fd_, temporary_, bytes);
+}
+
+void AtomicFile::write_at(std::uint64_t offset, std::span<const std::byte> bytes) {
+  write_fd(fd_, temporary_, bytes, static_cast<std::int64_t>(offset));
+}
+
+void AtomicFile::commit() {
+  if (fd_ < 0) {
+    detail::raise<InvalidArgument>("checkpoint: {} was already committed", path_.string());
+  }
+  if (::fsync(fd_) != 0) fail("fsync of", temporary_);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    (void)::unlink(temporary_.c_str());
+    fail("close of", temporary_);
+  }
+  if (::rename(temporary_.c_str(), path_.c_str()) != 0) {
+    (void)::unlink(temporary_.c_str());
+    fail("rename onto", path_);
+  }
+  sync_directory(path_);
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  AtomicFile file(path);
+  file.write(bytes);
+  file.commit();
 }
 
 void append_durable(const std::filesystem::path& path, std::span<const std::byte> bytes) {

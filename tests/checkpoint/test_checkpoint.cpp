@@ -182,6 +182,130 @@ struct CaseNames {
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(Cpu, CheckpointRoundTrip, RoundTripCases, CaseNames);
 
+// ---- the streamed writer -------------------------------------------------------
+
+// A sink that keeps what it is given, as a file would.
+class MemorySink final : public checkpoint::Sink {
+ public:
+  void write(std::span<const std::byte> b) override {
+    bytes.insert(bytes.end(), b.begin(), b.end());
+    ++writes;
+  }
+  void write_at(std::uint64_t at, std::span<const std::byte> b) override {
+    ASSERT_LE(at + b.size(), bytes.size()) << "a patch past what was written";
+    std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(at));
+    ++patches;
+  }
+  std::vector<std::byte> bytes;
+  int writes = 0, patches = 0;
+};
+
+std::vector<std::byte> random_payload(std::mt19937_64& rng, std::size_t most) {
+  std::vector<std::byte> b(rng() % (most + 1));
+  for (auto& x : b)
+    x = static_cast<std::byte>(rng());
+  return b;
+}
+
+// Random sections of random items, past the staging buffer's few MiB: the
+// streamed writer hands a sink exactly the bytes the in-memory one keeps,
+// headers patched wherever they had gone, every checksum right.
+TEST(CheckpointWriter, StreamedBytesEqualTheInMemoryOnes) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> memory, staging;
+  MemorySink sink;
+  checkpoint::Writer a(memory), b(staging, &sink);
+  a.file_header(checkpoint::FileKind::kFull);
+  b.file_header(checkpoint::FileKind::kFull);
+  for (int section = 0; section < 24; ++section) {
+    const std::uint32_t tag = checkpoint::kBlocksTag + static_cast<std::uint32_t>(section);
+    const std::uint64_t at = a.begin_section(tag);
+    ASSERT_EQ(b.begin_section(tag), at);
+    const int items = static_cast<int>(rng() % 300);
+    for (int i = 0; i < items; ++i) {
+      const std::uint64_t v = rng();
+      switch (rng() % 6) {
+        case 0:
+          a.u8(static_cast<std::uint8_t>(v)), b.u8(static_cast<std::uint8_t>(v));
+          break;
+        case 1:
+          a.u32(static_cast<std::uint32_t>(v)), b.u32(static_cast<std::uint32_t>(v));
+          break;
+        case 2:
+          a.u64(v), b.u64(v);
+          break;
+        case 3: {
+          const auto p = random_payload(rng, 16 << 10);
+          a.bytes(p), b.bytes(p);
+          break;
+        }
+        case 4: {
+          const auto p = random_payload(rng, 256 << 10);
+          a.large(p), b.large(p);
+          break;
+        }
+        default: {
+          const std::vector<std::int32_t> ids(rng() % 64, static_cast<std::int32_t>(v));
+          a.i32s(ids), b.i32s(ids);
+        }
+      }
+    }
+    a.end_section(at);
+    b.end_section(at);
+  }
+  b.flush();
+  EXPECT_EQ(b.position(), memory.size());
+  ASSERT_EQ(sink.bytes.size(), memory.size());
+  EXPECT_TRUE(sink.bytes == memory) << "the streamed bytes differ";
+  EXPECT_GT(memory.size(), std::size_t{8} << 20) << "past the staging buffer";
+  EXPECT_GT(sink.patches, 0);
+  EXPECT_EQ(staging.size(), 0u);
+  std::size_t offset = checkpoint::kFileHeaderBytes;
+  int sections = 0;
+  while (offset < memory.size()) {
+    const checkpoint::Section s = checkpoint::read_section(memory, offset);
+    offset += checkpoint::kSectionHeaderBytes + s.payload.size();
+    ++sections;
+  }
+  EXPECT_EQ(sections, 24);
+}
+
+// A checkpoint written to a file (blocks straight from the pages) is the
+// one encoded in memory, byte for byte, and leaves no temporary behind.
+TEST(CheckpointWriter, AFileCheckpointIsTheEncodedOne) {
+  using Manager = KVCacheManager<CachePolicy<PagedAllocation, LruEviction, PrefixSharing>>;
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  Manager m(small_config());
+  StepDriver<Manager> driver(m, seed);
+  (void)fill(m, driver);
+  const fs::path dir = scratch_dir("file");
+  const std::int64_t size = checkpoint::write_full_file(m, dir / "c.kvc", {}, bytes_of("app"), 77);
+  const std::vector<std::byte> encoded = checkpoint::encode_full(m, {}, bytes_of("app"), 77);
+  EXPECT_EQ(size, static_cast<std::int64_t>(encoded.size()));
+  EXPECT_TRUE(checkpoint::read_file(dir / "c.kvc") == encoded);
+  EXPECT_FALSE(fs::exists(dir / "c.kvc.tmp"));
+  fs::remove_all(dir);
+}
+
+// A file never committed (a writer that failed half way) leaves the old
+// checkpoint whole and no temporary.
+TEST(CheckpointWriter, AnUncommittedFileLeavesTheOldOne) {
+  const fs::path dir = scratch_dir("uncommitted");
+  checkpoint::write_file_atomic(dir / "c.kvc", bytes_of("the old checkpoint"));
+  {
+    checkpoint::AtomicFile file(dir / "c.kvc");
+    file.write(bytes_of("half of a new one"));
+  }
+  const std::vector<std::byte> kept = checkpoint::read_file(dir / "c.kvc");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(kept.data()), kept.size()),
+            "the old checkpoint");
+  EXPECT_FALSE(fs::exists(dir / "c.kvc.tmp"));
+  fs::remove_all(dir);
+}
+
 // ---- another geometry ----------------------------------------------------------
 
 // Rows move into pages of another size, another layout, another allocation.

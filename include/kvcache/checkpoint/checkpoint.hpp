@@ -103,13 +103,31 @@ std::vector<SavedSequence> save_sequences(Manager& m, std::span<const SeqId> onl
   return out;
 }
 
+// Block `block`'s bytes as stored: a view of the page itself when the
+// backend's memory is the host's (after the copies it queued), else copied
+// into `scratch`.
 template <class Manager>
-std::vector<std::byte> read_block(Manager& m, std::int32_t block) {
-  std::vector<std::byte> bytes(static_cast<std::size_t>(m.bytes_per_block()));
-  m.backend().copy_to_host(
-      bytes.data(), detail::ManagerAccess::arena(m) + std::int64_t{block} * m.bytes_per_block(),
-      bytes.size());
-  return bytes;
+std::span<const std::byte> block_bytes(Manager& m, std::int32_t block,
+                                       std::vector<std::byte>& scratch) {
+  const auto bytes = static_cast<std::size_t>(m.bytes_per_block());
+  const std::byte* page =
+      detail::ManagerAccess::arena(m) + std::int64_t{block} * m.bytes_per_block();
+  if constexpr (!Manager::backend_type::kDeviceMemory) {
+    return {page, bytes};
+  } else {
+    scratch.resize(bytes);
+    m.backend().copy_to_host(scratch.data(), page, bytes);
+    return scratch;
+  }
+}
+
+// The blocks `ids`, written as BLK sections.
+template <class Manager>
+void write_cache_blocks(Writer& w, Manager& m, std::span<const std::int32_t> ids) {
+  if constexpr (!Manager::backend_type::kDeviceMemory) m.backend().synchronize();
+  std::vector<std::byte> scratch;
+  write_blocks(w, ids, m.bytes_per_block(),
+               [&](std::int32_t id) { return block_bytes(m, id, scratch); });
 }
 
 template <class Manager>
@@ -118,31 +136,49 @@ void write_codec_state(Writer& w, Manager& m) {
     write_state(w, m.codec().calibrated_layers(), m.codec().state());
 }
 
-// A full checkpoint's bytes.
+// A full checkpoint, through `w`.
 template <class Manager>
-std::vector<std::byte> encode_full(Manager& m, std::span<const SeqId> only,
-                                   std::span<const std::byte> app, std::uint64_t generation) {
+void write_full(Writer& w, Manager& m, std::span<const SeqId> only, std::span<const std::byte> app,
+                std::uint64_t generation) {
   const std::vector<SavedSequence> sequences = save_sequences(m, only);
   std::set<std::int32_t> blocks;
   for (const SavedSequence& s : sequences)
     blocks.insert(s.blocks.begin(), s.blocks.end());
   const std::vector<std::int32_t> ids(blocks.begin(), blocks.end());
-  std::vector<std::byte> out;
-  Writer w(out);
   w.file_header(FileKind::kFull);
   write_format(w, format_of(m, generation));
   write_codec_state(w, m);
-  std::vector<std::byte> scratch;
-  write_blocks(w, ids, m.bytes_per_block(), [&](std::int32_t id) {
-    scratch = read_block(m, id);
-    return std::span<const std::byte>(scratch);
-  });
+  write_cache_blocks(w, m, ids);
   write_sequences(w, sequences, {});
   write_app(w, app);
-  const std::size_t end = w.begin_section(kEndTag);
+  const std::uint64_t end = w.begin_section(kEndTag);
   w.u64(static_cast<std::uint64_t>(w.sections() + 1));
   w.end_section(end);
+  w.flush();
+}
+
+// A full checkpoint's bytes, in memory.
+template <class Manager>
+std::vector<std::byte> encode_full(Manager& m, std::span<const SeqId> only,
+                                   std::span<const std::byte> app, std::uint64_t generation) {
+  std::vector<std::byte> out;
+  Writer w(out);
+  write_full(w, m, only, app, generation);
   return out;
+}
+
+// A full checkpoint written to `path` atomically (streamed: blocks go from
+// the pages to the file); returns its size in bytes.
+template <class Manager>
+std::int64_t write_full_file(Manager& m, const std::filesystem::path& path,
+                             std::span<const SeqId> only, std::span<const std::byte> app,
+                             std::uint64_t generation) {
+  AtomicFile file(path);
+  std::vector<std::byte> staging;
+  Writer w(staging, &file);
+  write_full(w, m, only, app, generation);
+  file.commit();
+  return static_cast<std::int64_t>(w.position());
 }
 
 // What another cache must share with the checkpoint to take it.
@@ -294,7 +330,7 @@ RestoreReport restore_image(Manager& m, const Image& image) {
           const BlockId b = *ledger.allocation_mut().pool().try_allocate();
           loose.push_back(b);
           placed[saved] = b;
-          const std::vector<std::byte>& bytes = image.blocks.at(saved);
+          const std::span<const std::byte> bytes = image.blocks.at(saved);
           m.backend().copy_to_backend(arena + std::int64_t{b} * page_bytes, bytes.data(),
                                       bytes.size());
           ++report.blocks;
@@ -339,7 +375,7 @@ RestoreReport restore_image(Manager& m, const Image& image) {
         // Page by page, assembled on the host: whole saved pages, or rows.
         for (std::int64_t j = 0; j < pages; ++j) {
           if (same_pages) {
-            const std::vector<std::byte>& bytes =
+            const std::span<const std::byte> bytes =
                 image.blocks.at(saved.blocks[static_cast<std::size_t>(j)]);
             std::copy(bytes.begin(), bytes.end(), page.begin());
           } else {
@@ -347,7 +383,7 @@ RestoreReport restore_image(Manager& m, const Image& image) {
             const std::int64_t first = j * m.block_size();
             const std::int64_t last = std::min(saved.paged_tokens, first + m.block_size());
             for (std::int64_t t = first; t < last; ++t) {
-              const std::vector<std::byte>& src =
+              const std::span<const std::byte> src =
                   image.blocks.at(saved.blocks[static_cast<std::size_t>(t / f.block_size)]);
               const auto ts = static_cast<std::int32_t>(t % f.block_size);
               const auto td = static_cast<std::int32_t>(t - first);
@@ -396,15 +432,13 @@ RestoreReport restore_image(Manager& m, const Image& image) {
 template <class Manager>
 void save_checkpoint(Manager& m, const std::filesystem::path& path,
                      std::span<const std::byte> app = {}, std::span<const SeqId> only = {}) {
-  const std::vector<std::byte> bytes =
-      checkpoint::encode_full(m, only, app, checkpoint::new_generation());
-  checkpoint::write_file_atomic(path, bytes);
+  (void)checkpoint::write_full_file(m, path, only, app, checkpoint::new_generation());
 }
 
 template <class Manager>
 RestoreReport restore_checkpoint(Manager& m, const std::filesystem::path& path) {
-  const std::vector<std::byte> bytes = checkpoint::read_file(path);
-  return checkpoint::restore_image(m, checkpoint::read_full(bytes));
+  const checkpoint::MappedFile file(path);
+  return checkpoint::restore_image(m, checkpoint::read_full(file.bytes()));
 }
 
 // Periodic checkpoints in a directory: DIR/checkpoint.kvc (full) and
@@ -428,12 +462,13 @@ class CheckpointDirectory {
   // when there is no checkpoint yet. Writing continues after it.
   std::optional<RestoreReport> restore() {
     if (!std::filesystem::exists(full_path())) return std::nullopt;
-    const std::vector<std::byte> full = checkpoint::read_file(full_path());
-    checkpoint::Image image = checkpoint::read_full(full);
+    const checkpoint::MappedFile full(full_path());
+    checkpoint::Image image = checkpoint::read_full(full.bytes());
+    std::optional<checkpoint::MappedFile> log;  // the image's blocks point into it
     if (std::filesystem::exists(log_path())) {
-      const std::vector<std::byte> log = checkpoint::read_file(log_path());
+      log.emplace(log_path());
       try {
-        checkpoint::apply_log(log, image);
+        checkpoint::apply_log(log->bytes(), image);
       } catch (const CheckpointError& error) {
         image.notes.push_back(fmt::format("the log is unreadable ({}): ignored", error.what()));
       }
@@ -447,9 +482,7 @@ class CheckpointDirectory {
 
   void write_full(std::span<const std::byte> app = {}) {
     generation_ = checkpoint::new_generation();
-    const std::vector<std::byte> bytes = checkpoint::encode_full(m_, {}, app, generation_);
-    checkpoint::write_file_atomic(full_path(), bytes);
-    full_bytes_ = static_cast<std::int64_t>(bytes.size());
+    full_bytes_ = checkpoint::write_full_file(m_, full_path(), {}, app, generation_);
     std::vector<std::byte> log;
     checkpoint::Writer w(log);
     w.file_header(checkpoint::FileKind::kLog);
@@ -483,14 +516,10 @@ class CheckpointDirectory {
     }
     std::vector<std::byte> record;
     checkpoint::Writer w(record);
-    std::vector<std::byte> scratch;
-    checkpoint::write_blocks(w, dirty, m_.bytes_per_block(), [&](std::int32_t id) {
-      scratch = checkpoint::read_block(m_, id);
-      return std::span<const std::byte>(scratch);
-    });
+    checkpoint::write_cache_blocks(w, m_, dirty);
     checkpoint::write_sequences(w, written, from);
     checkpoint::write_app(w, app);
-    const std::size_t at = w.begin_section(checkpoint::kCommitTag);
+    const std::uint64_t at = w.begin_section(checkpoint::kCommitTag);
     w.u64(static_cast<std::uint64_t>(records_ + 1));
     w.end_section(at);
     checkpoint::append_durable(log_path(), record);

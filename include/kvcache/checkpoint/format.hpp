@@ -99,12 +99,14 @@ struct SavedSequence {
   std::vector<std::byte> side;       // Format::side_bytes, or empty
 };
 
-// A checkpoint read (and, for a directory, its log applied).
+// A checkpoint read (and, for a directory, its log applied). Its blocks
+// are views of the file bytes they were read from: keep those alive while
+// the image is used.
 struct Image {
   Format format;
   std::vector<std::uint8_t> calibrated;  // per layer (calibrated codecs)
   std::vector<float> state;              // the codec's calibrated state
-  std::map<std::int32_t, std::vector<std::byte>> blocks;
+  std::map<std::int32_t, std::span<const std::byte>> blocks;
   std::vector<SavedSequence> sequences;
   std::vector<std::byte> app;      // the engine's own bytes, as saved
   std::int64_t records = 0;        // log records applied
@@ -113,9 +115,23 @@ struct Image {
 
 // ---- writing ---------------------------------------------------------------------
 
+// Where a writer's bytes go when they are not kept in memory: a file
+// (checkpoint/files.hpp), written in order, with the section headers patched
+// in place once their payload is known.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual void write(std::span<const std::byte> bytes) = 0;
+  virtual void write_at(std::uint64_t offset, std::span<const std::byte> bytes) = 0;
+};
+
+// Encodes into `out`; with a sink, `out` is only a staging buffer, handed on
+// every few MiB, and large payloads (blocks) go to the sink straight from
+// where they lie. Checksums are computed as the bytes pass (XXH3 streaming:
+// the same value as over the whole payload).
 class Writer {
  public:
-  explicit Writer(std::vector<std::byte>& out) : out_(out) {}
+  explicit Writer(std::vector<std::byte>& out, Sink* sink = nullptr) : out_(out), sink_(sink) {}
 
   void file_header(FileKind kind) {
     raw(kMagic, sizeof(kMagic));
@@ -123,23 +139,36 @@ class Writer {
     u32(static_cast<std::uint32_t>(kind));
   }
   // A section: header now, length and checksum filled in by end_section.
-  std::size_t begin_section(std::uint32_t t) {
-    const std::size_t at = out_.size();
+  // Returns the header's offset in the file.
+  std::uint64_t begin_section(std::uint32_t t) {
+    const std::uint64_t at = position();
     u32(t);
     u32(0);
     u64(0);
     u64(0);
+    XXH3_64bits_reset(&hash_);
+    hashed_ = out_.size();
     return at;
   }
-  void end_section(std::size_t at) {
-    const std::size_t payload = at + kSectionHeaderBytes;
-    const std::uint64_t length = out_.size() - payload;
-    const std::uint64_t sum = XXH3_64bits(out_.data() + payload, static_cast<std::size_t>(length));
-    put_at(at + 8, length);
-    put_at(at + 16, sum);
+  void end_section(std::uint64_t at) {
+    const std::uint64_t length = position() - (at + kSectionHeaderBytes);
+    hash_pending();
+    patch(at + 8, length);
+    patch(at + 16, XXH3_64bits_digest(&hash_));
     ++sections_;
   }
   std::int64_t sections() const { return sections_; }
+  // Bytes written so far (handed on or staged).
+  std::uint64_t position() const { return flushed_ + out_.size(); }
+  // Hands the staged bytes to the sink (a writer with one: call it last).
+  void flush() {
+    if (sink_ == nullptr || out_.empty()) return;
+    hash_pending();
+    sink_->write(out_);
+    flushed_ += out_.size();
+    out_.clear();
+    hashed_ = 0;
+  }
 
   void u8(std::uint8_t v) { raw(&v, 1); }
   void u32(std::uint32_t v) { little(v); }
@@ -154,6 +183,15 @@ class Writer {
     u64(data.size());
     raw(data.data(), data.size());
   }
+  // As bytes(), for payloads large enough to skip the staging buffer.
+  void large(std::span<const std::byte> data) {
+    if (sink_ == nullptr) return bytes(data);
+    u64(data.size());
+    flush();
+    XXH3_64bits_update(&hash_, data.data(), data.size());
+    sink_->write(data);
+    flushed_ += data.size();
+  }
   void string(std::string_view s) {
     bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
   }
@@ -167,6 +205,8 @@ class Writer {
   }
 
  private:
+  static constexpr std::size_t kStagingBytes = std::size_t{4} << 20;
+
   template <class T>
   void little(T v) {
     unsigned char b[sizeof(T)];
@@ -177,18 +217,37 @@ class Writer {
   void raw(const void* data, std::size_t n) {
     const auto* p = static_cast<const std::byte*>(data);
     out_.insert(out_.end(), p, p + n);
+    if (sink_ != nullptr && out_.size() >= kStagingBytes) flush();
   }
-  void put_at(std::size_t at, std::uint64_t v) {
+  // Writes a header field at file offset `at`: staged, or already handed on
+  // (fields are staged whole, so one is never split between the two).
+  void patch(std::uint64_t at, std::uint64_t v) {
+    std::byte b[8];
     for (std::size_t i = 0; i < 8; ++i)
-      out_[at + i] = static_cast<std::byte>((v >> (8 * i)) & 0xffu);
+      b[i] = static_cast<std::byte>((v >> (8 * i)) & 0xffu);
+    if (at >= flushed_) {
+      std::memcpy(out_.data() + (at - flushed_), b, sizeof(b));
+    } else {
+      sink_->write_at(at, b);
+    }
+  }
+  // Staged payload bytes not yet in the running checksum.
+  void hash_pending() {
+    if (hashed_ < out_.size())
+      XXH3_64bits_update(&hash_, out_.data() + hashed_, out_.size() - hashed_);
+    hashed_ = out_.size();
   }
 
   std::vector<std::byte>& out_;
+  Sink* sink_;
+  std::uint64_t flushed_ = 0;  // bytes handed to the sink
+  std::size_t hashed_ = 0;     // staged bytes [0, hashed_) are in hash_ (or before the payload)
+  XXH3_state_t hash_{};
   std::int64_t sections_ = 0;
 };
 
 inline void write_format(Writer& w, const Format& f) {
-  const std::size_t at = w.begin_section(kFormatTag);
+  const std::uint64_t at = w.begin_section(kFormatTag);
   w.u32(static_cast<std::uint32_t>(f.shape.num_layers));
   w.u32(static_cast<std::uint32_t>(f.shape.num_kv_heads));
   w.u32(static_cast<std::uint32_t>(f.shape.head_dim));
@@ -205,7 +264,7 @@ inline void write_format(Writer& w, const Format& f) {
 
 inline void write_state(Writer& w, const std::vector<std::uint8_t>& calibrated,
                         const std::vector<float>& state) {
-  const std::size_t at = w.begin_section(kStateTag);
+  const std::uint64_t at = w.begin_section(kStateTag);
   w.bytes(std::as_bytes(std::span<const std::uint8_t>(calibrated)));
   w.floats(state);
   w.end_section(at);
@@ -217,13 +276,12 @@ void write_blocks(Writer& w, std::span<const std::int32_t> ids, std::int64_t blo
                   Visit bytes_of) {
   for (std::size_t first = 0; first < ids.size(); first += kBlocksPerSection) {
     const std::size_t count = std::min<std::size_t>(kBlocksPerSection, ids.size() - first);
-    const std::size_t at = w.begin_section(kBlocksTag);
+    const std::uint64_t at = w.begin_section(kBlocksTag);
     w.u64(count);
     w.i64(block_bytes);
     for (std::size_t i = first; i < first + count; ++i) {
       w.u32(static_cast<std::uint32_t>(ids[i]));
-      const std::span<const std::byte> b = bytes_of(ids[i]);
-      w.bytes(b);
+      w.large(bytes_of(ids[i]));
     }
     w.end_section(at);
   }
@@ -234,7 +292,7 @@ void write_blocks(Writer& w, std::span<const std::int32_t> ids, std::int64_t blo
 // from the last record's committed count on).
 inline void write_sequences(Writer& w, std::span<const SavedSequence> sequences,
                             std::span<const std::int64_t> from) {
-  const std::size_t at = w.begin_section(kSequencesTag);
+  const std::uint64_t at = w.begin_section(kSequencesTag);
   w.u64(sequences.size());
   for (std::size_t i = 0; i < sequences.size(); ++i) {
     const SavedSequence& s = sequences[i];
@@ -254,7 +312,7 @@ inline void write_sequences(Writer& w, std::span<const SavedSequence> sequences,
 }
 
 inline void write_app(Writer& w, std::span<const std::byte> app) {
-  const std::size_t at = w.begin_section(kAppTag);
+  const std::uint64_t at = w.begin_section(kAppTag);
   w.bytes(app);
   w.end_section(at);
 }
@@ -291,9 +349,13 @@ class Reader {
     return out;
   }
   std::vector<std::byte> bytes(const char* what) {
-    const std::uint64_t n = count(1, what);
-    const std::span<const std::byte> b = take(static_cast<std::size_t>(n));
+    const std::span<const std::byte> b = view(what);
     return {b.begin(), b.end()};
+  }
+  // As bytes(), without the copy: a view of the section's bytes.
+  std::span<const std::byte> view(const char* what) {
+    const std::uint64_t n = count(1, what);
+    return take(static_cast<std::size_t>(n));
   }
   std::string string(const char* what, std::size_t most) {
     const std::size_t at = offset();
@@ -465,10 +527,10 @@ inline void read_blocks(const Section& section, Image& image) {
     const std::size_t at = r.offset();
     const auto id = static_cast<std::int32_t>(r.u32());
     if (id < 0) r.fail(at, "block id {} (allowed: 0 to 2^31 - 1)", id);
-    std::vector<std::byte> b = r.bytes("block bytes");
+    const std::span<const std::byte> b = r.view("block bytes");
     if (static_cast<std::int64_t>(b.size()) != block_bytes)
       r.fail(at, "block {} of {} bytes (the format's: {})", id, b.size(), block_bytes);
-    image.blocks[id] = std::move(b);
+    image.blocks[id] = b;
   }
   if (!r.done()) r.fail(r.offset(), "{} bytes past the last block", r.remaining());
 }
@@ -477,8 +539,9 @@ inline void read_blocks(const Section& section, Image& image) {
 // continue what the image already holds for it from `first` on; sequences
 // the section does not list are gone. Blocks may be in the image or, for a
 // record, among the record's own (`more`).
-inline void read_sequences(const Section& section, Image& image,
-                           const std::map<std::int32_t, std::vector<std::byte>>* more = nullptr) {
+inline void read_sequences(
+    const Section& section, Image& image,
+    const std::map<std::int32_t, std::span<const std::byte>>* more = nullptr) {
   Reader r = section.reader();
   const std::uint64_t n = r.count(57, "sequence");
   std::map<std::uint64_t, SavedSequence> previous;
@@ -659,8 +722,8 @@ inline void apply_log(std::span<const std::byte> file, Image& image) {
           record + 1, at, record, file.size() - at));
       return;
     }
-    for (auto& [id, bytes] : next.blocks)
-      image.blocks[id] = std::move(bytes);
+    for (const auto& [id, bytes] : next.blocks)
+      image.blocks[id] = bytes;
     image.sequences = std::move(next.sequences);
     image.calibrated = std::move(next.calibrated);
     image.state = std::move(next.state);
