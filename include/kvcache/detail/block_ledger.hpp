@@ -163,6 +163,31 @@ class BlockLedger {
     index_.publish(s, full_blocks, block_size, allocation_, eviction_);
   }
 
+  // The sequence's next block taken from the pool when a block keyed `key`
+  // is there (it came back to the pool after the prompt's first miss: a tier
+  // lookup goes on past blocks the pool holds again); false when none is.
+  template <class Seq>
+  bool take_cached(Seq& s, EvictionKey key) {
+    if constexpr (Allocation::kContiguous) {
+      return false;
+    } else {
+      const std::optional<BlockId> block = index_.find(key);
+      if (!block) return false;
+      auto& pool = allocation_.pool();
+      if (pool.is_cached(*block)) {
+        pool.revive(*block);
+        eviction_.erase(key);
+      } else {
+        pool.retain(*block);
+      }
+      eviction_.on_access(key);
+      s.blocks.push_back(*block);
+      s.hashes.push_back(key);
+      ++counters_.prefix_blocks_hit;
+      return true;
+    }
+  }
+
   // A fresh block for the sequence's next block, evicting for room: keyed by
   // `key` (a prefix block brought back from a tier, shareable at once) or
   // unkeyed (key 0: a partial tail). nullopt when no room can be made.

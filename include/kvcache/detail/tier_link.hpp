@@ -14,7 +14,8 @@
 //            run), takes a fresh page for each, fills it from the store and
 //            keys it (shareable at once); then, if every full block came
 //            back, the prompt's tail. A host store gives the block up (the
-//            tier is exclusive of the pool).
+//            tier is exclusive of the pool). Blocks the pool holds again
+//            after the prompt's first miss are taken from the pool.
 //
 // With a host store (HostStore) the bytes go straight between a page and a
 // slot: on the CPU backend a memcpy; on the CUDA backend an asynchronous copy
@@ -26,6 +27,7 @@
 // there: a miss, never wrong data.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -166,35 +168,36 @@ class TierLink final : public EvictionSink {
   std::int64_t onboard(Ledger& ledger, Seq& s, std::span<const std::int32_t> prompt,
                        std::int32_t block_size, bool pages_hold_tail, DropSequence drop_sequence) {
     if (store_ == nullptr) return 0;
-    const std::size_t full = prompt.size() / static_cast<std::size_t>(block_size);
+    const auto block = static_cast<std::size_t>(block_size);
+    const std::size_t full = prompt.size() / block;
     const std::size_t have = s.blocks.size();
-    if (have < full) {
-      keys_.clear();
-      EvictionKey parent = have == 0 ? PrefixSharing::kRootKey : s.hashes[have - 1];
-      for (std::size_t i = have; i < full; ++i) {
-        parent = PrefixSharing::block_hash(parent,
-                                           prompt.subspan(i * static_cast<std::size_t>(block_size),
-                                                          static_cast<std::size_t>(block_size)));
-        keys_.push_back(parent);
-      }
-      lookup_blocks_ += static_cast<std::int64_t>(keys_.size());
-      const std::size_t present = store_->contains(fingerprint_, keys_);
-      for (std::size_t i = 0; i < present; ++i) {
-        if (!bring_back(ledger, s, keys_[i], drop_sequence)) break;
-        ++hit_blocks_;
-      }
+    const std::size_t tail = prompt.size() - full * block;
+    // One lookup for the whole run: the missing full blocks, then the tail
+    // (present only if it follows them all).
+    keys_.clear();
+    EvictionKey parent = have == 0 ? PrefixSharing::kRootKey : s.hashes[have - 1];
+    for (std::size_t i = have; i < full; ++i) {
+      parent = PrefixSharing::block_hash(parent, prompt.subspan(i * block, block));
+      keys_.push_back(parent);
+    }
+    const bool want_tail = tail > 0 && pages_hold_tail && have <= full;
+    if (want_tail) keys_.push_back(tail_key(parent, prompt.subspan(full * block)));
+    if (keys_.empty()) return 0;
+    const std::size_t blocks = full > have ? full - have : 0;
+    lookup_blocks_ += static_cast<std::int64_t>(blocks);
+    const std::size_t present = store_->contains(fingerprint_, keys_);
+    for (std::size_t i = 0; i < blocks; ++i) {
+      // A block the pool holds again (computed or brought back since the
+      // pool's first miss) is taken from the pool, never a second copy.
+      if (ledger.take_cached(s, keys_[i])) continue;
+      if (i >= present || !bring_back(ledger, s, keys_[i], drop_sequence)) break;
+      ++hit_blocks_;
     }
     std::int64_t tokens = static_cast<std::int64_t>(s.blocks.size() - have) * block_size;
-    const std::size_t tail = prompt.size() - full * static_cast<std::size_t>(block_size);
-    if (s.blocks.size() == full && tail > 0 && pages_hold_tail) {
-      const EvictionKey parent = full == 0 ? PrefixSharing::kRootKey : s.hashes[full - 1];
-      const EvictionKey key =
-          tail_key(parent, prompt.subspan(full * static_cast<std::size_t>(block_size)));
-      if (store_->contains(fingerprint_, std::span<const EvictionKey>(&key, 1)) == 1 &&
-          bring_back(ledger, s, key, drop_sequence, /*tail=*/true)) {
-        tokens += static_cast<std::int64_t>(tail);
-        ++tails_onboarded_;
-      }
+    if (want_tail && s.blocks.size() == full && present == keys_.size() &&
+        bring_back(ledger, s, keys_.back(), drop_sequence, /*tail=*/true)) {
+      tokens += static_cast<std::int64_t>(tail);
+      ++tails_onboarded_;
     }
     return tokens;
   }
