@@ -83,6 +83,7 @@ struct CacheStats {
   std::int64_t tier_tails_offloaded = 0;
   std::int64_t tier_tails_onboarded = 0;
   std::int64_t tier_evictions = 0;
+  std::int64_t tier_published = 0;  // blocks put into a shared store by publish_prefix
   AllocationStats allocation;
   std::int64_t tier_misses() const { return tier_lookup_blocks - tier_hit_blocks; }
   double prefix_hit_rate() const {

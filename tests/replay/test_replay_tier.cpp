@@ -2,7 +2,9 @@
 // an exclusive LRU tier under an LRU pool hits exactly what one LRU pool of
 // both sizes hits (one request at a time), on fresh synthetic workloads; a
 // tier that holds everything gives the unlimited pool's hit rate; moving
-// real bytes changes no hit; bad sizes are refused.
+// real bytes changes no hit; bad sizes are refused. Engines with their own
+// pools sharing one tier: a shared tier of everything gives the unlimited hit
+// rate whatever the routing.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -101,6 +103,61 @@ TEST(ReplayTier, BadTierSizesAreRefused) {
       throws_with<UsageError>([&] { parse_arguments(words); }, {"--host-tier-blocks", "-5"}));
   const std::vector<std::string> both = {"--tier-table", "--sweep"};
   EXPECT_TRUE(throws_with<UsageError>([&] { parse_arguments(both); }, {"--tier-table"}));
+}
+
+// ---- engines sharing a tier ----------------------------------------------------------
+
+// Engines that share a tier holding every block hit every repeated block:
+// the unlimited pool's hit rate, whatever the routing; alone they publish
+// nothing and hit less.
+TEST(ReplayEngines, ASharedTierOfEverythingGivesTheUnlimitedHitRate) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const Trace trace = synthetic_trace(100 + static_cast<std::int32_t>(rng() % 100), rng());
+  const std::int64_t distinct = unique_blocks(trace);
+  const ReplayResult unlimited = run_replay(trace, one_at_a_time(0, 0));
+  for (const bool by_prefix : {false, true}) {
+    ReplayOptions o = one_at_a_time(std::max<std::int64_t>(2, distinct / 32), 0);
+    o.engines = 4;
+    o.route_by_prefix = by_prefix;
+    const ReplayResult alone = run_replay(trace, o);
+    EXPECT_EQ(alone.published, 0);
+    EXPECT_EQ(alone.requests, static_cast<std::int64_t>(trace.requests.size()));
+    o.shared_tier_blocks = distinct;
+    const ReplayResult shared = run_replay(trace, o);
+    EXPECT_EQ(shared.blocks_hit, unlimited.blocks_hit) << "route by prefix " << by_prefix;
+    EXPECT_GE(shared.blocks_hit, alone.blocks_hit);
+    EXPECT_GT(shared.blocks_hit_tier, 0);
+    EXPECT_GT(shared.published, 0);
+    EXPECT_EQ(shared.tier_evictions, 0);
+  }
+}
+
+// One engine with a shared tier and a host tier: the host tier takes the
+// pool's evictions, the shared tier below takes what is published and what
+// the host tier evicts; more engines never see more requests than the trace.
+TEST(ReplayEngines, EnginesSplitTheRequestsAndBadOptionsAreRefused) {
+  const Trace trace = synthetic_trace(60, test_seed());
+  ReplayOptions o = one_at_a_time(16, 32);
+  o.engines = 3;
+  o.shared_tier_blocks = 64;
+  const ReplayResult r = run_replay(trace, o);
+  EXPECT_EQ(r.requests, static_cast<std::int64_t>(trace.requests.size()));
+  EXPECT_GT(r.published, 0);
+  o.engines = 0;
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { run_replay(trace, o); }, {"0 engines"}));
+  o.engines = 2;
+  o.policy = "belady";
+  EXPECT_TRUE(throws_with<InvalidArgument>([&] { run_replay(trace, o); }, {"belady", "2 engines"}));
+  const std::vector<std::string> words = {"--engines", "65"};
+  EXPECT_TRUE(throws_with<UsageError>([&] { parse_arguments(words); }, {"--engines", "65"}));
+  const std::vector<std::string> route = {"--route", "random"};
+  EXPECT_TRUE(throws_with<UsageError>([&] { parse_arguments(route); }, {"--route", "random"}));
+  const std::vector<std::string> both = {"--redis", "redis://h:1/0", "--shared-tier-blocks", "8"};
+  EXPECT_TRUE(throws_with<UsageError>([&] { parse_arguments(both); }, {"--redis"}));
+  const std::vector<std::string> table = {"--engines-table", "--engines", "2"};
+  EXPECT_TRUE(throws_with<UsageError>([&] { parse_arguments(table); }, {"--engines-table"}));
 }
 
 }  // namespace

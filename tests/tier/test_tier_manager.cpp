@@ -18,6 +18,8 @@
 #include "kv_test_support.hpp"
 #include "kvcache/kvcache.hpp"
 #include "kvcache/tier/host_tier.hpp"
+#include "kvcache/tier/publish.hpp"
+#include "kvcache/tier/shared_host_tier.hpp"
 
 namespace kvcache::testing {
 
@@ -424,6 +426,72 @@ TEST(TierAttach, AMetadataCacheTiersKeysOnly) {
   EXPECT_EQ(m.stats().tier_onboards, 4);
   EXPECT_EQ(m.stats().tier_bytes_onboarded, 0);
   m.detach_tier();
+}
+
+// ---- a shared tier -----------------------------------------------------------------
+
+// A shared tier keeps what engines bring back (not exclusive) and takes
+// what they publish; a prompt whose first blocks are in the pool and the
+// rest in the shared tier comes back whole and byte for byte.
+TEST(SharedTier, PublishedBlocksStayAndThePoolIsAskedFirst) {
+  using Cache = KVCacheManager<CachePolicy<PagedAllocation, LruEviction, PrefixSharing>>;
+  CacheConfig c;
+  c.shape = ModelShape::gqa(2, 2, 16, DType::kF16);
+  c.block_size = 4;
+  c.num_blocks = 4;
+  c.max_batch_tokens = 64;
+  c.max_batch_sequences = 2;
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  Cache a(c), b(c);
+  SharedHostTier<> shared(
+      a.bytes_per_block(), 16,
+      HostBackend().allocate(static_cast<std::size_t>(a.bytes_per_block() * 16)));
+  a.attach_tier(shared);
+  b.attach_tier(shared);
+  StepDriver<Cache> driver_a(a, seed), driver_b(b, seed + 1);
+  std::vector<std::int32_t> prompt(12);
+  for (std::int32_t i = 0; i < 12; ++i)
+    prompt[static_cast<std::size_t>(i)] = 40 + i;
+  const SeqId first = a.create_sequence(prompt);
+  ASSERT_TRUE(driver_a.step({first}, {12}));
+  EXPECT_EQ(publish_prefix(a, first), 3);
+  EXPECT_EQ(shared.size_blocks(), 3);
+  auto rows = [&](Cache& m, SeqId s) {
+    std::vector<std::vector<std::byte>> out;
+    const auto bytes = static_cast<std::size_t>(12 * c.shape.kv_width() * 2);
+    Buffer k = m.backend().allocate(bytes), v = m.backend().allocate(bytes);
+    for (std::int32_t layer = 0; layer < 2; ++layer) {
+      m.gather(s, layer, TensorView::packed(k.data(), DType::kF16, 12, 2, 16),
+               TensorView::packed(v.data(), DType::kF16, 12, 2, 16));
+      out.push_back(to_host(m.backend(), k, bytes));
+      out.push_back(to_host(m.backend(), v, bytes));
+    }
+    return out;
+  };
+  const auto want = rows(a, first);
+  // Engine B finds all three blocks in the shared tier; they stay there.
+  const SeqId other = b.create_sequence(prompt);
+  ASSERT_EQ(b.sequence(other).num_tokens, 12);
+  EXPECT_EQ(rows(b, other), want);
+  EXPECT_EQ(shared.size_blocks(), 3) << "a shared tier is not exclusive";
+  b.release(other);
+  // In A's pool of four, two blocks for another sequence evict the least
+  // recent of the prompt's three cached blocks (its last: released first).
+  a.release(first);
+  const SeqId filler = a.create_sequence();
+  ASSERT_TRUE(driver_a.step({filler}, {8}));
+  a.release(filler);
+  const std::int64_t hits_before = a.stats().prefix_blocks_hit;
+  const SeqId again = a.create_sequence(prompt);
+  ASSERT_EQ(a.sequence(again).num_tokens, 12);
+  ASSERT_NO_THROW(a.check_invariants());
+  EXPECT_EQ(a.stats().tier_hit_blocks, 1) << "one block from the tier";
+  EXPECT_EQ(a.stats().prefix_blocks_hit - hits_before, 2) << "the other two from the pool";
+  EXPECT_EQ(rows(a, again), want);
+  shared.check_invariants();
+  a.detach_tier();
+  b.detach_tier();
 }
 
 }  // namespace

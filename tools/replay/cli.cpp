@@ -76,6 +76,15 @@ manager; without TRACE it replays a built-in synthetic chat workload.
                        there and come back on a prefix hit
   --tier-table         hit rate with host tiers of 0, 2, 4 and 8 times the pool (default
                        pool: 1/32 of the distinct blocks), beside the pool's offline optimum
+  --engines N          N engines (1 to 64), each with its own pool of --capacity blocks
+                       (and host tier), sharing one tier that each publishes its blocks to
+  --route R            rr (round robin, the default) | prefix (a hash of the first block)
+  --shared-tier-blocks N  the shared tier: an in-process one of N blocks (LRU)
+  --redis URL          the shared tier: a Redis server, redis://[user:pass@]host:port/db
+                       (metadata values; with --model the blocks' bytes)
+  --engines-table      hit rate of 1, 2 and 4 engines alone and sharing a tier, beside one
+                       engine with all their pools and the same tier (default pool: 1/32 of
+                       the distinct blocks; default shared tier: 8 pools)
   --skip-bad           skip (and count) malformed lines instead of stopping
   --codec C            size the pool for a compressed cache (with --budget-gib):
 )" + codecs_help;
@@ -130,6 +139,23 @@ Arguments parse_arguments(std::span<const std::string> words) {
       args.options.host_tier_blocks = integer(flag, value(), 0, std::int64_t{1} << 31);
     } else if (flag == "--tier-table") {
       args.tier_table = true;
+    } else if (flag == "--engines") {
+      args.options.engines = static_cast<std::int32_t>(integer(flag, value(), 1, 64));
+    } else if (flag == "--route") {
+      const std::string& route = value();
+      if (route != "rr" && route != "prefix")
+        throw UsageError(fmt::format("--route \"{}\" is not rr or prefix", bounded(route, 40)));
+      args.options.route_by_prefix = route == "prefix";
+    } else if (flag == "--shared-tier-blocks") {
+      args.options.shared_tier_blocks = integer(flag, value(), 1, std::int64_t{1} << 31);
+    } else if (flag == "--redis") {
+      args.redis_url = value();
+      if (args.redis_url.rfind("redis://", 0) != 0) {
+        throw UsageError(
+            fmt::format("--redis \"{}\" is not a redis:// URL", bounded(args.redis_url, 60)));
+      }
+    } else if (flag == "--engines-table") {
+      args.engines_table = true;
     } else if (flag == "--skip-bad") {
       args.skip_bad = true;
     } else if (!flag.empty() && flag[0] == '-') {
@@ -149,6 +175,20 @@ Arguments parse_arguments(std::span<const std::string> words) {
     throw UsageError(
         "--tier-table runs its own tiers: not with --sweep, --codec-table or "
         "--host-tier-blocks");
+  }
+  if (!args.redis_url.empty() && args.options.shared_tier_blocks > 0) {
+    throw UsageError("--redis and --shared-tier-blocks both name the shared tier: give one");
+  }
+  if (args.engines_table &&
+      (args.sweep || args.codec_table || args.tier_table || args.options.engines > 1)) {
+    throw UsageError(
+        "--engines-table runs its own engines: not with --sweep, --codec-table, --tier-table or "
+        "--engines");
+  }
+  if (args.options.engines > 1 && (args.sweep || args.codec_table || args.tier_table)) {
+    throw UsageError(
+        "--engines replays one configuration: not with --sweep, --codec-table or "
+        "--tier-table");
   }
   if (args.codec_table && args.budget_gib <= 0)
     throw UsageError("--codec-table needs --budget-gib");

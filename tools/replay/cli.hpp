@@ -27,6 +27,8 @@ struct Arguments {
   std::string codec = "plain";
   bool codec_table = false;
   bool tier_table = false;
+  bool engines_table = false;
+  std::string redis_url;  // --redis: the shared tier is this Redis (kvcache::redis builds)
   bool sweep = false;
   bool skip_bad = false;
   bool help = false;

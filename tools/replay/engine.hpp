@@ -15,6 +15,8 @@
 
 #include "kvcache/kvcache.hpp"
 #include "kvcache/tier/host_tier.hpp"
+#include "kvcache/tier/publish.hpp"
+#include "kvcache/tier/shared_host_tier.hpp"
 #include "replay.hpp"
 
 namespace kvcache::replay::engine {
@@ -75,9 +77,19 @@ void append_chunk(Manager& manager, SeqId seq, std::int64_t count,
 // offline optimum follows the trace with it).
 using RequestHook = std::function<void(std::int64_t)>;
 
-template <class Policy, class Backend>
-ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend backend,
+// Which engine serves a request.
+inline std::size_t route(const TraceRequest& request, std::size_t index,
+                         const ReplayOptions& options) {
+  const auto engines = static_cast<std::size_t>(std::max(1, options.engines));
+  if (!options.route_by_prefix || request.hash_ids.empty()) return index % engines;
+  const std::uint64_t first = static_cast<std::uint64_t>(request.hash_ids.front());
+  return static_cast<std::size_t>((first * 0x9e3779b97f4a7c15ULL) >> 32) % engines;
+}
+
+template <class Policy, class MakeBackend>
+ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBackend make_backend,
                       const RequestHook& on_request = {}) {
+  using Backend = decltype(make_backend());
   CacheConfig config;
   config.shape = options.model.value_or(ModelShape::gqa(1, 1, 8, DType::kF16));
   config.block_size = options.block_size;
@@ -90,20 +102,45 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
   config.max_batch_tokens = static_cast<std::int32_t>(widest);
   config.max_batch_sequences = 1;
   using Manager = KVCacheManager<Policy, Backend>;
-  // The tier first: it outlives the manager that offloads into it.
-  std::unique_ptr<HostTier<>> tier;
+  const auto engines = static_cast<std::size_t>(std::max(1, options.engines));
+  // The tiers first: they outlive the managers that offload into them.
   const std::int64_t tier_block_bytes =
       Backend::kHoldsData ? Policy::codec::block_bytes(config.shape, config.block_size) : 0;
-  if (options.host_tier_blocks > 0) {
-    tier = std::make_unique<HostTier<>>(tier_block_bytes, options.host_tier_blocks,
-                                        backend.allocate_host(static_cast<std::size_t>(
-                                            tier_block_bytes * options.host_tier_blocks)));
+  std::unique_ptr<SharedHostTier<>> own_shared;
+  BlockStore* shared = options.shared_store;
+  if (shared == nullptr && options.shared_tier_blocks > 0) {
+    own_shared = std::make_unique<SharedHostTier<>>(
+        tier_block_bytes, options.shared_tier_blocks,
+        make_backend().allocate_host(
+            static_cast<std::size_t>(tier_block_bytes * options.shared_tier_blocks)));
+    shared = own_shared.get();
   }
-  Manager manager(config, std::move(backend));
-  if (tier) manager.attach_tier(*tier);
+  if (shared != nullptr && shared->block_bytes() != tier_block_bytes) {
+    detail::raise<InvalidArgument>(
+        "replay: the shared tier holds blocks of {} bytes; this replay's are {} bytes",
+        shared->block_bytes(), tier_block_bytes);
+  }
+  std::vector<std::unique_ptr<HostTier<>>> tiers(engines);
+  std::vector<std::unique_ptr<Manager>> managers;
+  for (std::size_t e = 0; e < engines; ++e) {
+    Backend backend = make_backend();
+    if (options.host_tier_blocks > 0) {
+      tiers[e] = std::make_unique<HostTier<>>(tier_block_bytes, options.host_tier_blocks,
+                                              backend.allocate_host(static_cast<std::size_t>(
+                                                  tier_block_bytes * options.host_tier_blocks)));
+      if (shared != nullptr) tiers[e]->set_lower(shared);
+    }
+    managers.push_back(std::make_unique<Manager>(config, std::move(backend)));
+    if (tiers[e]) {
+      managers[e]->attach_tier(*tiers[e]);
+    } else if (shared != nullptr) {
+      managers[e]->attach_tier(*shared);
+    }
+  }
 
-  // With a model: one buffer of random K and V rows, appended for every chunk.
-  Buffer k, v;
+  // With a model: one buffer of random K and V rows per engine, appended for
+  // every chunk.
+  std::vector<Buffer> ks(engines), vs(engines);
   if (options.model) {
     const auto bytes =
         static_cast<std::size_t>(widest * config.shape.kv_width() * dtype_size(config.shape.dtype));
@@ -114,27 +151,34 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
           rng() & 0x3bff3bff3bff3bffULL;  // finite fp16 / bf16 / fp32 bit patterns
       std::memcpy(host.data() + i, &bits, 8);
     }
-    k = manager.backend().allocate(bytes);
-    v = manager.backend().allocate(bytes);
-    manager.backend().copy_to_backend(k.data(), host.data(), bytes);
-    manager.backend().copy_to_backend(v.data(), host.data(), bytes);
+    for (std::size_t e = 0; e < engines; ++e) {
+      ks[e] = managers[e]->backend().allocate(bytes);
+      vs[e] = managers[e]->backend().allocate(bytes);
+      managers[e]->backend().copy_to_backend(ks[e].data(), host.data(), bytes);
+      managers[e]->backend().copy_to_backend(vs[e].data(), host.data(), bytes);
+    }
   }
 
   ReplayResult result;
   result.policy = options.policy;
   result.capacity_blocks = config.num_blocks;
   const auto start = std::chrono::steady_clock::now();
-  std::priority_queue<Running, std::vector<Running>, std::greater<>> running;
+  using Queue = std::priority_queue<Running, std::vector<Running>, std::greater<>>;
+  std::vector<Queue> running(engines);
   std::vector<std::int32_t> tokens;
   std::int64_t order = 0;
   for (std::size_t index = 0; index < trace.requests.size(); ++index) {
     const TraceRequest& request = trace.requests[index];
     if (on_request) on_request(static_cast<std::int64_t>(index));
     const auto now = static_cast<double>(request.timestamp_ms);
-    while (!running.empty() && running.top().finish_ms <= now) {
-      manager.release(running.top().seq);
-      running.pop();
+    for (std::size_t e = 0; e < engines; ++e) {
+      while (!running[e].empty() && running[e].top().finish_ms <= now) {
+        managers[e]->release(running[e].top().seq);
+        running[e].pop();
+      }
     }
+    const std::size_t e = route(request, index, options);
+    Manager& manager = *managers[e];
     ++result.requests;
     fill_tokens(request, options.trace_block_tokens, tokens);
     const SeqId seq = manager.create_sequence(tokens);
@@ -146,8 +190,9 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
       continue;
     }
     // The prompt's ids are known since create_sequence: no need to pass them again.
-    append_chunk(manager, seq, uncached, {}, k, v, result.bytes_appended);
-    append_chunk(manager, seq, request.output_length, {}, k, v, result.bytes_appended);
+    append_chunk(manager, seq, uncached, {}, ks[e], vs[e], result.bytes_appended);
+    if (shared != nullptr) publish_prefix(manager, seq);
+    append_chunk(manager, seq, request.output_length, {}, ks[e], vs[e], result.bytes_appended);
     const std::int64_t free = manager.num_free_blocks();
     result.peak_occupied_blocks = std::max(result.peak_occupied_blocks, config.num_blocks - free);
     result.peak_used_blocks =
@@ -155,26 +200,33 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
     if (options.decode_ms_per_token <= 0) {
       manager.release(seq);
     } else {
-      running.push({now + static_cast<double>(request.output_length) * options.decode_ms_per_token,
-                    order++, seq});
+      running[e].push(
+          {now + static_cast<double>(request.output_length) * options.decode_ms_per_token, order++,
+           seq});
     }
   }
-  while (!running.empty()) {
-    manager.release(running.top().seq);
-    running.pop();
+  for (std::size_t e = 0; e < engines; ++e) {
+    while (!running[e].empty()) {
+      managers[e]->release(running[e].top().seq);
+      running[e].pop();
+    }
+    managers[e]->backend().synchronize();
   }
-  manager.backend().synchronize();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const CacheStats stats = manager.stats();
-  result.blocks_requested = stats.prefix_blocks_requested;
-  result.blocks_hit = stats.prefix_blocks_hit + stats.tier_hit_blocks;
-  result.blocks_hit_tier = stats.tier_hit_blocks;
-  result.evicted_blocks = stats.evicted_blocks;
-  result.tier_offloads = stats.tier_offloads;
-  result.tier_bytes_offloaded = stats.tier_bytes_offloaded;
-  result.tier_bytes_onboarded = stats.tier_bytes_onboarded;
-  result.tier_evictions = stats.tier_evictions;
-  if (tier) manager.detach_tier();
+  for (std::size_t e = 0; e < engines; ++e) {
+    const CacheStats stats = managers[e]->stats();
+    result.blocks_requested += stats.prefix_blocks_requested;
+    result.blocks_hit += stats.prefix_blocks_hit + stats.tier_hit_blocks;
+    result.blocks_hit_tier += stats.tier_hit_blocks;
+    result.evicted_blocks += stats.evicted_blocks;
+    result.tier_offloads += stats.tier_offloads;
+    result.tier_bytes_offloaded += stats.tier_bytes_offloaded;
+    result.tier_bytes_onboarded += stats.tier_bytes_onboarded;
+    result.published += stats.tier_published;
+    if (tiers[e]) result.tier_evictions += tiers[e]->stats().evictions;
+    if (tiers[e] || shared != nullptr) managers[e]->detach_tier();
+  }
+  if (shared != nullptr) result.tier_evictions += shared->stats().evictions;
   return result;
 }
 
@@ -183,10 +235,16 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, Backend 
 template <class Policy>
 ReplayResult run_policy(const Trace& trace, const ReplayOptions& options,
                         const RequestHook& on_request = {}) {
-  if (!options.model) return run_with<Policy>(trace, options, MetadataBackend(), on_request);
+  if (!options.model) {
+    return run_with<Policy>(
+        trace, options, [] { return MetadataBackend(); }, on_request);
+  }
   if (options.backend == "cuda")
-    return run_with<Policy>(trace, options, CudaBackend(0), on_request);
-  if (options.backend == "cpu") return run_with<Policy>(trace, options, HostBackend(), on_request);
+    return run_with<Policy>(
+        trace, options, [] { return CudaBackend(0); }, on_request);
+  if (options.backend == "cpu")
+    return run_with<Policy>(
+        trace, options, [] { return HostBackend(); }, on_request);
   detail::raise<InvalidArgument>("replay: backend \"{}\" is not cpu or cuda", options.backend);
 }
 

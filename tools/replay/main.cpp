@@ -7,12 +7,20 @@
 // bounded message on stderr and nothing on stdout.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#ifdef KVCACHE_REPLAY_REDIS
+#include "kvcache/tier/redis_tier.hpp"
+#endif
 
 #include "cli.hpp"
 #include "keep_time_bound.hpp"
@@ -62,6 +70,9 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
                                          static_cast<double>(r.tier_bytes_offloaded) / (1 << 30),
                                          static_cast<double>(r.tier_bytes_onboarded) / (1 << 30))
                            : std::string());
+  }
+  if (r.published > 0) {
+    out += fmt::format("  shared tier       {} blocks published by the engines\n", r.published);
   }
   out += fmt::format("  evictions         {} blocks\n", r.evicted_blocks);
   out += fmt::format("  peak blocks       {} held by running requests, {} held or cached\n",
@@ -310,6 +321,83 @@ std::string tier_report(const Trace& trace, ReplayOptions options) {
 }
 
 // Runs what the arguments ask for and returns the whole report.
+// The shared tier --redis names, under a key prefix of its own (a run never
+// reads another run's blocks); null without --redis.
+std::unique_ptr<kvcache::BlockStore> redis_store(const Arguments& args,
+                                                 const ReplayOptions& options, int run) {
+  if (args.redis_url.empty()) return nullptr;
+#ifdef KVCACHE_REPLAY_REDIS
+  kvcache::RedisTierOptions redis;
+  redis.url = args.redis_url;
+  redis.key_prefix = fmt::format("kvcache-replay-{}-{}", ::getpid(), run);
+  const std::int64_t bytes =
+      options.model ? kvcache::PlainCodec::block_bytes(*options.model, options.block_size) : 0;
+  return std::make_unique<kvcache::RedisTier>(bytes, redis);
+#else
+  (void)options;
+  (void)run;
+  throw UsageError("--redis: this kvcache-replay was built without the Redis tier (hiredis)");
+#endif
+}
+
+// Waits for a Redis tier's queued writes (a no-op for other stores).
+void settle(kvcache::BlockStore* store) {
+#ifdef KVCACHE_REPLAY_REDIS
+  if (auto* redis = dynamic_cast<kvcache::RedisTier*>(store))
+    (void)redis->flush(std::chrono::seconds(30));
+#else
+  (void)store;
+#endif
+}
+
+// 1, 2 and 4 engines, each with a pool of options.capacity_blocks: alone,
+// sharing one tier, and one engine with all their pools and the same tier.
+std::string engines_report(const Trace& trace, const Arguments& args, ReplayOptions options) {
+  const std::int64_t pool = options.capacity_blocks;
+  const std::int64_t shared_blocks =
+      options.shared_tier_blocks > 0 ? options.shared_tier_blocks : 8 * pool;
+  std::string out = fmt::format(
+      "\nPrefix hit rate of engines with pools of {} blocks each ({}, {} routing), alone and "
+      "sharing a tier ({}), beside one engine with all their pools and the same tier\n\n"
+      "| engines | alone | sharing the tier | from the shared tier | blocks published | one "
+      "engine, "
+      "pools together, same tier | sharing / one engine |\n|---|---|---|---|---|---|---|\n",
+      pool, options.policy, options.route_by_prefix ? "prefix" : "round-robin",
+      args.redis_url.empty() ? fmt::format("in-process, {} blocks", shared_blocks)
+                             : std::string("Redis"));
+  int run = 0;
+  auto with_shared = [&](ReplayOptions o) {
+    const auto store = redis_store(args, o, run++);
+    if (store) {
+      o.shared_store = store.get();
+      o.shared_tier_blocks = 0;
+    } else {
+      o.shared_tier_blocks = shared_blocks;
+    }
+    const ReplayResult r = run_replay(trace, o);
+    settle(store.get());
+    return r;
+  };
+  for (const std::int32_t engines : {1, 2, 4}) {
+    ReplayOptions alone = options;
+    alone.engines = engines;
+    alone.shared_tier_blocks = 0;
+    alone.shared_store = nullptr;
+    const ReplayResult a = run_replay(trace, alone);
+    const ReplayResult shared = with_shared(alone);
+    ReplayOptions one = alone;
+    one.engines = 1;
+    one.capacity_blocks = std::min<std::int64_t>(pool * engines, (std::int64_t{1} << 31) - 1);
+    const ReplayResult together = with_shared(one);
+    out +=
+        fmt::format("| {} | {} | {} | {} | {} | {} | {:.3f} |\n", engines, percent(a.hit_rate()),
+                    percent(shared.hit_rate()), percent(shared.hit_rate() - shared.pool_hit_rate()),
+                    shared.published, percent(together.hit_rate()),
+                    together.hit_rate() > 0 ? shared.hit_rate() / together.hit_rate() : 0.0);
+  }
+  return out;
+}
+
 std::string report(const Arguments& args) {
   const Trace trace =
       args.trace_path.empty() ? synthetic_trace() : load_trace(args.trace_path, args.skip_bad);
@@ -329,13 +417,31 @@ std::string report(const Arguments& args) {
     options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 8);
   }
   if (args.sweep) return trace_line(trace, options) + sweep_report(trace, options);
+  if (args.engines_table) {
+    if (args.options.capacity_blocks == 0 && args.capacity_tokens == 0 && args.budget_gib <= 0)
+      options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 32);
+    return trace_line(trace, options) + engines_report(trace, args, options);
+  }
+  const auto shared = redis_store(args, options, 0);
+  if (shared) options.shared_store = shared.get();
   if (args.tier_table) {
     if (args.options.capacity_blocks == 0 && args.capacity_tokens == 0 && args.budget_gib <= 0)
       options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 32);
     return trace_line(trace, options) + tier_report(trace, options);
   }
   const ReplayResult result = run_replay(trace, options);
+  settle(shared.get());
   std::string out = trace_line(trace, options) + single_report(trace, result);
+#ifdef KVCACHE_REPLAY_REDIS
+  if (auto* redis = dynamic_cast<kvcache::RedisTier*>(shared.get())) {
+    const kvcache::RedisTierStats r = redis->redis_stats();
+    out += fmt::format(
+        "  redis             {}: {} lookups, {} blocks fetched, {} written, {} deduplicated, "
+        "{} dropped (queue full), {} errors\n",
+        redis->endpoint().describe(), r.lookups, r.fetched, r.written, r.deduplicated,
+        r.dropped_queue_full, r.errors);
+  }
+#endif
   if (options.decode_ms_per_token == 0) {
     const std::vector<std::int64_t> capacity = {options.capacity_blocks};
     out += fmt::format(

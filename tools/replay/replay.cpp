@@ -54,6 +54,23 @@ void check_options(const Trace& trace, const ReplayOptions& options) {
     detail::raise<InvalidArgument>("replay: a host tier of {} blocks is outside [0, 2^31]",
                                    options.host_tier_blocks);
   }
+  if (options.engines < 1 || options.engines > 64) {
+    detail::raise<InvalidArgument>("replay: {} engines (allowed: 1 to 64)", options.engines);
+  }
+  if (options.shared_tier_blocks < 0 || options.shared_tier_blocks > (std::int64_t{1} << 31)) {
+    detail::raise<InvalidArgument>("replay: a shared tier of {} blocks (allowed: 0 to 2^31)",
+                                   options.shared_tier_blocks);
+  }
+  if (options.shared_tier_blocks > 0 && options.shared_store != nullptr) {
+    detail::raise<InvalidArgument>(
+        "replay: an in-process shared tier of {} blocks and a shared store ({}): one or the other",
+        options.shared_tier_blocks, options.shared_store->name());
+  }
+  if (options.engines > 1 && options.policy == "belady") {
+    detail::raise<InvalidArgument>(
+        "replay: the offline optimum (belady) replays one engine; {} engines asked",
+        options.engines);
+  }
   if (!std::isfinite(options.decode_ms_per_token) || options.decode_ms_per_token < 0) {
     detail::raise<InvalidArgument>("replay: decode time {} ms is not a non-negative number",
                                    options.decode_ms_per_token);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kvcache/model_shape.hpp"
+#include "kvcache/tier/block_store.hpp"
 #include "trace.hpp"
 
 namespace kvcache::replay {
@@ -36,6 +37,14 @@ struct ReplayOptions {
   // Blocks of a host tier (LRU) under the pool: evicted blocks go there and
   // come back on a prefix hit (0: none).
   std::int64_t host_tier_blocks = 0;
+  // Engines, each with its own device pool of capacity_blocks (and host tier),
+  // sharing one tier: a request goes to engine (its index % engines), or with
+  // route_by_prefix to a hash of its first prompt block; each engine publishes
+  // the blocks it computes to the shared tier.
+  std::int32_t engines = 1;
+  bool route_by_prefix = false;
+  std::int64_t shared_tier_blocks = 0;  // an in-process shared tier (LRU) of this many blocks
+  BlockStore* shared_store = nullptr;   // or the caller's (a RedisTier); not owned
 };
 
 struct ReplayResult {
@@ -50,6 +59,7 @@ struct ReplayResult {
   std::int64_t tier_bytes_offloaded = 0;
   std::int64_t tier_bytes_onboarded = 0;
   std::int64_t tier_evictions = 0;  // blocks the tier dropped
+  std::int64_t published = 0;       // blocks the engines put into the shared tier
   std::int64_t evicted_blocks = 0;
   std::int64_t peak_used_blocks = 0;      // held by running requests
   std::int64_t peak_occupied_blocks = 0;  // held or cached

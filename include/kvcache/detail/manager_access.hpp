@@ -1,4 +1,5 @@
-// What the free functions around a manager (the exports, checkpoints) read
+// What the free functions around a manager (the exports, checkpoints,
+// publish_prefix) read
 // and change of its internals; the manager befriends this one struct.
 #pragma once
 
@@ -29,6 +30,10 @@ struct ManagerAccess {
   template <class Manager>
   static auto& ledger(Manager& m) {
     return m.ledger_;
+  }
+  template <class Manager>
+  static auto& tiers(Manager& m) {
+    return m.tiers_;
   }
   template <class Manager>
   static std::byte* arena(Manager& m) {

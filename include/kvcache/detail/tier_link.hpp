@@ -14,8 +14,10 @@
 //            run), takes a fresh page for each, fills it from the store and
 //            keys it (shareable at once); then, if every full block came
 //            back, the prompt's tail. A host store gives the block up (the
-//            tier is exclusive of the pool). Blocks the pool holds again
-//            after the prompt's first miss are taken from the pool.
+//            tier is exclusive of the pool); a shared store keeps it.
+//   publish  publish_prefix (tier/publish.hpp) puts a sequence's full blocks
+//            into the shared store (RedisTier, SharedHostTier) at once, for
+//            the other engines.
 //
 // With a host store (HostStore) the bytes go straight between a page and a
 // slot: on the CPU backend a memcpy; on the CUDA backend an asynchronous copy
@@ -159,6 +161,35 @@ class TierLink final : public EvictionSink {
     ++tails_offloaded_;
   }
 
+  // ---- publish -----------------------------------------------------------------------
+
+  // Puts the first full blocks of `s` (those in pages: `paged_tokens`) into
+  // the shared store below the attached one, so that other engines find
+  // them while this one still holds them. Returns the blocks the store took.
+  template <class Seq>
+  std::int64_t publish(const Seq& s, std::int64_t paged_tokens, std::int32_t block_size) {
+    BlockStore* shared = store_ == nullptr ? nullptr : store_->shared_store();
+    if (shared == nullptr || !s.hashable) return 0;
+    const auto full = std::min<std::size_t>(
+        {s.hashes.size(), s.blocks.size(), static_cast<std::size_t>(paged_tokens / block_size)});
+    if (block_bytes_ > 0 && !staging_)
+      staging_ = backend_->allocate_host(static_cast<std::size_t>(block_bytes_));
+    std::int64_t put = 0;
+    for (std::size_t i = 0; i < full; ++i) {
+      if (block_bytes_ > 0) {
+        backend_->copy_to_host(staging_.data(), page(s.blocks[i]),
+                               static_cast<std::size_t>(block_bytes_));
+      }
+      if (shared->put(fingerprint_, s.hashes[i],
+                      std::span<const std::byte>(staging_.bytes_data(),
+                                                 static_cast<std::size_t>(block_bytes_)))) {
+        ++put;
+      }
+    }
+    published_ += put;
+    return put;
+  }
+
   // ---- onboard -----------------------------------------------------------------------
 
   // After the device's prefix hit left `s` holding its first s.blocks.size()
@@ -211,6 +242,7 @@ class TierLink final : public EvictionSink {
     stats.tier_hit_blocks = hit_blocks_;
     stats.tier_tails_offloaded = tails_offloaded_;
     stats.tier_tails_onboarded = tails_onboarded_;
+    stats.tier_published = published_;
     if (store_ != nullptr) stats.tier_evictions = store_->stats().evictions;
   }
 
@@ -292,6 +324,7 @@ class TierLink final : public EvictionSink {
   std::int64_t hit_blocks_ = 0;
   std::int64_t tails_offloaded_ = 0;
   std::int64_t tails_onboarded_ = 0;
+  std::int64_t published_ = 0;
 };
 
 }  // namespace kvcache::detail

@@ -12,7 +12,9 @@
 // (a lower tier's bad checksum, a server that went away) all read as a miss.
 //
 // Implementations: HostTier (tier/host_tier.hpp, host memory: pinned for the
-// CUDA backend), and a shared tier over Redis (built separately). The
+// CUDA backend), SharedHostTier (tier/shared_host_tier.hpp: one host store
+// several engines of a process share) and RedisTier (tier/redis_tier.hpp,
+// the kvcache::redis library: engines anywhere share it). The
 // manager side (detail/tier_link.hpp) moves blocks between a store and the
 // device pool.
 #pragma once
@@ -72,6 +74,9 @@ class BlockStore {
   // Removes the block; false when it was not there.
   virtual bool erase(std::uint64_t fingerprint, EvictionKey key) = 0;
   virtual TierStats stats() const = 0;
+  // The store other engines read too (a shared tier), where published
+  // blocks go: this store, one below it, or none.
+  virtual BlockStore* shared_store() { return nullptr; }
 };
 
 // The fingerprint of a cache format: XXH3 over a canonical description. Two

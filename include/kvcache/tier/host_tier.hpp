@@ -100,6 +100,9 @@ class HostTier final : public HostStore {
     lower_ = lower;
   }
   BlockStore* lower() const { return lower_; }
+  BlockStore* shared_store() override {
+    return lower_ == nullptr ? nullptr : lower_->shared_store();
+  }
   void set_before_host_read(std::function<void()> wait) override {
     before_host_read_ = std::move(wait);
   }
