@@ -60,10 +60,10 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
   out += fmt::format("  prefix hit rate   {} ({} of {} prompt blocks)\n", percent(r.hit_rate()),
                      r.blocks_hit, r.blocks_requested);
   if (r.tier_offloads > 0 || r.blocks_hit_tier > 0) {
-    out += fmt::format("  from the pool     {} ({} blocks); from the host tier {} ({} blocks)\n",
+    out += fmt::format("  from the pool     {} ({} blocks); from the tiers {} ({} blocks)\n",
                        percent(r.pool_hit_rate()), r.blocks_hit - r.blocks_hit_tier,
                        percent(r.hit_rate() - r.pool_hit_rate()), r.blocks_hit_tier);
-    out += fmt::format("  host tier         {} blocks offloaded, {} onboarded, {} evicted{}\n",
+    out += fmt::format("  tiers             {} blocks offloaded, {} onboarded, {} evicted{}\n",
                        r.tier_offloads, r.blocks_hit_tier, r.tier_evictions,
                        r.tier_bytes_offloaded > 0
                            ? fmt::format(" ({:.2f} GiB out, {:.2f} GiB in)",
