@@ -19,6 +19,13 @@ function(kvcache_target_options target)
     list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)
   endif()
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${cuda_flags}>)
+  if(KVCACHE_SANITIZE_THREAD)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=thread>)
+    get_target_property(type ${target} TYPE)
+    if(NOT type STREQUAL "STATIC_LIBRARY" AND NOT type STREQUAL "OBJECT_LIBRARY")
+      target_link_options(${target} PRIVATE -fsanitize=thread)
+    endif()
+  endif()
   if(KVCACHE_SANITIZE)
     # float-cast-overflow is not part of "undefined": a NaN or out-of-range
     # float converted to an integer (a code) is undefined behaviour too.

@@ -277,7 +277,8 @@ struct RedisTier::Impl {
         in_flight = batch.size();
       }
       std::vector<bool> written(batch.size(), false);
-      send(batch, written);
+      RedisTierStats connection;  // this send's connection counters, merged below
+      send(batch, written, connection);
       const auto done = static_cast<std::size_t>(std::count(written.begin(), written.end(), true));
       if (done < batch.size()) {
         // Not written: a later put of these blocks must send them.
@@ -289,6 +290,10 @@ struct RedisTier::Impl {
       {
         std::lock_guard lock(queue_mutex);
         writer_counters.s.written += static_cast<std::int64_t>(done);
+        writer_counters.s.errors += connection.errors;
+        writer_counters.s.timeouts += connection.timeouts;
+        writer_counters.s.reconnects += connection.reconnects;
+        writer_counters.s.offline += connection.offline;
         writer_counters.s.failed_writes += static_cast<std::int64_t>(batch.size() - done);
         queued_bytes -= static_cast<std::int64_t>(batch_bytes);
         in_flight = 0;
@@ -299,8 +304,8 @@ struct RedisTier::Impl {
   }
 
   // One pipelined round trip of SETs; `written[i]`: the server took batch[i].
-  void send(const std::vector<Write>& batch, std::vector<bool>& written) {
-    redisContext* ctx = writer_connection.get(writer_counters.s);
+  void send(const std::vector<Write>& batch, std::vector<bool>& written, RedisTierStats& counts) {
+    redisContext* ctx = writer_connection.get(counts);
     if (ctx == nullptr) return;
     const std::string ttl = std::to_string(options.ttl_seconds);
     for (const Write& w : batch) {
@@ -311,7 +316,7 @@ struct RedisTier::Impl {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       void* raw = nullptr;
       if (redisGetReply(ctx, &raw) != REDIS_OK) {
-        writer_connection.fail(writer_counters.s);
+        writer_connection.fail(counts);
         return;
       }
       Reply r(static_cast<redisReply*>(raw));
