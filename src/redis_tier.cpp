@@ -3,6 +3,8 @@
 #include "kvcache/tier/redis_tier.hpp"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -56,6 +58,37 @@ int parse_int(std::string_view text, std::string_view url, const char* what, int
   }
   return value;
 }
+
+// While alive, a write to a socket the server closed cannot kill the process
+// with SIGPIPE (hiredis writes with write()): the signal is blocked in this
+// thread, and one it raised is taken back before the mask is restored.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+  ~SigpipeGuard() {
+    sigset_t pending;
+    sigpending(&pending);
+    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
+      const timespec zero{0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &zero) == -1 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t pipe_{}, old_{};
+  bool was_pending_ = false;
+};
 
 struct ReplyDeleter {
   void operator()(redisReply* r) const {
@@ -240,21 +273,28 @@ struct RedisTier::Impl {
     return true;
   }
 
+  // Notes a block as written or read now; the oldest notes go past kRecent
+  // (an order entry only removes the note it was made with).
   void remember(EvictionKey id) {
-    const auto [it, fresh] = recent.insert_or_assign(id, Clock::now());
-    (void)it;
-    if (fresh) {
-      recent_order.push_back(id);
-      if (recent_order.size() > kRecent) {
-        recent.erase(recent_order.front());
-        recent_order.pop_front();
-      }
+    const std::uint64_t seq = ++recent_seq;
+    recent[id] = Recent{Clock::now(), seq};
+    recent_order.emplace_back(id, seq);
+    while (recent_order.size() > kRecent) {
+      const auto [old, old_seq] = recent_order.front();
+      recent_order.pop_front();
+      if (auto it = recent.find(old); it != recent.end() && it->second.seq == old_seq)
+        recent.erase(it);
     }
   }
-  // Written or read by this client within the dedupe window.
+  // Written or read by this client within the dedupe window (and within the
+  // TTL: a put past it refreshes the key's expiry).
   bool known(EvictionKey id) const {
     const auto it = recent.find(id);
-    return it != recent.end() && Clock::now() - it->second < options.dedupe_window;
+    if (it == recent.end()) return false;
+    auto window = options.dedupe_window;
+    if (options.ttl_seconds > 0)
+      window = std::min(window, std::chrono::milliseconds(options.ttl_seconds * 1000 / 2));
+    return Clock::now() - it->second.at < window;
   }
   static EvictionKey id_of(std::uint64_t fingerprint, EvictionKey key) {
     const std::uint64_t parts[2] = {fingerprint, key};
@@ -262,6 +302,11 @@ struct RedisTier::Impl {
   }
 
   void writer_loop() {
+    // This thread only talks to Redis: SIGPIPE stays blocked (never delivered).
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     std::vector<Write> batch;
     while (true) {
       std::size_t batch_bytes = 0;
@@ -342,8 +387,13 @@ struct RedisTier::Impl {
     const char* data = nullptr;
   };
   std::unordered_map<EvictionKey, Fetched> prefetched;
-  std::unordered_map<EvictionKey, Clock::time_point> recent;  // ids written or read, when
-  std::deque<EvictionKey> recent_order;
+  struct Recent {
+    Clock::time_point at;
+    std::uint64_t seq = 0;
+  };
+  std::unordered_map<EvictionKey, Recent> recent;  // ids written or read lately
+  std::deque<std::pair<EvictionKey, std::uint64_t>> recent_order;
+  std::uint64_t recent_seq = 0;
   std::int64_t seen_failures = 0;
 
   // The write queue and the writer's counters, under `queue_mutex`.
@@ -455,18 +505,23 @@ bool RedisTier::put(std::uint64_t fingerprint, EvictionKey key, std::span<const 
   }
   Impl::Write w{Impl::id_of(fingerprint, key), key_of(fingerprint, key),
                 encode_value(fingerprint, key, bytes)};
+  bool queued = false;
   {
     std::lock_guard lock(d.queue_mutex);
     const auto size = static_cast<std::int64_t>(w.value.size());
-    if (d.queued_bytes + size > d.options.queue_bytes) {
+    if (d.queued_bytes + size <= d.options.queue_bytes) {
+      d.queued_bytes += size;
+      ++d.writer_counters.s.queued;
+      d.queue.push_back(std::move(w));
+      queued = true;
+    } else {
       ++d.writer_counters.s.dropped_queue_full;
-      std::lock_guard engine(d.mutex);
-      d.recent.erase(Impl::id_of(fingerprint, key));  // not written: a later put may try again
-      return false;
     }
-    d.queued_bytes += size;
-    ++d.writer_counters.s.queued;
-    d.queue.push_back(std::move(w));
+  }
+  if (!queued) {
+    std::lock_guard engine(d.mutex);
+    d.recent.erase(w.id);  // not written: a later put may try again
+    return false;
   }
   d.queue_cv.notify_one();
   return true;
@@ -475,6 +530,7 @@ bool RedisTier::put(std::uint64_t fingerprint, EvictionKey key, std::span<const 
 std::size_t RedisTier::contains(std::uint64_t fingerprint, std::span<const EvictionKey> keys) {
   Impl& d = *impl_;
   std::lock_guard lock(d.mutex);
+  const SigpipeGuard no_sigpipe;
   // What the last lookup fetched answers a lookup of the same run (a host
   // tier above asks again, one key at a time).
   std::size_t n = 0;
@@ -483,7 +539,15 @@ std::size_t RedisTier::contains(std::uint64_t fingerprint, std::span<const Evict
       ++n;
   }
   if (n == keys.size()) return n;
-  if (n == 0) d.prefetched.clear();
+  // Only this run's blocks stay (each holds its whole reply).
+  if (n == 0) {
+    d.prefetched.clear();
+  } else {
+    std::unordered_map<EvictionKey, Impl::Fetched> run;
+    for (std::size_t i = 0; i < n; ++i)
+      run.emplace(keys[i], std::move(d.prefetched.at(keys[i])));
+    d.prefetched = std::move(run);
+  }
   d.prefetch_fingerprint = fingerprint;
   const auto per_block = static_cast<std::int64_t>(kValueHeader) + d.block_bytes;
   const std::size_t most = std::min(
@@ -540,6 +604,7 @@ bool RedisTier::get(std::uint64_t fingerprint, EvictionKey key, std::span<std::b
       return true;
     }
   }
+  const SigpipeGuard no_sigpipe;
   redisContext* ctx = d.reader.get(d.counters.s);
   if (ctx == nullptr) return false;
   const std::string name = key_of(fingerprint, key);
@@ -549,7 +614,7 @@ bool RedisTier::get(std::uint64_t fingerprint, EvictionKey key, std::span<std::b
     return false;
   }
   if (!d.valid(r.get(), fingerprint, key)) return false;
-  std::memcpy(out.data(), r->str + kValueHeader, out.size());
+  if (!out.empty()) std::memcpy(out.data(), r->str + kValueHeader, out.size());
   d.remember(Impl::id_of(fingerprint, key));
   ++d.counters.s.fetched;
   ++d.counters.s.served;
@@ -561,6 +626,7 @@ bool RedisTier::erase(std::uint64_t fingerprint, EvictionKey key) {
   std::lock_guard lock(d.mutex);
   d.prefetched.erase(key);
   d.recent.erase(Impl::id_of(fingerprint, key));
+  const SigpipeGuard no_sigpipe;
   redisContext* ctx = d.reader.get(d.counters.s);
   if (ctx == nullptr) return false;
   const std::string name = key_of(fingerprint, key);

@@ -42,11 +42,22 @@ class RedisServer {
  public:
   // `extra`: more redis-server arguments (--requirepass, --user, ...).
   explicit RedisServer(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
-    port_ = free_port();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kvcache-redis-" + std::to_string(::getpid()) + "-" + std::to_string(port_));
-    std::filesystem::create_directories(dir_);
-    start();
+    for (std::size_t i = 0; i + 1 < extra_.size(); ++i) {
+      if (extra_[i] == "--requirepass") auth_ = extra_[i + 1];
+    }
+    // A port another test takes between the probe and the bind fails this
+    // server's start: a few tries on fresh ports.
+    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
+      port_ = free_port();
+      dir_ = std::filesystem::temp_directory_path() /
+             ("kvcache-redis-" + std::to_string(::getpid()) + "-" + std::to_string(port_));
+      std::filesystem::create_directories(dir_);
+      start();
+      if (pid_ <= 0) {
+        std::error_code ignored;
+        std::filesystem::remove_all(dir_, ignored);
+      }
+    }
   }
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -96,7 +107,7 @@ class RedisServer {
     }
     pid_ = pid;
     for (int i = 0; i < 500; ++i) {
-      if (answers()) return;
+      if (answers() && server_pid() == pid_) return;  // ours, not another test's
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -104,6 +115,7 @@ class RedisServer {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    kill();  // never answered as itself
   }
   // SIGKILL: the server and everything it held are gone.
   void kill() {
@@ -174,6 +186,20 @@ class RedisServer {
     ::close(fd);
     return ntohs(addr.sin_port);
   }
+  // The process_id the server on the port reports (INFO), or -1.
+  long long server_pid() const {
+    long long pid = -1;
+    with_connection(0, auth_, [&](redisContext* c) {
+      auto* r = static_cast<redisReply*>(redisCommand(c, "INFO server"));
+      if (r != nullptr && r->type == REDIS_REPLY_STRING) {
+        const std::string info(r->str, static_cast<std::size_t>(r->len));
+        const auto at = info.find("process_id:");
+        if (at != std::string::npos) pid = std::atoll(info.c_str() + at + 11);
+      }
+      if (r != nullptr) freeReplyObject(r);
+    });
+    return pid;
+  }
   bool answers() const {
     bool ok = false;
     with_connection(0, "", [&](redisContext* c) {
@@ -199,6 +225,7 @@ class RedisServer {
   }
 
   std::vector<std::string> extra_;
+  std::string auth_;  // --requirepass, for the server's own checks
   int port_ = 0;
   pid_t pid_ = -1;
   std::filesystem::path dir_;

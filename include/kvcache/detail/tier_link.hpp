@@ -217,15 +217,26 @@ class TierLink final : public EvictionSink {
     const std::size_t blocks = full > have ? full - have : 0;
     lookup_blocks_ += static_cast<std::int64_t>(blocks);
     const std::size_t present = store_->contains(fingerprint_, keys_);
+    std::size_t present_end = present;
     for (std::size_t i = 0; i < blocks; ++i) {
       // A block the pool holds again (computed or brought back since the
-      // pool's first miss) is taken from the pool, never a second copy.
-      if (ledger.take_cached(s, keys_[i])) continue;
-      if (i >= present || !bring_back(ledger, s, keys_[i], drop_sequence)) break;
+      // pool's first miss) is taken from the pool, never a second copy (an
+      // exclusive host store lets its own go); past the store's run, the
+      // store is asked again for what follows.
+      if (ledger.take_cached(s, keys_[i])) {
+        if (i < present_end && host_ != nullptr) host_->erase(fingerprint_, keys_[i]);
+        if (i + 1 >= present_end && i + 1 < keys_.size()) {
+          present_end =
+              i + 1 +
+              store_->contains(fingerprint_, std::span<const EvictionKey>(keys_).subspan(i + 1));
+        }
+        continue;
+      }
+      if (i >= present_end || !bring_back(ledger, s, keys_[i], drop_sequence)) break;
       ++hit_blocks_;
     }
     std::int64_t tokens = static_cast<std::int64_t>(s.blocks.size() - have) * block_size;
-    if (want_tail && s.blocks.size() == full && present == keys_.size() &&
+    if (want_tail && s.blocks.size() == full && present_end == keys_.size() &&
         bring_back(ledger, s, keys_.back(), drop_sequence, /*tail=*/true)) {
       tokens += static_cast<std::int64_t>(tail);
       ++tails_onboarded_;

@@ -180,16 +180,19 @@ class HostTier final : public HostStore {
   // A block counts when this store or the one below has it.
   std::size_t contains(std::uint64_t fingerprint, std::span<const EvictionKey> keys) override {
     std::size_t n = 0;
+    std::size_t lower_end = 0;  // the lower store has been asked up to here (and lacks it)
     while (n < keys.size()) {
       auto it = index_.find(entry_id(fingerprint, keys[n]));
       if (it != index_.end() && matches(it->second, fingerprint, keys[n])) {
         ++n;
         continue;
       }
-      const std::size_t below =
-          lower_ == nullptr ? 0 : lower_->contains(fingerprint, keys.subspan(n));
+      // Neither here nor, as the lower store already answered, below.
+      if (lower_ == nullptr || (lower_end > 0 && n >= lower_end)) break;
+      const std::size_t below = lower_->contains(fingerprint, keys.subspan(n));
       if (below == 0) break;
       n += below;
+      lower_end = n;
     }
     return n;
   }

@@ -25,7 +25,8 @@
 // written under another fingerprint, a refused connection, a timeout or a
 // server restart are all misses (counted in redis_stats()); a lost
 // connection is retried with exponential backoff, and while it backs off
-// every call returns at once. Calls may come from several threads (the
+// every call returns at once. SIGPIPE from a closed socket is blocked on
+// the tier's calls and its writer thread, never delivered. Calls may come from several threads (the
 // reader connection is locked); the writer runs on its own thread and
 // connection.
 #pragma once
@@ -68,7 +69,8 @@ struct RedisTierOptions {
   std::int64_t fetch_bytes = std::int64_t{256} << 20;  // one lookup fetches at most this
   std::int64_t capacity_blocks = 0;  // reported by capacity_blocks(); Redis's maxmemory decides
   // A put of a block this client wrote or read within the window is not sent
-  // again (a hot prefix published by every request goes once); a failed
+  // again (a hot prefix published by every request goes once); at most half
+  // the TTL when one is set (a put refreshes the expiry); a failed
   // connection forgets them all (the server may have restarted empty).
   std::chrono::milliseconds dedupe_window{10000};
 };
@@ -101,8 +103,9 @@ class RedisTier final : public BlockStore {
   RedisTier(std::int64_t block_bytes, RedisTierOptions options = {});
   RedisTier(const RedisTier&) = delete;
   RedisTier& operator=(const RedisTier&) = delete;
-  // Sends what is queued (each batch bounded by the command timeout), then
-  // stops the writer.
+  // Sends what is queued (each batch bounded by the command timeout; while
+  // the server is unreachable the rest is dropped at once), then stops the
+  // writer.
   ~RedisTier() override;
 
   std::string_view name() const override { return "redis"; }
@@ -118,7 +121,8 @@ class RedisTier final : public BlockStore {
   bool erase(std::uint64_t fingerprint, EvictionKey key) override;
   TierStats stats() const override;
 
-  // Waits until every queued write was sent (true) or `timeout` passed.
+  // Waits until the queue is empty (true) or `timeout` passed; a write the
+  // server did not take is counted in failed_writes, not retried.
   bool flush(std::chrono::milliseconds timeout);
   RedisTierStats redis_stats() const;
   const RedisEndpoint& endpoint() const;
