@@ -646,6 +646,10 @@ bool RedisTier::flush(std::chrono::milliseconds timeout) {
   return d.done_cv.wait_for(lock, timeout, [&] { return d.queue.empty() && d.in_flight == 0; });
 }
 
+void RedisTier::settle() {
+  (void)flush(10 * impl_->options.command_timeout);
+}
+
 RedisTierStats RedisTier::redis_stats() const {
   const Impl& d = *impl_;
   RedisTierStats s;

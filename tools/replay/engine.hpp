@@ -191,7 +191,12 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
     }
     // The prompt's ids are known since create_sequence: no need to pass them again.
     append_chunk(manager, seq, uncached, {}, ks[e], vs[e], result.bytes_appended);
-    if (shared != nullptr) publish_prefix(manager, seq);
+    if (shared != nullptr) {
+      publish_prefix(manager, seq);
+      // The next request comes later in the trace's time than a write takes:
+      // what was published is readable by then (a Redis tier's queue sent).
+      shared->settle();
+    }
     append_chunk(manager, seq, request.output_length, {}, ks[e], vs[e], result.bytes_appended);
     const std::int64_t free = manager.num_free_blocks();
     result.peak_occupied_blocks = std::max(result.peak_occupied_blocks, config.num_blocks - free);

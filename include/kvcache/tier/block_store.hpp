@@ -77,6 +77,9 @@ class BlockStore {
   // The store other engines read too (a shared tier), where published
   // blocks go: this store, one below it, or none.
   virtual BlockStore* shared_store() { return nullptr; }
+  // Waits until what was put can be read back (a store that writes
+  // asynchronously: the replay's engines take turns in simulated time).
+  virtual void settle() {}
 };
 
 // The fingerprint of a cache format: XXH3 over a canonical description. Two

@@ -114,6 +114,8 @@ class RedisTier final : public BlockStore {
   // Blocks this client has written (Redis may have evicted some since).
   std::int64_t size_blocks() const override;
   BlockStore* shared_store() override { return this; }
+  // flush() for at most ten command timeouts.
+  void settle() override;
 
   bool put(std::uint64_t fingerprint, EvictionKey key, std::span<const std::byte> bytes) override;
   bool get(std::uint64_t fingerprint, EvictionKey key, std::span<std::byte> out) override;
