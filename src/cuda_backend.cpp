@@ -89,6 +89,20 @@ int cuda_device_count() noexcept {
   return count;
 }
 
+std::int64_t cuda_device_memory(int device) noexcept {
+  if (device < 0 || device >= cuda_device_count()) return 0;
+  int current = 0;
+  if (cudaGetDevice(&current) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  std::size_t free = 0, total = 0;
+  const bool ok = cudaMemGetInfo(&free, &total) == cudaSuccess;
+  (void)cudaGetLastError();
+  (void)cudaSetDevice(current);
+  return ok ? static_cast<std::int64_t>(total) : 0;
+}
+
 void CudaBackend::unsupported() {
   throw Unsupported("CudaBackend: this operation is not supported");
 }

@@ -18,6 +18,9 @@ bool built_with_cuda() noexcept {
 int cuda_device_count() noexcept {
   return 0;
 }
+std::int64_t cuda_device_memory(int) noexcept {
+  return 0;
+}
 
 CudaBackend::Staging::Staging(Staging&&) noexcept = default;
 CudaBackend::Staging& CudaBackend::Staging::operator=(Staging&&) noexcept = default;

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "kvcache/model_shape.hpp"
+#include "kvcache/plan/codec_costs.hpp"
 #include "replay.hpp"
 
 namespace kvcache::replay {
@@ -20,14 +21,9 @@ struct PolicyInfo {
   bool offline = false;  // reads the trace's future: a ceiling, not a cache
 };
 
-struct CodecInfo {
-  std::string_view name;
-  std::string_view help;
-  // Bytes of one block of `block_tokens` tokens, and bytes the codec keeps
-  // outside the blocks for `sequences` live sequences.
-  std::int64_t (*block_bytes)(const ModelShape& shape, std::int32_t block_tokens);
-  std::int64_t (*fixed_bytes)(const ModelShape& shape, std::int64_t sequences);
-};
+// The codecs' sizes (plan/codec_costs.hpp: one table for the planner and the
+// replay).
+using CodecInfo = plan::CodecCost;
 
 std::span<const PolicyInfo> policies();
 std::span<const CodecInfo> codecs();

@@ -24,6 +24,9 @@ namespace kvcache {
 bool built_with_cuda() noexcept;
 // Devices visible to the CUDA runtime; 0 without CUDA or without a device.
 int cuda_device_count() noexcept;
+// Total memory of device `device` in bytes (cudaMemGetInfo); 0 without CUDA,
+// without that device, or when the runtime cannot tell.
+std::int64_t cuda_device_memory(int device) noexcept;
 
 class CudaBackend {
  public:
