@@ -12,6 +12,7 @@
 #include "kv_test_support.hpp"
 #include "kvcache/kernels/cuda.hpp"
 #include "kvcache/kvcache.hpp"
+#include "require_gpu.hpp"
 
 namespace kvcache {
 namespace {
@@ -19,16 +20,6 @@ namespace {
 using HostManager = KVCacheManager<CachePolicy<PagedAllocation>, HostBackend>;
 using CudaManager = KVCacheManager<CachePolicy<PagedAllocation>, CudaBackend>;
 using kvcache::testing::StepDriver;
-
-bool has_device() {
-  static const bool found = cuda_device_count() > 0;
-  return found;
-}
-
-#define KVCACHE_REQUIRE_GPU()                                                                   \
-  if (!has_device())                                                                            \
-  GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none): the CUDA kernels are built " \
-                  "but cannot run here"
 
 using Params = kvcache::testing::DTypeDimLayout;
 

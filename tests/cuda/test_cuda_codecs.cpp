@@ -10,15 +10,10 @@
 
 #include "kv_test_support.hpp"
 #include "kvcache/kvcache.hpp"
+#include "require_gpu.hpp"
 
 namespace kvcache::testing {
 namespace {
-
-#define KVCACHE_REQUIRE_GPU()                                                                      \
-  if (cuda_device_count() == 0)                                                                    \
-  GTEST_SKIP()                                                                                     \
-      << "no CUDA device (cudaGetDeviceCount found none): the codec kernels are built but cannot " \
-         "run here"
 
 template <class Codec>
 class CudaCodecMatchesCpu : public ::testing::Test {

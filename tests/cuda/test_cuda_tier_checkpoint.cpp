@@ -16,21 +16,12 @@
 #include "kvcache/kernels/cuda.hpp"
 #include "kvcache/kvcache.hpp"
 #include "kvcache/tier/host_tier.hpp"
+#include "require_gpu.hpp"
 
 namespace kvcache::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool has_device() {
-  static const bool found = cuda_device_count() > 0;
-  return found;
-}
-
-#define KVCACHE_REQUIRE_GPU()                                                                   \
-  if (!has_device())                                                                            \
-  GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none): the CUDA kernels are built " \
-                  "but cannot run here"
 
 CacheConfig config(std::int64_t blocks) {
   CacheConfig c;

@@ -29,11 +29,11 @@ TEST(PlanModels, PresetsHaveTheirReleasedShapes) {
   EXPECT_EQ(custom.shape.dtype, DType::kF32);
   EXPECT_EQ(custom.params_billion, 0);
   EXPECT_TRUE(throws_with<InvalidArgument>([] { (void)plan::find_model("llama-4"); },
-                                           {"'llama-4'", "llama-3-8b", "qwen2.5-72b"}));
+                                           {"\"llama-4\"", "llama-3-8b", "qwen2.5-72b"}));
   EXPECT_TRUE(throws_with<InvalidArgument>([] { (void)plan::find_model("32:x:128"); },
-                                           {"'x'", "positive integer"}));
+                                           {"\"x\"", "is not a number"}));
   EXPECT_TRUE(throws_with<InvalidArgument>([] { (void)plan::find_model("32:8:128:int4"); },
-                                           {"'int4'", "fp16, bf16 or fp32"}));
+                                           {"\"int4\"", "fp16, bf16 or fp32"}));
 }
 
 // Fresh random memories and contexts: each row is the hand computation.
@@ -105,7 +105,8 @@ TEST(PlanProfiles, TheArticlesEightGigabytePresetIsCorrected) {
   EXPECT_EQ(fp16.rows[0].sequences, 0);
   in.weights_gib = 3.7;
   const plan::Plan int4_weights = plan::make_plan(in);
-  EXPECT_EQ(int4_weights.rows[0].sequences, 3) << "batch 3 at 2048, not the article's 2 x ...";
+  EXPECT_EQ(int4_weights.rows[0].sequences, 3)
+      << "batch 3 at 2048, not the original design's batch 2";
   EXPECT_GT(int4_weights.rows[1].tokens, 18 * int4_weights.rows[0].tokens / 10) << "int8";
 }
 

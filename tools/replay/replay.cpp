@@ -1,5 +1,7 @@
 #include "replay.hpp"
 
+#include "kvcache/plan/planner.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -102,47 +104,7 @@ ModelShape parse_model(const std::string& name) {
   if (name == "llama3-8b") return ModelShape::gqa(32, 8, 128, DType::kF16);
   if (name == "llama2-7b") return ModelShape::gqa(32, 32, 128, DType::kF16);
   if (name == "qwen2-7b") return ModelShape::gqa(28, 4, 128, DType::kBF16);
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t colon = name.find(':', start);
-    parts.push_back(name.substr(start, colon - start));
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  auto number = [&](const std::string& text) {
-    std::size_t used = 0;
-    int value = -1;
-    try {
-      value = std::stoi(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != text.size() || text.empty()) {
-      detail::raise<InvalidArgument>("model \"{}\": \"{}\" is not a number", name, text);
-    }
-    return value;
-  };
-  if (parts.size() < 3 || parts.size() > 4) {
-    detail::raise<InvalidArgument>(
-        "model \"{}\" is not tiny, llama3-8b, llama2-7b, qwen2-7b or "
-        "layers:kv_heads:head_dim[:fp16|bf16|fp32]",
-        name);
-  }
-  DType dtype = DType::kF16;
-  if (parts.size() == 4) {
-    if (parts[3] == "bf16") {
-      dtype = DType::kBF16;
-    } else if (parts[3] == "fp32") {
-      dtype = DType::kF32;
-    } else if (parts[3] != "fp16") {
-      detail::raise<InvalidArgument>("model \"{}\": dtype \"{}\" is not fp16, bf16 or fp32", name,
-                                     parts[3]);
-    }
-  }
-  ModelShape shape = ModelShape::gqa(number(parts[0]), number(parts[1]), number(parts[2]), dtype);
-  shape.validate();
-  return shape;
+  return plan::parse_shape(name, "tiny, llama3-8b, llama2-7b, qwen2-7b");
 }
 
 }  // namespace kvcache::replay

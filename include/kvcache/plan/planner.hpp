@@ -50,12 +50,10 @@ inline std::span<const ModelPreset> model_presets() {
   return kModels;
 }
 
-// A preset by name, or a shape "layers:kv_heads:head_dim[:fp16|bf16|fp32]";
-// InvalidArgument listing the presets otherwise.
-inline ModelPreset find_model(std::string_view name) {
-  for (const ModelPreset& m : model_presets()) {
-    if (m.name == name) return m;
-  }
+// A shape written "layers:kv_heads:head_dim[:fp16|bf16|fp32]"; InvalidArgument
+// naming the part that is wrong (and, for anything else, `presets`: the
+// names the caller also takes).
+inline ModelShape parse_shape(std::string_view name, std::string_view presets) {
   std::vector<std::string_view> parts;
   std::size_t start = 0;
   while (true) {
@@ -64,15 +62,10 @@ inline ModelPreset find_model(std::string_view name) {
     if (colon == std::string_view::npos) break;
     start = colon + 1;
   }
-  auto valid = [] {
-    std::string list;
-    for (const ModelPreset& m : model_presets())
-      list += (list.empty() ? "" : ", ") + std::string(m.name);
-    return list;
-  };
   if (parts.size() < 3 || parts.size() > 4) {
     kvcache::detail::raise<InvalidArgument>(
-        "model '{}' is not one of {} nor layers:kv_heads:head_dim[:fp16|bf16|fp32]", name, valid());
+        "model \"{}\" is not {}{}layers:kv_heads:head_dim[:fp16|bf16|fp32]", name, presets,
+        presets.empty() ? "" : " nor ");
   }
   auto number = [&](std::string_view text) {
     int value = 0;
@@ -81,9 +74,8 @@ inline ModelPreset find_model(std::string_view name) {
       ok = ok && c >= '0' && c <= '9';
       if (ok) value = value * 10 + (c - '0');
     }
-    if (!ok || value < 1) {
-      kvcache::detail::raise<InvalidArgument>("model '{}': '{}' is not a positive integer", name,
-                                              text);
+    if (!ok) {  // the shape's own check names a value out of range
+      kvcache::detail::raise<InvalidArgument>("model \"{}\": \"{}\" is not a number", name, text);
     }
     return value;
   };
@@ -94,13 +86,23 @@ inline ModelPreset find_model(std::string_view name) {
     } else if (parts[3] == "fp32") {
       dtype = DType::kF32;
     } else if (parts[3] != "fp16") {
-      kvcache::detail::raise<InvalidArgument>("model '{}': dtype '{}' is not fp16, bf16 or fp32",
-                                              name, parts[3]);
+      kvcache::detail::raise<InvalidArgument>(
+          "model \"{}\": dtype \"{}\" is not fp16, bf16 or fp32", name, parts[3]);
     }
   }
   ModelShape shape = ModelShape::gqa(number(parts[0]), number(parts[1]), number(parts[2]), dtype);
   shape.validate();
-  return ModelPreset{name, shape, 0};
+  return shape;
+}
+
+// A preset by name, or a shape (parse_shape; its parameter count unknown).
+inline ModelPreset find_model(std::string_view name) {
+  std::string presets;
+  for (const ModelPreset& m : model_presets()) {
+    if (m.name == name) return m;
+    presets += (presets.empty() ? "" : ", ") + std::string(m.name);
+  }
+  return ModelPreset{name, parse_shape(name, presets), 0};
 }
 
 // What the library starts from on a device of a given memory.
