@@ -4,12 +4,14 @@
 //
 //   kvcache_strategy_bench [--smoke] [google benchmark flags]
 //   KVCACHE_TRACE=path/to/mooncake_conversation.jsonl adds the real trace.
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "bench_common.hpp"
 #include "kvcache/kvcache.hpp"
+#include "kvcache/metrics/monitor.hpp"
 #include "replay.hpp"
 
 namespace kvcache::bench {
@@ -77,6 +79,72 @@ void BM_PrefixLookup64Blocks(benchmark::State& state) {
   state.counters["blocks/s"] = benchmark::Counter(64.0 * static_cast<double>(state.iterations()),
                                                   benchmark::Counter::kIsRate);
 }
+
+// The metrics snapshot against the bookkeeping of the decode step it would
+// follow: `batch` sequences of 1000 tokens each reserve one token, one
+// prepare_append and one commit (the manager's share of a step, with its
+// per-call timing on or off), then Monitor::sample(). Both are timed in the
+// same loop: snapshot_ns / step_ns is the snapshot's cost per step.
+void BM_SnapshotVsDecodeStep(benchmark::State& state) {
+  const auto batch = static_cast<std::int32_t>(state.range(0));
+  const bool timing = state.range(1) != 0;
+  using Manager =
+      KVCacheManager<CachePolicy<PagedAllocation, LruEviction, PrefixSharing>, MetadataBackend>;
+  CacheConfig config = bench_config(16, 1 << 17);
+  config.max_batch_sequences = batch;
+  Manager manager(config);
+  metrics::set_op_timing(manager, timing);
+  metrics::Monitor<Manager> monitor(manager, 16);
+  std::vector<SeqId> seqs;
+  auto refill = [&] {
+    for (SeqId s : seqs)
+      manager.release(s);
+    seqs.clear();
+    for (std::int32_t i = 0; i < batch; ++i) {
+      std::vector<std::int32_t> prompt(1000);
+      for (std::size_t t = 0; t < prompt.size(); ++t)
+        prompt[t] = static_cast<std::int32_t>(t * 31 + static_cast<std::size_t>(i) * 7919);
+      const SeqId s = manager.create_sequence(prompt);
+      if (manager.try_reserve(s, 1000) != ReserveStatus::kOk) state.SkipWithError("full");
+      manager.commit(
+          manager.prepare_append(std::vector<SeqId>{s}, std::vector<std::int32_t>{1000}));
+      seqs.push_back(s);
+    }
+  };
+  refill();
+  const std::vector<std::int32_t> ones(static_cast<std::size_t>(batch), 1);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(batch), 5);
+  using Clock = std::chrono::steady_clock;
+  double step_ns = 0, snapshot_ns = 0;
+  std::int64_t steps = 0;
+  for (auto _ : state) {
+    if (++steps % 512 == 0) {
+      state.PauseTiming();
+      refill();
+      state.ResumeTiming();
+    }
+    const auto t0 = Clock::now();
+    for (SeqId s : seqs) {
+      if (manager.try_reserve(s, 1) != ReserveStatus::kOk) state.SkipWithError("full");
+    }
+    manager.commit(manager.prepare_append(seqs, ones, ids));
+    const auto t1 = Clock::now();
+    benchmark::DoNotOptimize(monitor.sample());
+    const auto t2 = Clock::now();
+    step_ns += std::chrono::duration<double, std::nano>(t1 - t0).count();
+    snapshot_ns += std::chrono::duration<double, std::nano>(t2 - t1).count();
+  }
+  const auto n = static_cast<double>(state.iterations());
+  state.counters["step_ns"] = step_ns / n;
+  state.counters["snapshot_ns"] = snapshot_ns / n;
+  state.counters["ratio"] = snapshot_ns / step_ns;
+}
+BENCHMARK(BM_SnapshotVsDecodeStep)
+    ->ArgNames({"batch", "timing"})
+    ->Args({8, 1})
+    ->Args({64, 1})
+    ->Args({256, 1})
+    ->Args({64, 0});
 
 void BM_TraceReplay(benchmark::State& state, const std::string& path, const std::string& policy) {
   const replay::Trace trace =

@@ -5,9 +5,12 @@ set -euo pipefail
 KVCACHE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KVCACHE_PACKAGES=(cmake ninja-build g++ libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   libxxhash-dev libeigen3-dev nlohmann-json3-dev clang-format python3)
-# The tests also fuzz (libFuzzer comes with clang), and test the Redis tier
-# (hiredis, and a real redis-server each test starts on loopback).
-KVCACHE_TEST_PACKAGES=(clang libclang-rt-dev libhiredis-dev redis-server redis-tools)
+# The tests also fuzz (libFuzzer comes with clang), test the Redis tier
+# (hiredis, and a real redis-server each test starts on loopback), and scrape
+# /metrics (cpp-httplib, found with pkg-config; Python's prometheus_client
+# parses what the tools serve).
+KVCACHE_TEST_PACKAGES=(clang libclang-rt-dev libhiredis-dev redis-server redis-tools pkgconf
+  libcpp-httplib-dev python3-prometheus-client)
 
 kvcache_log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

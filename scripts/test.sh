@@ -6,7 +6,8 @@
 #      saying why, without a device);
 #   3. the CPU build under AddressSanitizer + UndefinedBehaviorSanitizer and
 #      its tests;
-#   4. the tier tests (the Redis tier's writer thread) under ThreadSanitizer;
+#   4. the tests with threads of their own (the Redis tier's writer, the KV
+#      event ring, the metrics server) under ThreadSanitizer;
 #   5. a short libFuzzer run of each fuzz target (scripts/fuzz.sh; set
 #      KVCACHE_FUZZ_SECONDS for longer, 0 to skip).
 #
@@ -35,13 +36,15 @@ cmake --build build/asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan -j "$jobs" --output-on-failure --timeout 900
 
-kvcache_log "4/5 the tier tests under ThreadSanitizer"
+kvcache_log "4/5 the threaded tests under ThreadSanitizer"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVCACHE_SANITIZE_THREAD=ON \
   -DKVCACHE_WARNINGS_AS_ERRORS=ON -DKVCACHE_BUILD_BENCHMARKS=OFF >/dev/null
-tsan_tests=(kvcache_tier_tests)
-if [ -n "$(cmake --build build/tsan --target help | grep -o 'kvcache_redis_tests' | head -1)" ]; then
-  tsan_tests+=(kvcache_redis_tests)
-fi
+tsan_tests=(kvcache_tier_tests kvcache_metrics_tests)
+for optional in kvcache_redis_tests kvcache_metrics_http_tests; do
+  if [ -n "$(cmake --build build/tsan --target help | grep -o "$optional" | head -1)" ]; then
+    tsan_tests+=("$optional")
+  fi
+done
 cmake --build build/tsan -j "$jobs" --target "${tsan_tests[@]}"
 for t in "${tsan_tests[@]}"; do
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "build/tsan/tests/$t"

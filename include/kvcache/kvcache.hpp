@@ -16,6 +16,8 @@
 #include "kvcache/fwd.hpp"
 #include "kvcache/layout.hpp"
 #include "kvcache/manager.hpp"
+#include "kvcache/metrics/kv_events.hpp"
+#include "kvcache/metrics/snapshot.hpp"
 #include "kvcache/model_shape.hpp"
 #include "kvcache/page_table.hpp"
 #include "kvcache/policy/cache_policy.hpp"

@@ -8,14 +8,12 @@
 //   for each layer: manager.append(layer, batch, k, v);  // then attention
 //   manager.commit(batch);                               // lengths advance
 //
-// The manager is a facade over components with one job each (detail/):
-// the sequence table, the block ledger (allocation, eviction, prefix index,
-// copy-on-write), the codec's storage (codec/), and the staged tables that
-// carry slot mappings and page tables to the kernels. It owns the arena (one
-// allocation at construction) and the staging buffers, so nothing on the
-// append path allocates. Every method that throws leaves the manager as it
-// was before the call.
-//
+// A facade over components with one job each (detail/): the sequence table,
+// the block ledger (allocation, eviction, prefix index, copy-on-write), the
+// codec's storage (codec/), the staged tables that carry slot mappings and
+// page tables to the kernels, and the per-call counters (metrics/). It owns
+// the arena and the staging buffers, so nothing on the append path
+// allocates. Every method that throws leaves the manager as it was.
 // Its behaviour comes from its CachePolicy (allocation, eviction, prefix
 // sharing, codec; policy/cache_policy.hpp); the API is the same for all.
 #pragma once
@@ -42,6 +40,7 @@
 #include "kvcache/error.hpp"
 #include "kvcache/fwd.hpp"
 #include "kvcache/kernels/page_math.hpp"
+#include "kvcache/metrics/op_stats.hpp"
 #include "kvcache/policy/cache_policy.hpp"
 #include "kvcache/tensor.hpp"
 #include "kvcache/types.hpp"
@@ -155,11 +154,11 @@ class KVCacheManager {
   SeqId create_sequence() { return create_sequence(std::span<const std::int32_t>()); }
 
   // A sequence whose prompt is `prompt` (token ids). With prefix sharing the
-  // longest cached prefix of full blocks is reused at once: sequence(id)
-  // .num_tokens then says how many prompt tokens are already in the cache, and
-  // the engine appends the rest (their ids are known, so full blocks become
-  // shareable as they complete).
+  // longest cached prefix of full blocks is reused at once: sequence(id).num_tokens
+  // says how many prompt tokens are cached; the engine appends the rest (full
+  // blocks become shareable as they complete).
   SeqId create_sequence(std::span<const std::int32_t> prompt) {
+    const auto timer = meter_.time(Op::kCreateSequence);
     Entry s;
     if (!attach(s)) {
       detail::raise<OutOfMemory>(
@@ -182,6 +181,7 @@ class KVCacheManager {
   // Paged: the blocks are shared and copied on the first write. Dynamic: the
   // child gets its own region and a copy now; nullopt when there is no room.
   std::optional<SeqId> fork(SeqId parent_id) {
+    const auto timer = meter_.time(Op::kFork);
     const Entry& parent = sequences_.find_active(parent_id, "fork");
     Entry child;
     if (!attach(child)) return std::nullopt;
@@ -203,6 +203,7 @@ class KVCacheManager {
   // blocks with a prefix key stay cached when the eviction policy keeps
   // entries (tail first, so deeper blocks are evicted before their parents).
   void release(SeqId seq) {
+    const auto timer = meter_.time(Op::kRelease);
     Entry s = sequences_.take(seq, "release");
     if (s.parked) ledger_.forget(seq);
     codec_.detach(s.codec);
@@ -214,6 +215,7 @@ class KVCacheManager {
   // turn) but may continue it: with an evicting policy it becomes a
   // candidate for eviction; unpark() says whether it survived.
   void park(SeqId seq) {
+    const auto timer = meter_.time(Op::kPark);
     Entry& s = sequences_.find(seq, "park");
     if (s.parked) detail::raise<InvalidArgument>("park: sequence {} is already parked", seq);
     s.parked = true;
@@ -225,12 +227,16 @@ class KVCacheManager {
   // again; false (a miss) when it was evicted, after which its id is gone.
   // With a tier attached, create_sequence(its tokens) then brings back what
   // went there (its full blocks, and its partial last one).
-  bool unpark(SeqId seq) { return detail::unpark_sequence(sequences_, ledger_, seq); }
+  bool unpark(SeqId seq) {
+    const auto timer = meter_.time(Op::kUnpark);
+    return detail::unpark_sequence(sequences_, ledger_, seq);
+  }
 
   // Makes room for `tokens` more tokens (copying a shared block that would be
   // written first). With an evicting policy, evicts what it must; kPoolFull
   // when even that is not enough (then the sequence is unchanged).
   ReserveStatus try_reserve(SeqId seq, std::int64_t tokens) {
+    const auto timer = meter_.time(Op::kTryReserve);
     Entry& s = sequences_.find_active(seq, "try_reserve");
     if (tokens < 0) {
       detail::raise<InvalidArgument>("try_reserve: token count {} for sequence {} is negative",
@@ -259,6 +265,7 @@ class KVCacheManager {
   // prepare_append replaces an uncommitted batch.
   AppendBatch prepare_append(std::span<const SeqId> seqs, std::span<const std::int32_t> counts,
                              std::span<const std::int32_t> token_ids = {}) {
+    const auto timer = meter_.time(Op::kPrepareAppend);
     return batches_.prepare(
         backend_, seqs, counts, token_ids,
         [&](SeqId seq) -> Entry& { return sequences_.find_active(seq, "prepare_append"); },
@@ -277,6 +284,7 @@ class KVCacheManager {
   // in the backend's memory) into the batch's slots, in one launch.
   void append(std::int32_t layer, const AppendBatch& batch, const TensorView& k,
               const TensorView& v) {
+    const auto timer = meter_.time(Op::kAppend);
     batches_.check(batch, "append");
     detail::check_layer(shape(), layer, "append");
     detail::check_tensor(shape(), k, batch.num_tokens(), "append", "k");
@@ -297,15 +305,10 @@ class KVCacheManager {
   void commit(const AppendBatch& batch) {
     batches_.check(batch, "commit");
     if constexpr (Backend::kHoldsData) batches_.check_layers(batch, "commit");
+    const auto timer = meter_.time(Op::kCommit);
     batches_.for_each([&](SeqId seq, std::int32_t count, std::span<const std::int32_t> ids) {
       Entry& s = sequences_.find(seq, "commit");
-      if (!ids.empty()) {
-        s.tokens.resize(static_cast<std::size_t>(s.num_tokens));
-        s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
-      } else if (static_cast<std::int64_t>(s.tokens.size()) < s.num_tokens + count) {
-        s.hashable = false;  // ids of these tokens are unknown: no further keys
-      }
-      s.num_tokens += count;
+      detail::advance_tokens(s, count, ids);
       codec_.commit(s.codec, s.num_tokens);
       ledger_.publish(s, full_blocks(s), block_size());
     });
@@ -318,17 +321,13 @@ class KVCacheManager {
   // ([sum of lengths][kv_heads][head_dim], sequences in order).
   void gather(std::span<const SeqId> seqs, std::int32_t layer, const TensorView& k_out,
               const TensorView& v_out) {
+    const auto timer = meter_.time(Op::kGather);
     std::int64_t total = 0;
     for (SeqId seq : seqs)
       total += sequences_.find(seq, "gather").num_tokens;
     detail::check_gather(shape(), layer, total, k_out, v_out);
-    GatherRequest request{layer, {}, {}, kernels::GatherOutput{k_out.data, v_out.data}};
-    std::int64_t out_row = 0;
-    for (std::size_t next = 0; next < seqs.size();) {
-      next =
-          gather_.stage(backend_, seqs, next, sequences_, codec_, block_size(), out_row, request);
-      codec_.gather(request);
-    }
+    gather_.run(backend_, seqs, sequences_, codec_, block_size(), layer,
+                kernels::GatherOutput{k_out.data, v_out.data});
   }
 
   void gather(SeqId seq, std::int32_t layer, const TensorView& k_out, const TensorView& v_out) {
@@ -362,8 +361,7 @@ class KVCacheManager {
     };
   }
 
-  // Blocks holding data (read by gather, shared by fork, moved on growth),
-  // and the full ones (keyed by prefix sharing).
+  // Blocks holding data (read by gather, shared by fork, moved on growth), and full ones.
   std::int64_t written_blocks(const Entry& s) const {
     return kernels::pages_for_tokens(codec_.paged_tokens(s.codec, s.num_tokens), block_size());
   }
@@ -394,6 +392,7 @@ class KVCacheManager {
   detail::BlockCopier<Backend> copier_;
   detail::SequenceTable<typename Codec::SequenceState> sequences_;
   detail::TierLink<Backend> tiers_;  // after the arena and the codec it reads
+  OpMeter meter_;
 };
 
 }  // namespace kvcache

@@ -62,14 +62,20 @@ struct CacheStats {
   std::int64_t prefix_lookups = 0;           // create_sequence calls with a prompt
   std::int64_t prefix_blocks_requested = 0;  // full blocks in those prompts
   std::int64_t prefix_blocks_hit = 0;        // ... found cached, up to the first miss
-  std::int64_t evicted_blocks = 0;           // cached prefix blocks dropped
-  std::int64_t evicted_sequences = 0;        // parked sequences dropped
-  std::int64_t unpark_hits = 0;              // unpark found the sequence
-  std::int64_t unpark_misses = 0;            // unpark found it evicted
-  std::int64_t copy_on_write = 0;            // shared blocks copied before a write
-  std::int64_t blocks_copied = 0;            // blocks moved by the copy kernel (COW, growth, fork)
-  std::int64_t nonfinite_values = 0;  // NaN / Inf inputs met by a codec (saturated, see README)
-  std::int64_t flushed_groups = 0;    // KIVI: token groups quantized out of the residual window
+  std::int64_t prefix_tokens_requested = 0;  // prompt tokens of those lookups
+  std::int64_t prefix_tokens_hit = 0;        // ... already cached (pool or tier)
+  // Prompt blocks past the hit whose key was evicted lately (eviction churn;
+  // detail/eviction_ghosts.hpp).
+  std::int64_t prefix_blocks_refetched = 0;
+  std::int64_t reserve_failures = 0;   // reservations no eviction could make room for
+  std::int64_t evicted_blocks = 0;     // cached prefix blocks dropped
+  std::int64_t evicted_sequences = 0;  // parked sequences dropped
+  std::int64_t unpark_hits = 0;        // unpark found the sequence
+  std::int64_t unpark_misses = 0;      // unpark found it evicted
+  std::int64_t copy_on_write = 0;      // shared blocks copied before a write
+  std::int64_t blocks_copied = 0;      // blocks moved by the copy kernel (COW, growth, fork)
+  std::int64_t nonfinite_values = 0;   // NaN / Inf inputs met by a codec (saturated, see README)
+  std::int64_t flushed_groups = 0;     // KIVI: token groups quantized out of the residual window
   // With a tier attached (attach_tier): blocks copied out to it on eviction
   // and back on a prefix hit, and their bytes; full blocks asked of it after
   // the pool's own miss and found there; partial last blocks of evicted

@@ -55,6 +55,9 @@ std::string usage() {
       "                       greedily, checkpointing the cache and the run into DIR; started\n"
       "                       again on the same DIR (after a crash, say) it resumes\n"
       "  --checkpoint-every N committed tokens between checkpoints (default 100)\n"
+      "  --metrics-port P     serve the running configuration's /metrics (Prometheus) and\n"
+      "                       /metrics.json on 127.0.0.1:P (0: any free port, on stderr)\n"
+      "  --metrics-linger S   keep serving the last figures S seconds after the run\n"
       "  --fp32-cache         keep the uncompressed caches in fp32 (then a prompt read from the\n"
       "                       cache gives exactly the logits of one recomputed)\n"
       "  --help\n\n"
@@ -100,6 +103,10 @@ Arguments parse_arguments(std::span<const std::string> words) {
       if (a.serve.checkpoint_dir.empty()) throw UsageError("--checkpoint-dir needs a path");
     } else if (option == "--fp32-cache") {
       a.serve.fp32_cache = true;
+    } else if (option == "--metrics-port") {
+      a.metrics_port = static_cast<int>(integer(option, value(), 0, 65535));
+    } else if (option == "--metrics-linger") {
+      a.metrics_linger = real(option, value(), 0.0, 86400.0);
     } else if (option == "--checkpoint-every") {
       a.serve.checkpoint_every = integer(option, value(), 1, std::int64_t{1} << 40);
     } else if (option == "--configs") {
@@ -127,6 +134,8 @@ Arguments parse_arguments(std::span<const std::string> words) {
   }
   if (!a.serve.checkpoint_dir.empty() && !a.configs.empty() && a.configs.front() == "paged-gpu")
     throw UsageError("--checkpoint-dir serves a CPU configuration, not paged-gpu");
+  if (a.metrics_linger > 0 && a.metrics_port < 0)
+    throw UsageError("--metrics-linger needs --metrics-port");
   return a;
 }
 

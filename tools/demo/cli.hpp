@@ -25,6 +25,8 @@ struct Arguments {
   WorkloadOptions workload;
   ServeOptions serve;
   std::vector<std::string> configs;  // empty: all
+  int metrics_port = -1;             // /metrics on 127.0.0.1:port while it runs (0: any free port)
+  double metrics_linger = 0;         // seconds to keep serving after the run
   bool help = false;
 };
 

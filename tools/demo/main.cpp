@@ -15,6 +15,15 @@
 #include "cli.hpp"
 #include "report.hpp"
 
+#ifdef KVCACHE_DEMO_HTTP
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <thread>
+
+#include "kvcache/metrics/http_server.hpp"
+#endif
+
 int main(int argc, char** argv) {
   using namespace kvcache::demo;
   const std::vector<std::string> words(argv + 1, argv + argc);
@@ -30,6 +39,35 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+#ifdef KVCACHE_DEMO_HTTP
+    std::unique_ptr<kvcache::metrics::MetricsServer> server;
+    if (args.metrics_port >= 0) {
+      server = std::make_unique<kvcache::metrics::MetricsServer>(args.metrics_port);
+      std::fprintf(stderr, "kvcache-demo: serving /metrics on http://127.0.0.1:%d\n",
+                   server->port());
+      args.serve.on_metrics = [&server](std::string_view,
+                                        const kvcache::metrics::MetricsSnapshot& snap,
+                                        std::span<const kvcache::metrics::Recommendation> recs) {
+        server->publish(snap, recs);
+      };
+    }
+    // The last figures stay up a while after the run (a scraper's last look).
+    struct Linger {
+      const std::unique_ptr<kvcache::metrics::MetricsServer>& server;
+      double seconds;
+      ~Linger() {
+        if (!server || seconds <= 0 || std::uncaught_exceptions() > 0) return;
+        std::fprintf(stderr, "kvcache-demo: the run is over; serving its figures %.1f s more\n",
+                     seconds);
+        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      }
+    } linger{server, args.metrics_linger};
+#else
+    if (args.metrics_port >= 0) {
+      std::fprintf(stderr, "kvcache-demo: --metrics-port: built without cpp-httplib\n");
+      return 2;
+    }
+#endif
     Weights weights = args.weights_path.empty() ? random_weights(ModelConfig{}, args.seed)
                                                 : load_llama2c(args.weights_path);
     const Model model(std::move(weights));

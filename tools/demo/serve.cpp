@@ -14,6 +14,7 @@
 
 #include "kvcache/checkpoint/checkpoint.hpp"
 #include "kvcache/kvcache.hpp"
+#include "kvcache/metrics/monitor.hpp"
 
 namespace kvcache::demo {
 
@@ -295,6 +296,8 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
   constexpr bool kKeepPreempted = !std::is_same_v<typename Policy::eviction, NoEviction>;
   const std::unique_ptr<Manager> owner = make_manager<Manager>(config);
   Manager& manager = *owner;
+  std::optional<metrics::Monitor<Manager>> monitor;
+  if (options.on_metrics) monitor.emplace(manager, 16);
   RunResult result;
   result.name = info.name;
   result.strategy = info.strategy;
@@ -591,6 +594,10 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
     if (checkpoints && checkpoints->step(run_state()) && options.checkpoint_log)
       options.checkpoint_log(fmt::format("checkpoint at step {}", result.steps));
     if (options.progress) options.progress(info.name, done, static_cast<std::int64_t>(n));
+    if (monitor) {
+      const metrics::MetricsSnapshot& snap = monitor->sample();
+      options.on_metrics(info.name, snap, metrics::recommend(*monitor));
+    }
   }
   result.seconds = since(start);
   result.cache_seconds = cache_seconds;

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kvcache/metrics/recommend.hpp"
 #include "model.hpp"
 #include "trace.hpp"
 
@@ -65,6 +66,11 @@ struct ServeOptions {
   std::int64_t checkpoint_every = 100;
   // Told of each checkpoint written (steps so far) and of a resume.
   std::function<void(std::string_view event)> checkpoint_log;
+  // When set: after every step, a metrics snapshot of the configuration's
+  // cache (a window of 16) and the recommendations of that window.
+  std::function<void(std::string_view config, const metrics::MetricsSnapshot&,
+                     std::span<const metrics::Recommendation>)>
+      on_metrics;
 };
 
 // The greedy tokens and logits of every request's outputs.

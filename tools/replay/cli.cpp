@@ -86,6 +86,11 @@ manager; without TRACE it replays a built-in synthetic chat workload.
                        engine with all their pools and the same tier (default pool: 1/32 of
                        the distinct blocks; default shared tier: 8 pools)
   --skip-bad           skip (and count) malformed lines instead of stopping
+  --metrics-every N    a metrics snapshot every N requests, recommendations from the last
+                       --metrics-window W snapshots (defaults 100 and 16; N = 0: none)
+  --metrics-port P     serve /metrics (Prometheus) and /metrics.json on 127.0.0.1:P while
+                       the run goes (0: any free port, printed on stderr)
+  --metrics-linger S   keep serving the final figures S seconds after the run
   --codec C            size the pool for a compressed cache (with --budget-gib):
 )" + codecs_help;
 }
@@ -156,6 +161,14 @@ Arguments parse_arguments(std::span<const std::string> words) {
       }
     } else if (flag == "--engines-table") {
       args.engines_table = true;
+    } else if (flag == "--metrics-every") {
+      args.metrics_every = integer(flag, value(), 0, std::int64_t{1} << 40);
+    } else if (flag == "--metrics-window") {
+      args.metrics_window = static_cast<std::int32_t>(integer(flag, value(), 2, 65536));
+    } else if (flag == "--metrics-port") {
+      args.metrics_port = static_cast<int>(integer(flag, value(), 0, 65535));
+    } else if (flag == "--metrics-linger") {
+      args.metrics_linger = number(flag, value(), 0.0, 86400.0, false);
     } else if (flag == "--skip-bad") {
       args.skip_bad = true;
     } else if (!flag.empty() && flag[0] == '-') {
@@ -193,6 +206,16 @@ Arguments parse_arguments(std::span<const std::string> words) {
   if (args.codec_table && args.budget_gib <= 0)
     throw UsageError("--codec-table needs --budget-gib");
   if (args.codec != "plain" && args.budget_gib <= 0) throw UsageError("--codec needs --budget-gib");
+  if ((args.metrics_port >= 0 || args.metrics_linger > 0) &&
+      (args.sweep || args.codec_table || args.tier_table || args.engines_table)) {
+    throw UsageError(
+        "--metrics-port and --metrics-linger serve one run: not with --sweep, --codec-table, "
+        "--tier-table or --engines-table");
+  }
+  if (args.metrics_linger > 0 && args.metrics_port < 0)
+    throw UsageError("--metrics-linger needs --metrics-port");
+  if (args.metrics_port >= 0 && args.metrics_every == 0)
+    throw UsageError("--metrics-port needs snapshots: --metrics-every must not be 0");
   if (args.options.backend == "cuda" && !args.options.model) {
     throw UsageError("--backend cuda needs --model (a metadata replay moves no bytes)");
   }

@@ -31,6 +31,13 @@ struct Arguments {
   std::string redis_url;  // --redis: the shared tier is this Redis (kvcache::redis builds)
   bool sweep = false;
   bool skip_bad = false;
+  // A single run's metrics: a snapshot every N requests (0: none), the window
+  // its recommendations read, and /metrics on 127.0.0.1:port (-1: no server;
+  // 0: any free port) kept up `metrics_linger` seconds after the run.
+  std::int64_t metrics_every = 100;
+  std::int32_t metrics_window = 16;
+  int metrics_port = -1;
+  double metrics_linger = 0;
   bool help = false;
 };
 

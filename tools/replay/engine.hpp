@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "kvcache/kvcache.hpp"
+#include "kvcache/metrics/monitor.hpp"
+#include "kvcache/metrics/recommend.hpp"
 #include "kvcache/tier/host_tier.hpp"
 #include "kvcache/tier/publish.hpp"
 #include "kvcache/tier/shared_host_tier.hpp"
@@ -72,6 +74,51 @@ void append_chunk(Manager& manager, SeqId seq, std::int64_t count,
   }
   manager.commit(batch);
 }
+
+// Each engine's monitor, and the rules that fired from its windows.
+template <class Manager>
+class MetricsRun {
+ public:
+  MetricsRun(const ReplayOptions& options, std::vector<std::unique_ptr<Manager>>& managers)
+      : options_(options) {
+    if (options.metrics_every <= 0) return;
+    for (auto& m : managers)
+      monitors_.push_back(std::make_unique<metrics::Monitor<Manager>>(
+          *m, static_cast<std::size_t>(options.metrics_window)));
+  }
+
+  // Before the request of trace index `index` (`index` requests were
+  // served): a snapshot every metrics_every requests, and one at the end.
+  void before_request(std::size_t index, ReplayResult& result, bool last = false) {
+    const auto served = static_cast<std::int64_t>(index);
+    if (monitors_.empty() || served == 0 || served == sampled_at_ ||
+        (!last && served % options_.metrics_every != 0))
+      return;
+    sampled_at_ = served;
+    for (std::size_t e = 0; e < monitors_.size(); ++e) {
+      const metrics::MetricsSnapshot& snap = monitors_[e]->sample();
+      ++result.snapshots;
+      const std::vector<metrics::Recommendation> recs = metrics::recommend(*monitors_[e]);
+      for (const auto& r : recs) {
+        auto it = std::find_if(
+            result.recommendations.begin(), result.recommendations.end(),
+            [&](const FiredRule& f) { return f.engine == e && f.last.rule == r.rule; });
+        if (it == result.recommendations.end()) {
+          result.recommendations.push_back(FiredRule{e, 0, served, r});
+          it = result.recommendations.end() - 1;
+        }
+        ++it->windows;
+        it->last = r;
+      }
+      if (options_.on_snapshot) options_.on_snapshot(e, snap, recs);
+    }
+  }
+
+ private:
+  const ReplayOptions& options_;
+  std::vector<std::unique_ptr<metrics::Monitor<Manager>>> monitors_;
+  std::int64_t sampled_at_ = 0;
+};
 
 // Called with each request's index in the trace before it is replayed (the
 // offline optimum follows the trace with it).
@@ -162,6 +209,7 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
   ReplayResult result;
   result.policy = options.policy;
   result.capacity_blocks = config.num_blocks;
+  MetricsRun<Manager> metrics_run(options, managers);
   const auto start = std::chrono::steady_clock::now();
   using Queue = std::priority_queue<Running, std::vector<Running>, std::greater<>>;
   std::vector<Queue> running(engines);
@@ -170,6 +218,7 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
   for (std::size_t index = 0; index < trace.requests.size(); ++index) {
     const TraceRequest& request = trace.requests[index];
     if (on_request) on_request(static_cast<std::int64_t>(index));
+    metrics_run.before_request(index, result);
     const auto now = static_cast<double>(request.timestamp_ms);
     for (std::size_t e = 0; e < engines; ++e) {
       while (!running[e].empty() && running[e].top().finish_ms <= now) {
@@ -210,6 +259,7 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
            seq});
     }
   }
+  metrics_run.before_request(trace.requests.size(), result, /*last=*/true);
   for (std::size_t e = 0; e < engines; ++e) {
     while (!running[e].empty()) {
       managers[e]->release(running[e].top().seq);

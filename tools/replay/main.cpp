@@ -21,6 +21,11 @@
 #ifdef KVCACHE_REPLAY_REDIS
 #include "kvcache/tier/redis_tier.hpp"
 #endif
+#ifdef KVCACHE_REPLAY_HTTP
+#include "kvcache/metrics/http_server.hpp"
+#endif
+
+#include <thread>
 
 #include "cli.hpp"
 #include "keep_time_bound.hpp"
@@ -53,7 +58,8 @@ std::string trace_line(const Trace& trace, const ReplayOptions& options) {
           : "; metadata only");
 }
 
-std::string single_report(const Trace& trace, const ReplayResult& r) {
+std::string single_report(const Trace& trace, const ReplayResult& r, std::int64_t metrics_every = 0,
+                          std::int32_t metrics_window = 0) {
   std::string out = fmt::format("policy {}, capacity {} blocks\n", r.policy, r.capacity_blocks);
   out += fmt::format("  requests          {} ({} rejected for lack of room)\n", r.requests,
                      r.rejected);
@@ -81,6 +87,21 @@ std::string single_report(const Trace& trace, const ReplayResult& r) {
     out += fmt::format("  K/V appended      {:.2f} GiB ({:.2f} GB/s)\n",
                        static_cast<double>(r.bytes_appended) / (1 << 30),
                        static_cast<double>(r.bytes_appended) / r.seconds / 1e9);
+  }
+  if (r.snapshots > 0) {
+    out += fmt::format(
+        "  recommendations   {} (from windows of {} snapshots, one every {} requests)\n",
+        r.recommendations.empty() ? std::string("none fired")
+                                  : fmt::format("{} rules fired", r.recommendations.size()),
+        metrics_window, metrics_every);
+    for (const FiredRule& f : r.recommendations) {
+      out += fmt::format(
+          "    {}{} fired in {} of {} windows, first after {} requests\n", f.last.rule,
+          r.recommendations.size() > 1 && f.engine > 0 ? fmt::format(" (engine {})", f.engine)
+                                                       : std::string(),
+          f.windows, r.snapshots, f.first_request);
+      out += fmt::format("      last: {}\n      action: {}\n", f.last.finding, f.last.action);
+    }
   }
   out += fmt::format(
       "  replay time       {:.3f} s ({:.0f} requests/s){}\n", r.seconds,
@@ -429,9 +450,34 @@ std::string report(const Arguments& args) {
       options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 32);
     return trace_line(trace, options) + tier_report(trace, options);
   }
+  options.metrics_every = args.metrics_every;
+  options.metrics_window = args.metrics_window;
+#ifdef KVCACHE_REPLAY_HTTP
+  std::unique_ptr<kvcache::metrics::MetricsServer> server;
+  if (args.metrics_port >= 0) {
+    server = std::make_unique<kvcache::metrics::MetricsServer>(args.metrics_port);
+    std::fprintf(stderr, "kvcache-replay: serving /metrics on http://127.0.0.1:%d\n",
+                 server->port());
+    options.on_snapshot = [&](std::size_t engine, const kvcache::metrics::MetricsSnapshot& snap,
+                              std::span<const kvcache::metrics::Recommendation> recs) {
+      if (engine == 0) server->publish(snap, recs);
+    };
+  }
+#else
+  if (args.metrics_port >= 0)
+    throw UsageError("--metrics-port: this kvcache-replay was built without cpp-httplib");
+#endif
   const ReplayResult result = run_replay(trace, options);
   settle(shared.get());
-  std::string out = trace_line(trace, options) + single_report(trace, result);
+#ifdef KVCACHE_REPLAY_HTTP
+  if (server && args.metrics_linger > 0) {
+    std::fprintf(stderr, "kvcache-replay: the run is over; serving its figures %.1f s more\n",
+                 args.metrics_linger);
+    std::this_thread::sleep_for(std::chrono::duration<double>(args.metrics_linger));
+  }
+#endif
+  std::string out = trace_line(trace, options) +
+                    single_report(trace, result, options.metrics_every, options.metrics_window);
 #ifdef KVCACHE_REPLAY_REDIS
   if (auto* redis = dynamic_cast<kvcache::RedisTier*>(shared.get())) {
     const kvcache::RedisTierStats r = redis->redis_stats();

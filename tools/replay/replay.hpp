@@ -16,10 +16,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "kvcache/metrics/recommend.hpp"
 #include "kvcache/model_shape.hpp"
 #include "kvcache/tier/block_store.hpp"
 #include "trace.hpp"
@@ -45,6 +48,23 @@ struct ReplayOptions {
   bool route_by_prefix = false;
   std::int64_t shared_tier_blocks = 0;  // an in-process shared tier (LRU) of this many blocks
   BlockStore* shared_store = nullptr;   // or the caller's (a RedisTier); not owned
+  // Metrics: every `metrics_every` requests each engine's monitor takes a
+  // snapshot (a window of `metrics_window`), recommendations are computed
+  // from the window, and on_snapshot (when set) sees both. 0: no metrics.
+  std::int64_t metrics_every = 0;
+  std::int32_t metrics_window = 16;
+  std::function<void(std::size_t engine, const metrics::MetricsSnapshot&,
+                     std::span<const metrics::Recommendation>)>
+      on_snapshot;
+};
+
+// A rule that fired during a replay: in how many windows, from which
+// request on, and what it said the last time.
+struct FiredRule {
+  std::size_t engine = 0;
+  std::int64_t windows = 0;
+  std::int64_t first_request = 0;
+  metrics::Recommendation last;
 };
 
 struct ReplayResult {
@@ -61,9 +81,11 @@ struct ReplayResult {
   std::int64_t tier_evictions = 0;  // blocks the tier dropped
   std::int64_t published = 0;       // blocks the engines put into the shared tier
   std::int64_t evicted_blocks = 0;
-  std::int64_t peak_used_blocks = 0;      // held by running requests
-  std::int64_t peak_occupied_blocks = 0;  // held or cached
-  std::int64_t bytes_appended = 0;        // with a model
+  std::int64_t peak_used_blocks = 0;       // held by running requests
+  std::int64_t peak_occupied_blocks = 0;   // held or cached
+  std::int64_t bytes_appended = 0;         // with a model
+  std::int64_t snapshots = 0;              // metrics snapshots taken (all engines)
+  std::vector<FiredRule> recommendations;  // in the order they first fired
   double seconds = 0;
   double hit_rate() const {
     return blocks_requested == 0

@@ -19,6 +19,7 @@
 
 #include "kvcache/error.hpp"
 
+#include "kvcache/detail/eviction_ghosts.hpp"
 #include "kvcache/detail/prefix_index.hpp"
 #include "kvcache/detail/sequence_table.hpp"
 #include "kvcache/kernels/page_math.hpp"
@@ -46,7 +47,9 @@ class BlockLedger {
       : allocation_(config.num_blocks,
                     kernels::pages_for_tokens(config.initial_tokens, config.block_size)),
         eviction_(config.num_blocks),
-        index_(config.num_blocks) {
+        index_(config.num_blocks),
+        ghosts_(Sharing::kEnabled ? config.num_blocks : 0),
+        block_size_(config.block_size) {
     moves_.reserve(static_cast<std::size_t>(config.num_blocks));
   }
 
@@ -65,6 +68,15 @@ class BlockLedger {
     listener_ = std::move(listener);
   }
   void set_sink(EvictionSink* sink) { sink_ = sink; }
+  void set_events(KvEventSink* events) { index_.set_events(events); }
+  // Drops every prefix key (cached blocks are freed); returns the blocks freed.
+  std::int64_t clear_prefix_cache() {
+    if constexpr (Allocation::kContiguous) {
+      return 0;
+    } else {
+      return index_.clear(allocation_, eviction_);
+    }
+  }
 
   // Evicts victims until done() holds: a cached block is dropped here, a
   // parked sequence is dropped by drop_sequence(seq). False when nothing is
@@ -88,6 +100,7 @@ class BlockLedger {
             sink_->spill(*block, *victim);
         }
         event.block = index_.drop_cached(*victim, allocation_);
+        ghosts_.remember(*victim);
         ++counters_.evicted_blocks;
       }
       notify(event);
@@ -103,14 +116,19 @@ class BlockLedger {
   bool reserve(std::vector<BlockId>& table, std::int64_t used, std::int64_t needed,
                std::int64_t copy_index, DropSequence drop_sequence) {
     if constexpr (Allocation::kContiguous) {
-      return evict_until([&] { return allocation_.try_grow(table, used, needed, moves_); },
-                         drop_sequence);
+      if (evict_until([&] { return allocation_.try_grow(table, used, needed, moves_); },
+                      drop_sequence))
+        return true;
+      ++counters_.reserve_failures;
+      return false;
     } else {
       const std::int64_t missing =
           std::max<std::int64_t>(0, needed - static_cast<std::int64_t>(table.size())) +
           (copy_index >= 0 ? 1 : 0);
-      if (!evict_until([&] { return allocation_.num_free() >= missing; }, drop_sequence))
+      if (!evict_until([&] { return allocation_.num_free() >= missing; }, drop_sequence)) {
+        ++counters_.reserve_failures;
         return false;
+      }
       if (copy_index >= 0) copy_on_write(table, static_cast<std::size_t>(copy_index));
       allocation_.try_grow(table, used, needed, moves_);
       return true;
@@ -152,11 +170,21 @@ class BlockLedger {
   }
 
   // Prefix sharing (no-ops without it): the cached blocks of a prompt's
-  // longest cached prefix, and the keys of newly completed blocks.
+  // longest cached prefix, and the keys of newly completed blocks. The
+  // prompt's blocks past the hit that were evicted lately count as refetched.
   template <class Seq>
   std::size_t acquire_prefix(Seq& s, std::int32_t block_size) {
-    return index_.match(s.tokens, block_size, allocation_, eviction_, s.blocks, s.hashes,
-                        counters_);
+    const std::size_t taken =
+        index_.match(s.tokens, block_size, allocation_, eviction_, s.blocks, s.hashes, counters_);
+    if constexpr (Sharing::kEnabled) {
+      const std::span<const std::int32_t> tokens(s.tokens);
+      EvictionKey parent = s.hashes.empty() ? PrefixSharing::kRootKey : s.hashes.back();
+      for (std::size_t i = taken; i < tokens.size() / static_cast<std::size_t>(block_size); ++i) {
+        parent = Index::block_key(parent, tokens, i, block_size);
+        counters_.prefix_blocks_refetched += ghosts_.take(parent) ? 1 : 0;
+      }
+    }
+    return taken;
   }
   template <class Seq>
   void publish(Seq& s, std::size_t full_blocks, std::int32_t block_size) {
@@ -200,7 +228,7 @@ class BlockLedger {
         return std::nullopt;
       const BlockId block = *allocation_.pool().try_allocate();
       if (key != 0) {
-        index_.bind(key, block);
+        index_.bind(key, s.hashes.empty() ? 0 : s.hashes.back(), block, block_size_);
         eviction_.on_access(key);
         s.hashes.push_back(key);
       }
@@ -266,6 +294,8 @@ class BlockLedger {
   Eviction eviction_;
   Index index_;
   BlockMoves moves_;
+  EvictionGhosts ghosts_;
+  std::int32_t block_size_;
   CacheStats counters_;
   std::function<void(const EvictionEvent&)> listener_;
   EvictionSink* sink_ = nullptr;

@@ -76,6 +76,19 @@ class GatherStaging {
     return end;
   }
 
+  // The whole gather of `seqs`' rows of one layer into `out`: the sequences
+  // are staged chunk by chunk, one codec gather each.
+  template <class Table, class Storage>
+  void run(Backend& backend, std::span<const SeqId> seqs, const Table& table, Storage& codec,
+           std::int32_t block_size, std::int32_t layer, const kernels::GatherOutput& out) {
+    GatherRequest request{layer, {}, {}, out};
+    std::int64_t out_row = 0;
+    for (std::size_t next = 0; next < seqs.size();) {
+      next = stage(backend, seqs, next, table, codec, block_size, out_row, request);
+      codec.gather(request);
+    }
+  }
+
  private:
   // The tables' places in one staging area (the slices are set here).
   StagingLayout plan() {

@@ -52,6 +52,14 @@ struct ManagerAccess {
   static void invalidate_batches(Manager& m) {
     m.batches_.invalidate();
   }
+  template <class Manager>
+  static auto& meter(Manager& m) {
+    return m.meter_;
+  }
+  template <class Manager>
+  static const auto& codec_storage(const Manager& m) {
+    return m.codec_;
+  }
 };
 
 }  // namespace kvcache::detail

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kvcache/error.hpp"
+#include "kvcache/metrics/kv_events.hpp"
 #include "kvcache/policy/concepts.hpp"
 #include "kvcache/policy/prefix_sharing.hpp"
 #include "kvcache/types.hpp"
@@ -44,6 +45,7 @@ class PrefixIndex {
     const std::size_t full = tokens.size() / static_cast<std::size_t>(block_size);
     ++stats.prefix_lookups;
     stats.prefix_blocks_requested += static_cast<std::int64_t>(full);
+    stats.prefix_tokens_requested += static_cast<std::int64_t>(tokens.size());
     // Sized for a full hit and cut back at the first miss: no push_back per block.
     const std::size_t first_block = blocks.size();
     const std::size_t first_hash = hashes.size();
@@ -70,6 +72,7 @@ class PrefixIndex {
     blocks.resize(first_block + taken);
     hashes.resize(first_hash + taken);
     stats.prefix_blocks_hit += static_cast<std::int64_t>(taken);
+    stats.prefix_tokens_hit += static_cast<std::int64_t>(taken) * block_size;
     return taken;
   }
 
@@ -98,12 +101,14 @@ class PrefixIndex {
         eviction.erase(key);
         block_key_[static_cast<std::size_t>(stale)] = 0;
         allocation.pool().reclaim(stale);
+        emit(KvEventKind::kRemoved, key, 0, stale, 0);
         it->second = block;
       } else {
         continue;  // in use by another sequence: that copy stays the keyed one
       }
       block_key_[static_cast<std::size_t>(block)] = key;
       eviction.on_access(key);
+      emit(KvEventKind::kStored, key, i == 0 ? 0 : s.hashes[i - 1], block, block_size);
     }
   }
 
@@ -115,9 +120,10 @@ class PrefixIndex {
   }
   // Keys a block in use whose content was brought back from a tier (no block
   // holds the key: the lookup that found it in the tier missed here).
-  void bind(EvictionKey key, BlockId block) {
+  void bind(EvictionKey key, EvictionKey parent, BlockId block, std::int32_t block_size) {
     index_.emplace(key, block);
     block_key_[static_cast<std::size_t>(block)] = key;
+    emit(KvEventKind::kStored, key, parent, block, block_size);
   }
   // Drops a block's key (its contents are gone); returns the block.
   BlockId unbind(EvictionKey key) {
@@ -125,6 +131,7 @@ class PrefixIndex {
     const BlockId block = it->second;
     index_.erase(it);
     block_key_[static_cast<std::size_t>(block)] = 0;
+    emit(KvEventKind::kRemoved, key, 0, block, 0);
     return block;
   }
   // Evicts a cached block: its key is dropped and the block freed.
@@ -136,9 +143,36 @@ class PrefixIndex {
   }
   std::int64_t size() const { return static_cast<std::int64_t>(index_.size()); }
 
+  // Drops every key: cached blocks are freed (their eviction entries
+  // forgotten), blocks in use stay with their sequences, unshareable. One
+  // all-cleared event.
+  template <class Allocation, class Eviction>
+  std::int64_t clear(Allocation& allocation, Eviction& eviction) {
+    std::int64_t freed = 0;
+    for (const auto& [key, block] : index_) {
+      block_key_[static_cast<std::size_t>(block)] = 0;
+      if (allocation.pool().is_cached(block)) {
+        eviction.erase(key);
+        allocation.pool().reclaim(block);
+        ++freed;
+      }
+    }
+    index_.clear();
+    emit(KvEventKind::kAllCleared, 0, 0, -1, 0);
+    return freed;
+  }
+
+  void set_events(KvEventSink* events) { events_ = events; }
+
  private:
+  void emit(KvEventKind kind, EvictionKey key, EvictionKey parent, BlockId block,
+            std::int32_t tokens) const {
+    if (events_ != nullptr) events_->on_event(KvEvent{kind, tokens, block, key, parent, 0});
+  }
+
   std::unordered_map<EvictionKey, BlockId> index_;  // prefix key -> block holding it
   std::vector<EvictionKey> block_key_;              // per block, 0 when unkeyed
+  KvEventSink* events_ = nullptr;
 };
 
 template <class Sharing>
@@ -154,13 +188,18 @@ class PrefixIndex<Sharing, false> {
   void publish(Seq&, std::size_t, std::int32_t, Allocation&, Eviction&) {}
   EvictionKey key_of(BlockId) const { return 0; }
   std::optional<BlockId> find(EvictionKey) const { return std::nullopt; }
-  void bind(EvictionKey, BlockId) {}
+  void bind(EvictionKey, EvictionKey, BlockId, std::int32_t) {}
   BlockId unbind(EvictionKey) { return -1; }
   template <class Allocation>
   BlockId drop_cached(EvictionKey, Allocation&) {
     return -1;  // no block is ever keyed
   }
   std::int64_t size() const { return 0; }
+  template <class Allocation, class Eviction>
+  std::int64_t clear(Allocation&, Eviction&) {
+    return 0;
+  }
+  void set_events(KvEventSink*) {}
 };
 
 }  // namespace kvcache::detail

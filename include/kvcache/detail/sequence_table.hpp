@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -25,6 +26,21 @@ struct Sequence {
   bool parked = false;
   CodecState codec;
 };
+
+// A commit's `count` new tokens, with their ids when the engine gave them:
+// without ids the sequence's tokens are no longer all known, so its blocks
+// past this point get no prefix keys.
+template <class CodecState>
+void advance_tokens(Sequence<CodecState>& s, std::int32_t count,
+                    std::span<const std::int32_t> ids) {
+  if (!ids.empty()) {
+    s.tokens.resize(static_cast<std::size_t>(s.num_tokens));
+    s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
+  } else if (static_cast<std::int64_t>(s.tokens.size()) < s.num_tokens + count) {
+    s.hashable = false;
+  }
+  s.num_tokens += count;
+}
 
 // A parked sequence's entry in the eviction policy.
 inline EvictionKey sequence_key(SeqId seq) {

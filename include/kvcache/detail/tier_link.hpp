@@ -241,6 +241,7 @@ class TierLink final : public EvictionSink {
       tokens += static_cast<std::int64_t>(tail);
       ++tails_onboarded_;
     }
+    ledger.counters().prefix_tokens_hit += tokens;
     return tokens;
   }
 
