@@ -2,6 +2,9 @@
 // reports about sequences, memory and counters, and eviction events.
 #pragma once
 
+#include <array>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -58,6 +61,12 @@ struct MemoryStats {
 };
 
 // Counters over the manager's life.
+inline constexpr std::size_t kRefetchBuckets = 40;
+constexpr std::size_t refetch_bucket(std::int64_t distance) {
+  const auto b = static_cast<std::size_t>(std::bit_width(static_cast<std::uint64_t>(distance - 1)));
+  return b < kRefetchBuckets ? b : kRefetchBuckets - 1;
+}
+
 struct CacheStats {
   std::int64_t prefix_lookups = 0;           // create_sequence calls with a prompt
   std::int64_t prefix_blocks_requested = 0;  // full blocks in those prompts
@@ -67,6 +76,10 @@ struct CacheStats {
   // Prompt blocks past the hit whose key was evicted lately (eviction churn;
   // detail/eviction_ghosts.hpp).
   std::int64_t prefix_blocks_refetched = 0;
+  // ... by how many block evictions later they were asked for: bucket i
+  // counts distances in (2^(i-1), 2^i] (bucket 0: 1). Under LRU, a pool
+  // larger by d blocks would have hit the refetches of distance <= d.
+  std::array<std::int64_t, kRefetchBuckets> refetch_distance{};
   std::int64_t reserve_failures = 0;   // reservations no eviction could make room for
   std::int64_t evicted_blocks = 0;     // cached prefix blocks dropped
   std::int64_t evicted_sequences = 0;  // parked sequences dropped

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <numeric>
 #include <random>
 #include <set>
 #include <thread>
@@ -273,6 +274,13 @@ TEST(MetricsSnapshot, CountsEvictedBlocksAskedForAgain) {
   EXPECT_EQ(cache.stats().evicted_blocks, 4);
   run(100);
   EXPECT_EQ(cache.stats().prefix_blocks_refetched, 4);
+  // A's blocks were the 1st to 4th of the 4 evictions: asked for again 4, 3,
+  // 2 and 1 evictions after they went (buckets (0, 1], (1, 2], (2, 4]).
+  const auto& d = cache.stats().refetch_distance;
+  EXPECT_EQ(d[0], 1);
+  EXPECT_EQ(d[1], 1);
+  EXPECT_EQ(d[2], 2);
+  EXPECT_EQ(std::accumulate(d.begin(), d.end(), std::int64_t{0}), 4);
   run(100);  // a hit now: nothing refetched
   EXPECT_EQ(cache.stats().prefix_blocks_refetched, 4);
   EXPECT_EQ(cache.stats().prefix_blocks_hit, 4);

@@ -19,6 +19,7 @@ struct Step {
   std::int64_t stored = 0;    // tokens stored
   std::int64_t reserved = 0;  // token slots of the blocks held
   std::int64_t sequences = 0;
+  std::size_t distance_bucket = 4;  // the refetches came back within 16 evictions
 };
 
 struct Script {
@@ -45,6 +46,7 @@ struct Script {
     snap.counters.prefix_blocks_requested += s.requested;
     snap.counters.prefix_blocks_hit += s.hit;
     snap.counters.prefix_blocks_refetched += s.refetched;
+    snap.counters.refetch_distance[s.distance_bucket] += s.refetched;
     snap.counters.evicted_blocks += s.evicted;
     snap.counters.reserve_failures += s.failures;
     window.push_back(snap);
@@ -84,22 +86,27 @@ TEST(Recommend, AHealthyRunFiresNothing) {
 TEST(Recommend, LowHitRateFromEvictionsSaysHowMuchToGrow) {
   std::mt19937_64 rng(testing::test_seed());
   Script script;
-  std::int64_t refetched = 0;
+  std::int64_t near = 0, far = 0;
   for (int i = 0; i < 16; ++i) {
     Step s = healthy(rng);
     s.hit = s.requested / 2;
     s.refetched = 5 + static_cast<std::int64_t>(rng() % 10);
     s.evicted = 40;
-    if (i > 0) refetched += s.refetched;  // the first snapshot is the window's base
+    // Most refetches come back within 64 evictions (bucket 6), the rest
+    // within 1024: keeping half of them takes 64 more blocks.
+    s.distance_bucket = i % 4 == 3 ? 10 : 6;
+    if (i > 0) (s.distance_bucket == 6 ? near : far) += s.refetched;  // the first is the base
     script.add(s);
   }
+  ASSERT_GT(near, far);
   const auto recs = script.run();
   const Recommendation* r = find(recs, "low-hit-rate");
   ASSERT_NE(r, nullptr);
   EXPECT_LT(r->value, 0.8);
   EXPECT_EQ(r->threshold, 0.8);
-  EXPECT_EQ(r->suggested, 1000 + refetched);
-  EXPECT_NE(r->action.find("grow the budget to " + std::to_string(1000 + refetched) + " blocks"),
+  EXPECT_EQ(r->suggested, 1000 + 64);
+  EXPECT_NE(r->action.find("grow the budget to 1064 blocks (+64: under LRU that keeps those " +
+                           std::to_string(near) + " blocks)"),
             std::string::npos)
       << r->action;
   EXPECT_NE(r->finding.find("evicted lately"), std::string::npos) << r->finding;
@@ -228,7 +235,7 @@ TEST(Recommend, EvictionChurnFiresAboveItsShareOnly) {
     } else {
       ASSERT_NE(r, nullptr);
       EXPECT_NEAR(r->value, 0.5, 1e-12);
-      EXPECT_EQ(r->suggested, 1000 + 7 * 20);
+      EXPECT_EQ(r->suggested, 1000 + 16);
     }
   }
 }

@@ -100,7 +100,7 @@ class BlockLedger {
             sink_->spill(*block, *victim);
         }
         event.block = index_.drop_cached(*victim, allocation_);
-        ghosts_.remember(*victim);
+        ghosts_.remember(*victim, counters_.evicted_blocks);
         ++counters_.evicted_blocks;
       }
       notify(event);
@@ -181,7 +181,10 @@ class BlockLedger {
       EvictionKey parent = s.hashes.empty() ? PrefixSharing::kRootKey : s.hashes.back();
       for (std::size_t i = taken; i < tokens.size() / static_cast<std::size_t>(block_size); ++i) {
         parent = Index::block_key(parent, tokens, i, block_size);
-        counters_.prefix_blocks_refetched += ghosts_.take(parent) ? 1 : 0;
+        if (const std::int64_t distance = ghosts_.take(parent, counters_.evicted_blocks)) {
+          ++counters_.prefix_blocks_refetched;
+          ++counters_.refetch_distance[refetch_bucket(distance)];
+        }
       }
     }
     return taken;

@@ -30,6 +30,8 @@ inline WindowFigures window_between(const MetricsSnapshot& then, const MetricsSn
   w.evicted_blocks = b.evicted_blocks - a.evicted_blocks;
   w.evicted_sequences = b.evicted_sequences - a.evicted_sequences;
   w.refetched_blocks = b.prefix_blocks_refetched - a.prefix_blocks_refetched;
+  for (std::size_t i = 0; i < kRefetchBuckets; ++i)
+    w.refetch_distance[i] = b.refetch_distance[i] - a.refetch_distance[i];
   w.reserve_failures = b.reserve_failures - a.reserve_failures;
   return w;
 }

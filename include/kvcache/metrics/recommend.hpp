@@ -2,7 +2,8 @@
 // the figures that triggered it, and one concrete action with its number.
 //
 //   low-hit-rate     prefix hit rate under 0.8 while the misses are blocks
-//                    evicted lately: grow the budget to N blocks
+//                    evicted lately: grow the budget to N blocks (the growth
+//                    that keeps half of those refetches, under LRU)
 //   memory-pressure  sequences hold over 0.9 of the pool: switch a plain
 //                    cache to Int8Codec<64> (N times the tokens), or lower
 //                    the max batch to N sequences
@@ -39,6 +40,7 @@ struct RecommendOptions {
   double max_churn = 0.25;              // refetched / evicted blocks
   double min_capacity_misses = 0.1;     // refetched share of the misses for low-hit-rate
   double target_pressure = 0.85;        // what a lower max batch aims at
+  double refetch_share = 0.5;           // refetches a suggested growth must keep
   std::int64_t min_blocks_requested = 64;
   std::int64_t min_evictions = 32;
 };
@@ -89,16 +91,17 @@ std::vector<Recommendation> recommend(std::size_t n, At at, const RecommendOptio
       misses > 0 &&
       static_cast<double>(w.refetched_blocks) >=
           o.min_capacity_misses * static_cast<double>(misses)) {
-    const std::int64_t grow = w.refetched_blocks;
+    const auto [grow, covered] = w.growth_for(o.refetch_share);
     out.push_back(Recommendation{
         "low-hit-rate",
         fmt::format("prefix hit rate {:.3f} over the last {} lookups ({} of {} blocks); {} of the "
-                    "{} missed blocks had been evicted lately",
+                    "{} missed blocks had been evicted lately, {} of them at most {} evictions "
+                    "before",
                     w.hit_rate_blocks(), w.lookups, w.blocks_hit, w.blocks_requested,
-                    w.refetched_blocks, misses),
-        fmt::format("grow the budget to {} blocks (+{}), or evict with a policy that keeps "
-                    "reused blocks (reuse-lru, S3-FIFO)",
-                    blocks + grow, grow),
+                    w.refetched_blocks, misses, covered, grow),
+        fmt::format("grow the budget to {} blocks (+{}: under LRU that keeps those {} blocks), "
+                    "or evict with a policy that keeps reused blocks (reuse-lru, S3-FIFO)",
+                    blocks + grow, grow, covered),
         w.hit_rate_blocks(), o.min_hit_rate, blocks + grow});
   }
 
@@ -160,14 +163,16 @@ std::vector<Recommendation> recommend(std::size_t n, At at, const RecommendOptio
     const double churn =
         static_cast<double>(w.refetched_blocks) / static_cast<double>(w.evicted_blocks);
     if (churn > o.max_churn) {
+      const auto [grow, covered] = w.growth_for(o.refetch_share);
       out.push_back(Recommendation{
           "eviction-churn",
-          fmt::format("{} of the {} blocks evicted in the window were asked for again ({:.3f})",
-                      w.refetched_blocks, w.evicted_blocks, churn),
+          fmt::format("{} of the {} blocks evicted in the window were asked for again ({:.3f}); "
+                      "{} of them within {} evictions",
+                      w.refetched_blocks, w.evicted_blocks, churn, covered, grow),
           fmt::format("grow the budget to {} blocks (+{}), or evict with reuse-lru or S3-FIFO, "
                       "which keep blocks that are reused",
-                      blocks + w.refetched_blocks, w.refetched_blocks),
-          churn, o.max_churn, blocks + w.refetched_blocks});
+                      blocks + grow, grow),
+          churn, o.max_churn, blocks + grow});
     }
   }
   return out;

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #include "kvcache/codec/plain/codec.hpp"
 #include "kvcache/detail/manager_access.hpp"
@@ -38,7 +39,21 @@ struct WindowFigures {
   std::int64_t evicted_blocks = 0;
   std::int64_t evicted_sequences = 0;
   std::int64_t refetched_blocks = 0;
+  std::array<std::int64_t, kRefetchBuckets> refetch_distance{};  // as CacheStats'
   std::int64_t reserve_failures = 0;
+  // The smallest growth (a power of two, in blocks) that would have turned at
+  // least `share` of the window's refetches into hits under LRU, and how
+  // many it covers; {0, 0} without refetches.
+  std::pair<std::int64_t, std::int64_t> growth_for(double share) const {
+    std::int64_t covered = 0;
+    for (std::size_t b = 0; b < kRefetchBuckets; ++b) {
+      covered += refetch_distance[b];
+      if (covered > 0 &&
+          static_cast<double>(covered) >= share * static_cast<double>(refetched_blocks))
+        return {std::int64_t{1} << b, covered};
+    }
+    return {0, 0};
+  }
   double hit_rate_blocks() const { return ratio(blocks_hit, blocks_requested); }
   double hit_rate_tokens() const { return ratio(tokens_hit, tokens_requested); }
   static double ratio(std::int64_t a, std::int64_t b) {
