@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <new>
 #include <numeric>
@@ -229,6 +230,29 @@ TEST(MetricsSnapshot, TimingOffKeepsCountsAndEmptiesTheHistogram) {
   for (auto b : reserve.buckets)
     EXPECT_EQ(b, 0);
   EXPECT_FALSE(snap.op_timing);
+}
+
+TEST(MetricsSnapshot, CompressionRatioIsTheCodecsSavingOnHeldBlocks) {
+  // head_dim 8: a plain fp16 row is 16 bytes, an int8 row 8 codes and one
+  // fp16 scale (10 bytes): 1.6 times less.
+  KVCacheManager<CachePolicy<PagedAllocation, NoEviction, NoPrefixSharing, Int8Codec<8>>,
+                 HostBackend>
+      int8(small_config(16));
+  Meta plain(small_config(16));
+  metrics::MetricsSnapshot snap;
+  metrics::take_snapshot(int8, snap);
+  EXPECT_TRUE(std::isnan(snap.compression_ratio())) << "nothing held yet";
+  std::mt19937_64 rng(test_seed());
+  const auto tokens = static_cast<std::int64_t>(1 + rng() % 40);
+  const SeqId a = int8.create_sequence();
+  ASSERT_EQ(int8.try_reserve(a, tokens), ReserveStatus::kOk);
+  metrics::take_snapshot(int8, snap);
+  EXPECT_DOUBLE_EQ(snap.compression_ratio(), 1.6);
+  EXPECT_EQ(snap.memory.used_blocks, (tokens + 3) / 4);
+  const SeqId b = plain.create_sequence();
+  ASSERT_EQ(plain.try_reserve(b, tokens), ReserveStatus::kOk);
+  metrics::take_snapshot(plain, snap);
+  EXPECT_DOUBLE_EQ(snap.compression_ratio(), 1.0);
 }
 
 TEST(MetricsSnapshot, LatencyBucketsMatchTheirBounds) {

@@ -145,7 +145,7 @@ inline void append_prometheus(std::string& out, const MetricsSnapshot& s) {
            "Bytes the stored tokens take (their blocks and side storage) per token.",
            s.bytes_per_token());
   w.single("compression_ratio", "gauge",
-           "Bytes the stored tokens would take in the model dtype, over what they take.",
+           "Bytes of the blocks sequences hold in the model dtype, over what they take.",
            s.compression_ratio());
 
   w.family("evictions_total", "counter",

@@ -91,10 +91,10 @@ struct MetricsSnapshot {
   double bytes_per_token() const {
     return WindowFigures::ratio(used_bytes(), memory.stored_tokens);
   }
-  // What the stored tokens would take in the model dtype, over what they take.
+  // The codec's saving on what sequences hold: their blocks in the model
+  // dtype, over their blocks and the codec's side storage (1 for plain).
   double compression_ratio() const {
-    return WindowFigures::ratio(memory.stored_tokens * plain_bytes_per_block / block_size,
-                                used_bytes());
+    return WindowFigures::ratio(memory.used_blocks * plain_bytes_per_block, used_bytes());
   }
   // Blocks found in the pool or brought back from a tier, of those asked for.
   std::int64_t blocks_hit() const { return counters.prefix_blocks_hit + counters.tier_hit_blocks; }
