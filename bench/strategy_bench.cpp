@@ -169,6 +169,7 @@ BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, LruEviction, PrefixS
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, LfuAgingEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, S3FifoEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, ReuseLruEviction, PrefixSharing>);
+BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Paged, AdaptiveEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Dynamic, NoEviction, NoPrefixSharing>);
 BENCHMARK_TEMPLATE(BM_SequenceLifecycle, CachePolicy<Dynamic, LruEviction, NoPrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, NoEviction, PrefixSharing>);
@@ -176,6 +177,7 @@ BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, LruEviction, Pref
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, LfuAgingEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, S3FifoEviction, PrefixSharing>);
 BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, ReuseLruEviction, PrefixSharing>);
+BENCHMARK_TEMPLATE(BM_PrefixLookup64Blocks, CachePolicy<Paged, AdaptiveEviction, PrefixSharing>);
 
 }  // namespace
 }  // namespace kvcache::bench
@@ -186,7 +188,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const char* trace = std::getenv("KVCACHE_TRACE");
   const std::string path = trace != nullptr ? trace : "";
-  for (const std::string policy : {"lru", "lfu-aging", "s3-fifo"}) {
+  for (const std::string policy : {"lru", "lfu-aging", "s3-fifo", "reuse-lru", "adaptive"}) {
     benchmark::RegisterBenchmark(
         ("BM_TraceReplay/" + std::string(path.empty() ? "synthetic" : "mooncake") + "/" + policy)
             .c_str(),

@@ -622,6 +622,7 @@ using ConformanceCombos = ::testing::Types<
     Combo<CachePolicy<PagedAllocation, LfuAgingEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<PagedAllocation, S3FifoEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<PagedAllocation, ReuseLruEviction, PrefixSharing>, Backend>,
+    Combo<CachePolicy<PagedAllocation, AdaptiveEviction, PrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, NoEviction, NoPrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, LruEviction, NoPrefixSharing>, Backend>,
     Combo<CachePolicy<DynamicAllocation, LfuAgingEviction, NoPrefixSharing>, Backend>,

@@ -69,7 +69,7 @@ python3 -c "print('{\"timestamp\": \"' + 'x'*10000000)" > "$work/long.jsonl"
 expect_refusal "line 1" "$work/long.jsonl"
 echo "replay_cli: refusals passed"
 "$replay" --sweep --decode-ms 0 > "$work/sweep.txt"
-grep -q "| reuse-lru | belady | best online |" "$work/sweep.txt"
+grep -q "| reuse-lru | adaptive | belady | best online |" "$work/sweep.txt"
 grep -q "share of the LRU-to-belady gap closed" "$work/sweep.txt"
 "$replay" --policy belady --capacity 300 | grep -q "policy belady"
 # The keep-time ceilings: a table in a one-at-a-time sweep, a line in a one-at-a-time run,

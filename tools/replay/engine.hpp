@@ -15,6 +15,7 @@
 
 #include "kvcache/kvcache.hpp"
 #include "kvcache/metrics/monitor.hpp"
+#include "kvcache/metrics/policy_advisor.hpp"
 #include "kvcache/metrics/recommend.hpp"
 #include "kvcache/tier/host_tier.hpp"
 #include "kvcache/tier/publish.hpp"
@@ -79,12 +80,28 @@ void append_chunk(Manager& manager, SeqId seq, std::int64_t count,
 template <class Manager>
 class MetricsRun {
  public:
+  static constexpr bool kAdvised = [] {
+    for (std::string_view name : metrics::PolicyAdvisor::kCandidates)
+      if (name == Manager::Eviction::kName) return Manager::Sharing::kEnabled;
+    return false;
+  }();
+
   MetricsRun(const ReplayOptions& options, std::vector<std::unique_ptr<Manager>>& managers)
-      : options_(options) {
+      : options_(options), managers_(managers) {
     if (options.metrics_every <= 0) return;
-    for (auto& m : managers)
+    for (auto& m : managers) {
       monitors_.push_back(std::make_unique<metrics::Monitor<Manager>>(
           *m, static_cast<std::size_t>(options.metrics_window)));
+      // A fixed policy the advisor can compare: shadows of the others.
+      if constexpr (kAdvised) {
+        advisors_.push_back(std::make_unique<metrics::PolicyAdvisor>(*m));
+        metrics::attach_lookup_observer(*m, advisors_.back().get());
+      }
+    }
+  }
+  ~MetricsRun() {
+    for (std::size_t e = 0; e < advisors_.size(); ++e)
+      metrics::attach_lookup_observer(*managers_[e], nullptr);
   }
 
   // Before the request of trace index `index` (`index` requests were
@@ -98,7 +115,10 @@ class MetricsRun {
     for (std::size_t e = 0; e < monitors_.size(); ++e) {
       const metrics::MetricsSnapshot& snap = monitors_[e]->sample();
       ++result.snapshots;
-      const std::vector<metrics::Recommendation> recs = metrics::recommend(*monitors_[e]);
+      std::vector<metrics::Recommendation> recs = metrics::recommend(*monitors_[e]);
+      if (e < advisors_.size()) {
+        if (auto advice = advisors_[e]->recommendation()) recs.push_back(std::move(*advice));
+      }
       for (const auto& r : recs) {
         auto it = std::find_if(
             result.recommendations.begin(), result.recommendations.end(),
@@ -116,7 +136,9 @@ class MetricsRun {
 
  private:
   const ReplayOptions& options_;
+  std::vector<std::unique_ptr<Manager>>& managers_;
   std::vector<std::unique_ptr<metrics::Monitor<Manager>>> monitors_;
+  std::vector<std::unique_ptr<metrics::PolicyAdvisor>> advisors_;
   std::int64_t sampled_at_ = 0;
 };
 

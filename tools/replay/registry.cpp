@@ -32,6 +32,8 @@ const PolicyInfo kPolicies[] = {
      false},
     {"reuse-lru", "LRU plus a cache lifetime per earlier request that reached the block",
      &run_online<ReuseLruEviction>, false},
+    {"adaptive", "reuse-lru whose bonus weight (0: LRU) follows shadow caches of each weight",
+     &run_online<AdaptiveEviction>, false},
     {"belady", "offline optimum (MIN): the block used furthest in the future first", &run_belady,
      true},
 };

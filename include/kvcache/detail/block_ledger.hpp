@@ -24,6 +24,7 @@
 #include "kvcache/detail/sequence_table.hpp"
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/policy/concepts.hpp"
+#include "kvcache/policy/shadow_cache.hpp"
 #include "kvcache/types.hpp"
 
 namespace kvcache::detail {
@@ -40,6 +41,12 @@ class EvictionSink {
 
 template <class Allocation, class Eviction, class Sharing>
 class BlockLedger {
+  // An eviction policy that learns from whole lookups (AdaptiveEviction).
+  static constexpr bool kEvictionFollowsLookups =
+      requires(Eviction & e, std::span<const EvictionKey> chain) {
+    e.on_lookup(chain);
+  };
+
  public:
   using Index = PrefixIndex<Sharing>;
 
@@ -177,6 +184,10 @@ class BlockLedger {
     const std::size_t taken =
         index_.match(s.tokens, block_size, allocation_, eviction_, s.blocks, s.hashes, counters_);
     if constexpr (Sharing::kEnabled) {
+      // The chain of the whole prompt goes to whoever follows lookups (an
+      // adaptive eviction policy's shadows, an observer).
+      const bool follow = kEvictionFollowsLookups || observer_ != nullptr;
+      if (follow) chain_.assign(s.hashes.begin(), s.hashes.end());
       const std::span<const std::int32_t> tokens(s.tokens);
       EvictionKey parent = s.hashes.empty() ? PrefixSharing::kRootKey : s.hashes.back();
       for (std::size_t i = taken; i < tokens.size() / static_cast<std::size_t>(block_size); ++i) {
@@ -185,10 +196,14 @@ class BlockLedger {
           ++counters_.prefix_blocks_refetched;
           ++counters_.refetch_distance[refetch_bucket(distance)];
         }
+        if (follow) chain_.push_back(parent);
       }
+      if constexpr (kEvictionFollowsLookups) eviction_.on_lookup(chain_);
+      if (observer_ != nullptr) observer_->on_lookup(chain_);
     }
     return taken;
   }
+  void set_lookup_observer(LookupObserver* observer) { observer_ = observer; }
   template <class Seq>
   void publish(Seq& s, std::size_t full_blocks, std::int32_t block_size) {
     index_.publish(s, full_blocks, block_size, allocation_, eviction_);
@@ -299,6 +314,8 @@ class BlockLedger {
   BlockMoves moves_;
   EvictionGhosts ghosts_;
   std::int32_t block_size_;
+  std::vector<EvictionKey> chain_;  // the last lookup's keys
+  LookupObserver* observer_ = nullptr;
   CacheStats counters_;
   std::function<void(const EvictionEvent&)> listener_;
   EvictionSink* sink_ = nullptr;

@@ -10,6 +10,7 @@
 
 #include "kvcache/codec/codecs.hpp"
 #include "kvcache/codec/concepts.hpp"
+#include "kvcache/policy/adaptive.hpp"
 #include "kvcache/policy/concepts.hpp"
 #include "kvcache/policy/dynamic.hpp"
 #include "kvcache/policy/lfu_aging.hpp"

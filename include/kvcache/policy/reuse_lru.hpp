@@ -66,6 +66,7 @@ class ReuseLruEviction {
   explicit ReuseLruEviction(std::int64_t capacity_blocks)
       : log_distance_(log2_of(std::max<std::int64_t>(1, capacity_blocks))),
         interval_(std::max<std::int64_t>(1, capacity_blocks)),
+        bonus_(interval_),
         ghosts_(
             static_cast<std::size_t>(kGhostFactor * std::max<std::int64_t>(1, capacity_blocks))),
         samples_(static_cast<std::size_t>(std::max(kMinSampledReleases, capacity_blocks))) {}
@@ -126,7 +127,7 @@ class ReuseLruEviction {
     for (int q = 0; q <= kMaxBonus; ++q) {
       const auto& queue = queues_[static_cast<std::size_t>(q)];
       if (queue.empty()) continue;
-      const std::int64_t priority = entries_.find(queue.front())->second.released + q * interval_;
+      const std::int64_t priority = entries_.find(queue.front())->second.released + q * bonus_;
       if (best < 0 || priority < best_priority) {
         best = q;
         best_priority = priority;
@@ -146,6 +147,24 @@ class ReuseLruEviction {
 
   // The current bonus per earlier use, in releases.
   std::int64_t interval() const { return interval_; }
+
+  // How many intervals one earlier use is worth (default 1; 0 is LRU: the
+  // victim is the entry released longest ago). Changing it keeps every entry
+  // and what is known of it: only the choice of the next victims changes
+  // (AdaptiveEviction tunes it).
+  void set_bonus_weight(double weight) {
+    weight_ = weight < 0 ? 0 : weight;
+    update_bonus();
+  }
+  double bonus_weight() const { return weight_; }
+
+  // Sets the interval (a replica of a larger cache starts from that cache's
+  // scale, or follows its measured rhythm); measuring goes on from it.
+  void set_interval(std::int64_t interval) {
+    interval_ = std::max<std::int64_t>(1, interval);
+    log_distance_ = log2_of(interval_);
+    update_bonus();
+  }
 
   // Requests that reached `key` (0 when unknown), for tests and tools.
   int uses(EvictionKey key) const {
@@ -177,6 +196,13 @@ class ReuseLruEviction {
   void observe(std::int64_t distance) {
     log_distance_ += kDistanceWeight * (log2_of(distance) - log_distance_);
     interval_ = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::exp2(log_distance_)));
+    update_bonus();
+  }
+  void update_bonus() {
+    bonus_ =
+        weight_ == 1.0
+            ? interval_
+            : static_cast<std::int64_t>(std::llround(weight_ * static_cast<double>(interval_)));
   }
   void dequeue(Entry& entry) {
     if (!entry.queued) return;
@@ -187,6 +213,8 @@ class ReuseLruEviction {
 
   double log_distance_;        // running mean of log2(reuse distance)
   std::int64_t interval_;      // 2^log_distance_
+  double weight_ = 1.0;        // intervals per earlier use
+  std::int64_t bonus_;         // weight_ * interval_
   std::int64_t clock_ = 0;     // insert() calls
   std::int64_t releases_ = 0;  // runs of insert() calls
   bool in_release_ = false;    // the last call was an insert()
