@@ -49,6 +49,7 @@ struct MemoryStats {
   std::int64_t arena_bytes = 0;
   std::int64_t bytes_per_block = 0;
   std::int64_t num_blocks = 0;
+  std::int64_t budget_blocks = 0;  // of them, those that may hold data (set_budget_blocks)
   std::int64_t used_blocks = 0;    // referenced by a sequence
   std::int64_t cached_blocks = 0;  // unreferenced, kept for prefix reuse (evictable)
   std::int64_t free_blocks = 0;

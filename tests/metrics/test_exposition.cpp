@@ -144,5 +144,21 @@ TEST(Exposition, JsonCarriesTheSnapshotsValues) {
             std::string::npos);
 }
 
+TEST(Exposition, TunerCountersAreCountersWithTheirActions) {
+  TunerStats t;
+  t.decisions = 12;
+  t.grows = 3;
+  t.limit_shrinks = 1;
+  t.compressed = 5;
+  std::string text;
+  append_prometheus(text, t);
+  const auto s = samples(text);
+  EXPECT_EQ(s.at("kvcache_tuner_decision_points_total"), "12");
+  EXPECT_EQ(s.at("kvcache_tuner_decisions_total{action=\"grow\"}"), "3");
+  EXPECT_EQ(s.at("kvcache_tuner_decisions_total{action=\"limit\"}"), "1");
+  EXPECT_EQ(s.at("kvcache_tuner_moved_sequences_total{direction=\"compress\"}"), "5");
+  EXPECT_NE(text.find("# TYPE kvcache_tuner_decisions_total counter"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kvcache::metrics

@@ -67,7 +67,14 @@ python3 -c "print('{\"timestamp\": ' + '['*200000 + ']'*200000 + ', \"input_leng
 expect_refusal "line 1" "$work/deep.jsonl"
 python3 -c "print('{\"timestamp\": \"' + 'x'*10000000)" > "$work/long.jsonl"
 expect_refusal "line 1" "$work/long.jsonl"
+expect_refusal "--limit-schedule needs --tune" --limit-schedule 0:1
+expect_refusal "each entry is from:limit" --tune --limit-schedule 0
+expect_refusal "must rise" --tune --limit-schedule 0:1,0:0.5
 echo "replay_cli: refusals passed"
+"$replay" --tune > "$work/tune.txt"
+grep -q "^| tuned | " "$work/tune.txt"
+grep -q "^| static | " "$work/tune.txt"
+grep -q "the tuner's decisions:" "$work/tune.txt"
 "$replay" --sweep --decode-ms 0 > "$work/sweep.txt"
 grep -q "| reuse-lru | adaptive | belady | best online |" "$work/sweep.txt"
 grep -q "share of the LRU-to-belady gap closed" "$work/sweep.txt"

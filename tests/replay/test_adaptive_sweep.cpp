@@ -58,3 +58,38 @@ TEST(AdaptiveSweep, NearTheBestFixedPolicyOnTheTraceInKvcacheTrace) {
 
 }  // namespace
 }  // namespace kvcache::replay
+
+namespace kvcache::replay {
+namespace {
+
+// The tuner under a memory limit that halves and comes back: never over the
+// limit, no failed allocation, and more hits than the static cache that the
+// lowest limit allows.
+TEST(TuneReplay, TunedBeatsStaticUnderAChangingLimit) {
+  const Trace trace = synthetic_trace();
+  ReplayOptions options;
+  options.capacity_blocks = unique_blocks(trace) / 8;
+  options.limit_schedule = {{0.0, 1.0}, {0.3, 0.5}, {0.6, 1.0}};
+  ReplayOptions fixed = options;
+  fixed.capacity_blocks = options.capacity_blocks / 2;
+  const ReplayResult s = run_replay(trace, fixed);
+  options.tune = true;
+  const ReplayResult t = run_replay(trace, options);
+  ASSERT_TRUE(t.tuned.has_value());
+  const TuneResult& r = *t.tuned;
+  EXPECT_EQ(t.rejected, 0);
+  EXPECT_EQ(r.requests_over_limit, 0);
+  EXPECT_LE(r.max_budget, options.capacity_blocks);
+  EXPECT_GE(r.min_budget, 1);
+  EXPECT_EQ(r.limit_shrinks, 1) << "the limit halved once";
+  EXPECT_GT(r.grows, 0);
+  EXPECT_EQ(static_cast<std::int64_t>(r.log.size()),
+            r.grows + r.shrinks + r.limit_shrinks + r.refused);
+  EXPECT_GT(t.hit_rate(), s.hit_rate());
+  // Bad schedules are refused naming the entry.
+  options.limit_schedule = {{0.0, 1.5}};
+  EXPECT_THROW(run_replay(trace, options), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvcache::replay

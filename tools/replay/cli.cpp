@@ -2,11 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "registry.hpp"
 #include "trace.hpp"
@@ -45,6 +48,33 @@ std::string one_of(const std::string& flag, const std::string& text, std::span<c
   }
   throw UsageError(
       fmt::format("{} \"{}\" is not one of {}", flag, bounded(text, 40), names(table, ", ")));
+}
+
+// "from:limit,from:limit": shares of the requests and of the capacity.
+std::vector<std::pair<double, double>> parse_schedule(const std::string& text) {
+  std::vector<std::pair<double, double>> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    const std::string entry = text.substr(start, end - start);
+    const std::size_t colon = entry.find(':');
+    if (colon == std::string::npos) {
+      throw UsageError(fmt::format(
+          "--limit-schedule \"{}\": each entry is from:limit (shares in [0, 1] and (0, 1])",
+          bounded(text, 60)));
+    }
+    const double from = number("--limit-schedule (from)", entry.substr(0, colon), 0.0, 1.0, false);
+    const double limit =
+        number("--limit-schedule (limit)", entry.substr(colon + 1), 0.0, 1.0, true);
+    if (!out.empty() && from <= out.back().first) {
+      throw UsageError(fmt::format("--limit-schedule \"{}\": the shares of the requests must rise",
+                                   bounded(text, 60)));
+    }
+    out.emplace_back(from, limit);
+    if (out.size() > 1000) throw UsageError("--limit-schedule: more than 1000 entries");
+    start = end + 1;
+  }
+  return out;
 }
 
 }  // namespace
@@ -86,6 +116,11 @@ manager; without TRACE it replays a built-in synthetic chat workload.
                        engine with all their pools and the same tier (default pool: 1/32 of
                        the distinct blocks; default shared tier: 8 pools)
   --skip-bad           skip (and count) malformed lines instead of stopping
+  --tune               the tuner against a static cache under a memory limit that changes
+                       (--limit-schedule), both printed
+  --limit-schedule S   from:limit,... : from a share of the requests on, the limit is a share
+                       of --capacity (default 0:1,0.3:0.5,0.6:1)
+  --tune-every N       requests between the tuner's decisions (default 100)
   --metrics-every N    a metrics snapshot every N requests, recommendations from the last
                        --metrics-window W snapshots (defaults 100 and 16; N = 0: none)
   --metrics-port P     serve /metrics (Prometheus) and /metrics.json on 127.0.0.1:P while
@@ -169,6 +204,12 @@ Arguments parse_arguments(std::span<const std::string> words) {
       args.metrics_port = static_cast<int>(integer(flag, value(), 0, 65535));
     } else if (flag == "--metrics-linger") {
       args.metrics_linger = number(flag, value(), 0.0, 86400.0, false);
+    } else if (flag == "--tune") {
+      args.tune = true;
+    } else if (flag == "--limit-schedule") {
+      args.options.limit_schedule = parse_schedule(value());
+    } else if (flag == "--tune-every") {
+      args.options.tune_every = integer(flag, value(), 1, std::int64_t{1} << 40);
     } else if (flag == "--skip-bad") {
       args.skip_bad = true;
     } else if (!flag.empty() && flag[0] == '-') {
@@ -206,6 +247,16 @@ Arguments parse_arguments(std::span<const std::string> words) {
   if (args.codec_table && args.budget_gib <= 0)
     throw UsageError("--codec-table needs --budget-gib");
   if (args.codec != "plain" && args.budget_gib <= 0) throw UsageError("--codec needs --budget-gib");
+  if (args.tune && (args.sweep || args.codec_table || args.tier_table || args.engines_table ||
+                    args.options.engines > 1 || !args.redis_url.empty())) {
+    throw UsageError(
+        "--tune replays one engine, tuned and static: not with --sweep, --codec-table, "
+        "--tier-table, --engines-table, --engines or --redis");
+  }
+  if (!args.options.limit_schedule.empty() && !args.tune)
+    throw UsageError("--limit-schedule needs --tune");
+  if (args.tune && args.options.limit_schedule.empty())
+    args.options.limit_schedule = {{0.0, 1.0}, {0.3, 0.5}, {0.6, 1.0}};
   if ((args.metrics_port >= 0 || args.metrics_linger > 0) &&
       (args.sweep || args.codec_table || args.tier_table || args.engines_table)) {
     throw UsageError(

@@ -31,6 +31,7 @@ struct Arguments {
   std::string redis_url;  // --redis: the shared tier is this Redis (kvcache::redis builds)
   bool sweep = false;
   bool skip_bad = false;
+  bool tune = false;  // --tune: tuned against static under options.limit_schedule
   // A single run's metrics: a snapshot every N requests (0: none), the window
   // its recommendations read, and /metrics on 127.0.0.1:port (-1: no server;
   // 0: any free port) kept up `metrics_linger` seconds after the run.

@@ -20,6 +20,7 @@
 #include "kvcache/tier/host_tier.hpp"
 #include "kvcache/tier/publish.hpp"
 #include "kvcache/tier/shared_host_tier.hpp"
+#include "kvcache/tuner/tuner.hpp"
 #include "replay.hpp"
 
 namespace kvcache::replay::engine {
@@ -142,6 +143,16 @@ class MetricsRun {
   std::int64_t sampled_at_ = 0;
 };
 
+// The limit a schedule sets at request `index` of `total` (a share of `capacity`).
+inline std::int64_t scheduled_limit(const std::vector<std::pair<double, double>>& schedule,
+                                    std::size_t index, std::size_t total, std::int64_t capacity) {
+  double share = 1.0;
+  for (const auto& [from, limit] : schedule)
+    if (static_cast<double>(index) >= from * static_cast<double>(total)) share = limit;
+  return std::clamp<std::int64_t>(
+      static_cast<std::int64_t>(std::floor(share * static_cast<double>(capacity))), 1, capacity);
+}
+
 // Called with each request's index in the trace before it is replayed (the
 // offline optimum follows the trace with it).
 using RequestHook = std::function<void(std::int64_t)>;
@@ -232,6 +243,16 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
   result.policy = options.policy;
   result.capacity_blocks = config.num_blocks;
   MetricsRun<Manager> metrics_run(options, managers);
+  std::optional<Tuner<Manager>> tuner;
+  TuneResult tuned;
+  if (options.tune) {
+    if constexpr (Manager::Allocation::kContiguous) {
+      detail::raise<InvalidArgument>("replay: --tune needs paged allocation");
+    } else {
+      tuner.emplace(*managers[0], TunerOptions{.every = options.tune_every});
+      tuned.min_budget = tuned.max_budget = config.num_blocks;
+    }
+  }
   const auto start = std::chrono::steady_clock::now();
   using Queue = std::priority_queue<Running, std::vector<Running>, std::greater<>>;
   std::vector<Queue> running(engines);
@@ -241,6 +262,14 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
     const TraceRequest& request = trace.requests[index];
     if (on_request) on_request(static_cast<std::int64_t>(index));
     metrics_run.before_request(index, result);
+    if (tuner) {
+      const std::int64_t limit =
+          scheduled_limit(options.limit_schedule, index, trace.requests.size(), config.num_blocks);
+      if (limit != tuner->memory_limit()) {
+        tuner->set_memory_limit(limit);
+        tuner->decide();  // memory taken back: at once
+      }
+    }
     const auto now = static_cast<double>(request.timestamp_ms);
     for (std::size_t e = 0; e < engines; ++e) {
       while (!running[e].empty() && running[e].top().finish_ms <= now) {
@@ -280,6 +309,15 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
           {now + static_cast<double>(request.output_length) * options.decode_ms_per_token, order++,
            seq});
     }
+    if (tuner) {
+      tuner->observe();
+      const std::int64_t budget = budget_blocks(manager);
+      const std::int64_t over = budget - tuner->memory_limit();
+      tuned.requests_over_limit += over > 0 ? 1 : 0;
+      tuned.peak_over_limit = std::max(tuned.peak_over_limit, over);
+      tuned.min_budget = std::min(tuned.min_budget, budget);
+      tuned.max_budget = std::max(tuned.max_budget, budget);
+    }
   }
   metrics_run.before_request(trace.requests.size(), result, /*last=*/true);
   for (std::size_t e = 0; e < engines; ++e) {
@@ -304,6 +342,20 @@ ReplayResult run_with(const Trace& trace, const ReplayOptions& options, MakeBack
     if (tiers[e] || shared != nullptr) managers[e]->detach_tier();
   }
   if (shared != nullptr) result.tier_evictions += shared->stats().evictions;
+  if (tuner) {
+    const TunerStats& t = tuner->stats();
+    tuned.decisions = t.decisions;
+    tuned.grows = t.grows;
+    tuned.shrinks = t.shrinks;
+    tuned.limit_shrinks = t.limit_shrinks;
+    tuned.refused = t.refused;
+    tuned.final_budget = budget_blocks(*managers[0]);
+    for (const TunerDecision& d : tuner->log()) {
+      tuned.log.push_back(fmt::format("after {} requests: {} {} -> {} blocks: {}", d.request,
+                                      d.action, d.budget_before, d.budget_after, d.reason));
+    }
+    result.tuned = std::move(tuned);
+  }
   return result;
 }
 

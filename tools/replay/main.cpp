@@ -110,6 +110,49 @@ std::string single_report(const Trace& trace, const ReplayResult& r, std::int64_
   return out;
 }
 
+// --tune: the tuner following a memory limit that changes against a static
+// cache sized for the limit's lowest point (the largest that never exceeds it).
+std::string tune_report(const Trace& trace, const ReplayOptions& options) {
+  ReplayOptions tuned = options;
+  tuned.tune = true;
+  ReplayOptions fixed = options;
+  fixed.tune = false;
+  double lowest = 1.0;
+  for (const auto& [from, limit] : options.limit_schedule)
+    lowest = std::min(lowest, limit);
+  fixed.capacity_blocks = std::max<std::int64_t>(
+      1, static_cast<std::int64_t>(lowest * static_cast<double>(options.capacity_blocks)));
+  const ReplayResult s = run_replay(trace, fixed);
+  const ReplayResult t = run_replay(trace, tuned);
+  const TuneResult& r = *t.tuned;
+  std::string schedule;
+  for (const auto& [from, limit] : options.limit_schedule)
+    schedule += fmt::format("{}{:.0f}% of the requests on: {:.0f}%", schedule.empty() ? "" : ", ",
+                            100 * from, 100 * limit);
+  std::string out = fmt::format(
+      "policy {}, pool {} blocks; memory limit (of the pool): {}; the tuner decides every {} "
+      "requests\n\n",
+      options.policy, options.capacity_blocks, schedule, options.tune_every);
+  out +=
+      "| cache | blocks it may use | prefix hit rate | evictions | failed allocations | requests "
+      "over the limit | decisions |\n";
+  out += "|---|---|---|---|---|---|---|\n";
+  out += fmt::format("| static | {} (the limit's lowest) | {} | {} | {} | 0 | - |\n",
+                     fixed.capacity_blocks, percent(s.hit_rate()), s.evicted_blocks, s.rejected);
+  out += fmt::format(
+      "| tuned | {} to {} (at the end {}) | {} | {} | {} | {} (at most {} blocks over) | {}: {} "
+      "grow, {} shrink, {} to the limit, {} refused |\n",
+      r.min_budget, r.max_budget, r.final_budget, percent(t.hit_rate()), t.evicted_blocks,
+      t.rejected, r.requests_over_limit, std::max<std::int64_t>(0, r.peak_over_limit), r.log.size(),
+      r.grows, r.shrinks, r.limit_shrinks, r.refused);
+  out += "\nthe tuner's decisions:\n";
+  const std::size_t shown = std::min<std::size_t>(r.log.size(), 24);
+  for (std::size_t i = 0; i < shown; ++i)
+    out += "  " + r.log[i] + "\n";
+  if (r.log.size() > shown) out += fmt::format("  ... and {} more\n", r.log.size() - shown);
+  return out;
+}
+
 // The online policies with the highest hit rate in a sweep row (ties all),
 // as indices into policies().
 std::vector<std::size_t> best_online(const std::vector<ReplayResult>& row) {
@@ -443,6 +486,7 @@ std::string report(const Arguments& args) {
       options.capacity_blocks = std::max<std::int64_t>(1, unique_blocks(trace) / 32);
     return trace_line(trace, options) + engines_report(trace, args, options);
   }
+  if (args.tune) return trace_line(trace, options) + tune_report(trace, options);
   const auto shared = redis_store(args, options, 0);
   if (shared) options.shared_store = shared.get();
   if (args.tier_table) {

@@ -77,6 +77,22 @@ void check_options(const Trace& trace, const ReplayOptions& options) {
     detail::raise<InvalidArgument>("replay: decode time {} ms is not a non-negative number",
                                    options.decode_ms_per_token);
   }
+  if (options.tune) {
+    if (options.engines != 1)
+      detail::raise<InvalidArgument>("replay: the tuner tunes one engine; {} asked",
+                                     options.engines);
+    if (options.tune_every < 1)
+      detail::raise<InvalidArgument>(
+          "replay: the tuner decides every {} requests (allowed: 1 or more)", options.tune_every);
+    for (const auto& [from, limit] : options.limit_schedule) {
+      if (!(from >= 0 && from <= 1) || !(limit > 0 && limit <= 1)) {
+        detail::raise<InvalidArgument>(
+            "replay: a limit schedule entry {}:{} (allowed: a share of the requests in [0, 1], "
+            "a share of the capacity in (0, 1])",
+            from, limit);
+      }
+    }
+  }
   (void)find_policy(options.policy);
   for (const TraceRequest& request : trace.requests) {
     const std::int64_t prompt = engine::prompt_tokens(request, options);

@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvcache/metrics/recommend.hpp"
@@ -56,6 +57,22 @@ struct ReplayOptions {
   std::function<void(std::size_t engine, const metrics::MetricsSnapshot&,
                      std::span<const metrics::Recommendation>)>
       on_snapshot;
+  // The tuner (one engine): the memory limit follows `limit_schedule`
+  // (pairs of a share of the trace's requests, from which on, and a share of
+  // capacity_blocks, the limit), enforced when it changes; the tuner decides
+  // every `tune_every` requests.
+  bool tune = false;
+  std::vector<std::pair<double, double>> limit_schedule;
+  std::int64_t tune_every = 100;
+};
+
+// What the tuner did in a replay.
+struct TuneResult {
+  std::int64_t decisions = 0, grows = 0, shrinks = 0, limit_shrinks = 0, refused = 0;
+  std::int64_t requests_over_limit = 0;  // requests served with the budget above the limit
+  std::int64_t peak_over_limit = 0;      // blocks, at most
+  std::int64_t min_budget = 0, max_budget = 0, final_budget = 0;
+  std::vector<std::string> log;  // the decisions, as lines
 };
 
 // A rule that fired during a replay: in how many windows, from which
@@ -86,6 +103,7 @@ struct ReplayResult {
   std::int64_t bytes_appended = 0;         // with a model
   std::int64_t snapshots = 0;              // metrics snapshots taken (all engines)
   std::vector<FiredRule> recommendations;  // in the order they first fired
+  std::optional<TuneResult> tuned;         // with options.tune
   double seconds = 0;
   double hit_rate() const {
     return blocks_requested == 0

@@ -73,9 +73,12 @@ void check_invariants(const Table& table, const Ledger& ledger, const Storage& c
   if (keyed != ledger.index().size()) {
     raise<Error>("invariant: {} keyed blocks but {} index entries", keyed, ledger.index().size());
   }
-  if (cached != allocation.num_cached() || used + cached + allocation.num_free() != num_blocks) {
-    raise<Error>("invariant: {} used + {} cached + {} free blocks != {}", used, cached,
-                 allocation.num_free(), num_blocks);
+  std::int64_t withheld = 0;  // by a budget under the pool's size
+  if constexpr (requires { allocation.num_withheld(); }) withheld = allocation.num_withheld();
+  if (cached != allocation.num_cached() ||
+      used + cached + allocation.num_free() + withheld != num_blocks) {
+    raise<Error>("invariant: {} used + {} cached + {} free + {} withheld blocks != {}", used,
+                 cached, allocation.num_free(), withheld, num_blocks);
   }
   using Eviction = std::decay_t<decltype(ledger.eviction())>;
   if (Eviction::kRetains && ledger.eviction().size() != cached + parked) {

@@ -19,7 +19,10 @@ MemoryStats memory_stats(std::int64_t arena_bytes, std::int64_t bytes_per_block,
   stats.num_blocks = num_blocks;
   stats.free_blocks = ledger.num_free();
   stats.cached_blocks = ledger.num_cached();
-  stats.used_blocks = num_blocks - stats.free_blocks - stats.cached_blocks;
+  stats.budget_blocks = num_blocks;
+  if constexpr (requires { ledger.allocation().budget(); })
+    stats.budget_blocks = ledger.allocation().budget();
+  stats.used_blocks = stats.budget_blocks - stats.free_blocks - stats.cached_blocks;
   stats.num_sequences = sequences.size();
   sequences.add_totals(stats, block_size);
   stats.residual_bytes = codec.side_bytes();

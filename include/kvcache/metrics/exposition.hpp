@@ -21,6 +21,7 @@
 
 #include "kvcache/metrics/recommend.hpp"
 #include "kvcache/metrics/snapshot.hpp"
+#include "kvcache/tuner/stats.hpp"
 
 namespace kvcache::metrics {
 
@@ -124,6 +125,8 @@ inline void append_prometheus(std::string& out, const MetricsSnapshot& s) {
   w.sample("memory_blocks", "state=\"cached\"", m.cached_blocks);
   w.sample("memory_blocks", "state=\"free\"", m.free_blocks);
   w.single("arena_bytes", "gauge", "Bytes of the preallocated block pool.", m.arena_bytes);
+  w.single("budget_blocks", "gauge", "Blocks of the pool that may hold data (the live budget).",
+           s.budget_blocks());
   w.single("block_bytes", "gauge", "Bytes of one block under the codec.", m.bytes_per_block);
   w.single("block_size_tokens", "gauge", "Tokens per block.", std::int64_t{s.block_size});
   w.single("side_bytes", "gauge", "Bytes a codec keeps beside the pool (KIVI's rings).",
@@ -206,6 +209,23 @@ inline void append_prometheus(std::string& out, const MetricsSnapshot& s) {
   }
 }
 
+// Appends the tuner's counters (kvcache_tuner_*) to `out`.
+inline void append_prometheus(std::string& out, const TunerStats& t) {
+  detail_exposition::PromWriter w(out);
+  w.single("tuner_decision_points_total", "counter", "Times the tuner looked at the metrics.",
+           t.decisions);
+  w.family("tuner_decisions_total", "counter",
+           "Changes the tuner made (or was refused), by action.");
+  w.sample("tuner_decisions_total", "action=\"grow\"", t.grows);
+  w.sample("tuner_decisions_total", "action=\"shrink\"", t.shrinks);
+  w.sample("tuner_decisions_total", "action=\"limit\"", t.limit_shrinks);
+  w.sample("tuner_decisions_total", "action=\"refused\"", t.refused);
+  w.family("tuner_moved_sequences_total", "counter",
+           "Sequences re-encoded into or out of the compressed pool.");
+  w.sample("tuner_moved_sequences_total", "direction=\"compress\"", t.compressed);
+  w.sample("tuner_moved_sequences_total", "direction=\"decompress\"", t.decompressed);
+}
+
 inline std::string to_prometheus(const MetricsSnapshot& s) {
   std::string out;
   out.reserve(16384);
@@ -245,14 +265,15 @@ inline std::string to_json(const MetricsSnapshot& s, std::span<const Recommendat
                  w.refetched_blocks, w.reserve_failures, json_number(w.hit_rate_blocks()),
                  json_number(w.hit_rate_tokens()));
   fmt::format_to(it,
-                 "\"memory\":{{\"arena_bytes\":{},\"used_blocks\":{},\"cached_blocks\":{},"
+                 "\"memory\":{{\"arena_bytes\":{},\"budget_blocks\":{},\"used_blocks\":{},\"cached_"
+                 "blocks\":{},"
                  "\"free_blocks\":{},\"used_bytes\":{},\"cached_bytes\":{},\"free_bytes\":{},"
                  "\"side_bytes\":{},\"active_sequences\":{},\"parked_sequences\":{},"
                  "\"stored_tokens\":{},\"reserved_tokens\":{},\"fragmented_slots\":{},"
                  "\"fragmentation\":{},\"pressure\":{},\"bytes_per_token\":{},"
                  "\"compression_ratio\":{}}},",
-                 m.arena_bytes, m.used_blocks, m.cached_blocks, m.free_blocks, m.used_bytes(),
-                 s.cached_bytes(), s.free_bytes(), m.residual_bytes,
+                 m.arena_bytes, s.budget_blocks(), m.used_blocks, m.cached_blocks, m.free_blocks,
+                 m.used_bytes(), s.cached_bytes(), s.free_bytes(), m.residual_bytes,
                  m.num_sequences - m.parked_sequences, m.parked_sequences, m.stored_tokens,
                  m.reserved_tokens, s.fragmented_slots(), json_number(s.fragmentation()),
                  json_number(s.memory_pressure()), json_number(s.bytes_per_token()),

@@ -84,7 +84,7 @@ std::vector<Recommendation> recommend(std::size_t n, At at, const RecommendOptio
   const MetricsSnapshot& last = at(n - 1);
   const WindowFigures w = window_between(at(0), last, static_cast<std::int32_t>(n));
   const detail_recommend::Means mean = detail_recommend::means(n, at);
-  const std::int64_t blocks = last.memory.num_blocks;
+  const std::int64_t blocks = last.budget_blocks();
 
   const std::int64_t misses = w.blocks_requested - w.blocks_hit;
   if (w.blocks_requested >= o.min_blocks_requested && w.hit_rate_blocks() < o.min_hit_rate &&

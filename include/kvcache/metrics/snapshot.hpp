@@ -78,9 +78,13 @@ struct MetricsSnapshot {
   std::int64_t free_bytes() const { return memory.free_blocks * memory.bytes_per_block; }
   std::int64_t cached_bytes() const { return memory.cached_blocks * memory.bytes_per_block; }
   std::int64_t used_bytes() const { return memory.used_bytes() + memory.residual_bytes; }
-  // Blocks held by sequences, of the pool (cached blocks can be reclaimed).
+  // Blocks held by sequences, of the budget (cached blocks can be reclaimed).
+  // The blocks that may hold data: the budget (set_budget_blocks), or the pool.
+  std::int64_t budget_blocks() const {
+    return memory.budget_blocks > 0 ? memory.budget_blocks : memory.num_blocks;
+  }
   double memory_pressure() const {
-    return WindowFigures::ratio(memory.used_blocks, memory.num_blocks);
+    return WindowFigures::ratio(memory.used_blocks, budget_blocks());
   }
   // Unwritten slots of the blocks sequences hold (partly filled last blocks,
   // room reserved ahead).

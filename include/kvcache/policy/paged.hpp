@@ -5,6 +5,7 @@
 // sharing, fork) and cached after their last owner lets go.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -29,10 +30,21 @@ class PagedAllocation {
     }
   }
 
-  PagedAllocation(std::int64_t num_blocks, std::int64_t /*initial_blocks*/) : pool_(num_blocks) {}
+  PagedAllocation(std::int64_t num_blocks, std::int64_t /*initial_blocks*/)
+      : pool_(num_blocks), budget_(num_blocks) {}
 
   std::int64_t num_blocks() const { return pool_.capacity(); }
-  std::int64_t num_free() const { return pool_.num_free(); }
+  // Free blocks within the budget: the pool's free blocks less those the
+  // budget withholds.
+  std::int64_t num_free() const {
+    return std::max<std::int64_t>(0, pool_.num_free() - num_withheld());
+  }
+  // The budget: how many of the pool's blocks may hold data (used or
+  // cached); set_budget_blocks (budget.hpp) changes it.
+  std::int64_t budget() const { return budget_; }
+  std::int64_t num_withheld() const { return pool_.capacity() - budget_; }
+  // Only once used + cached blocks fit in `blocks` (the caller evicts first).
+  void set_budget(std::int64_t blocks) { budget_ = blocks; }
   std::int64_t num_cached() const { return pool_.num_cached(); }
   std::int32_t ref_count(BlockId id) const { return pool_.ref_count(id); }
   const BlockPool& pool() const { return pool_; }
@@ -61,6 +73,7 @@ class PagedAllocation {
 
  private:
   BlockPool pool_;
+  std::int64_t budget_;
   AllocationStats stats_;
 };
 
