@@ -243,7 +243,7 @@ class KVCacheManager {
                                      tokens, seq);
     }
     // More than a whole pool could hold: refused before anything is evicted.
-    if (tokens > codec_.token_capacity(num_blocks()) - s.num_tokens)
+    if (tokens > codec_.token_capacity(ledger_.budget()) - s.num_tokens)
       return ReserveStatus::kPoolFull;
     const std::int64_t needed = codec_.pages_needed(s.num_tokens + tokens);
     const BlockId shared = tokens > 0 ? shared_write_block(s) : -1;

@@ -22,6 +22,12 @@
 
 namespace kvcache {
 
+namespace detail {
+template <class SourceManager, class TargetManager>
+void reencode_copy(SourceManager& source, SeqId seq, TargetManager& target, SeqId moved,
+                   std::int64_t tokens);
+}  // namespace detail
+
 template <class SourceManager, class TargetManager>
 std::optional<SeqId> reencode_sequence(SourceManager& source, SeqId seq, TargetManager& target) {
   const ModelShape& shape = source.shape();
@@ -39,11 +45,35 @@ std::optional<SeqId> reencode_sequence(SourceManager& source, SeqId seq, TargetM
     detail::raise<InvalidArgument>("reencode_sequence: sequence {} is parked; unpark it first",
                                    seq);
   const std::int64_t tokens = info.num_tokens;
-  const SeqId moved = target.create_sequence();
+  SeqId moved = 0;
+  try {
+    moved = target.create_sequence();
+  } catch (const OutOfMemory&) {
+    return std::nullopt;  // a codec's per-sequence slots are all taken: no room
+  }
   if (target.try_reserve(moved, tokens) != ReserveStatus::kOk) {
     target.release(moved);
     return std::nullopt;
   }
+  // Anything that throws from here leaves the source as it was and takes
+  // the half-written copy out of the target.
+  try {
+    detail::reencode_copy(source, seq, target, moved, tokens);
+  } catch (...) {
+    target.release(moved);
+    throw;
+  }
+  source.backend().synchronize();
+  source.release(seq);
+  return moved;
+}
+
+// reencode_sequence's copy: every layer of `seq` (gathered whole) appended to
+// `moved` in batches of the target's max_batch_tokens.
+template <class SourceManager, class TargetManager>
+void detail::reencode_copy(SourceManager& source, SeqId seq, TargetManager& target, SeqId moved,
+                           std::int64_t tokens) {
+  const ModelShape& shape = source.shape();
   const auto row_bytes = static_cast<std::size_t>(shape.kv_width() * dtype_size(shape.dtype));
   const auto bytes = std::max<std::size_t>(16, static_cast<std::size_t>(tokens) * row_bytes);
   // One layer of the whole sequence at a time, in the backend's memory.
@@ -71,9 +101,6 @@ std::optional<SeqId> reencode_sequence(SourceManager& source, SeqId seq, TargetM
     }
     target.commit(batch);
   }
-  source.backend().synchronize();
-  source.release(seq);
-  return moved;
 }
 
 }  // namespace kvcache

@@ -79,6 +79,27 @@ TEST(Budget, ShrinkEvictsCachedBlocksAndKeepsRunningSequencesWhole) {
   cache.check_invariants();
 }
 
+TEST(Budget, ARequestLargerThanTheBudgetEvictsNothing) {
+  std::mt19937_64 rng(test_seed());
+  Meta cache(config(64));
+  for (int i = 0; i < 3; ++i) {  // 12 cached blocks
+    const auto p = prompt(rng, 16);
+    const SeqId s = cache.create_sequence(p);
+    ASSERT_EQ(cache.try_reserve(s, 16), ReserveStatus::kOk);
+    const SeqId seqs[] = {s};
+    const std::int32_t counts[] = {16};
+    cache.commit(cache.prepare_append(seqs, counts));
+    cache.release(s);
+  }
+  ASSERT_TRUE(set_budget_blocks(cache, 20));
+  const std::int64_t cached = cache.num_cached_blocks();
+  const SeqId big = cache.create_sequence();
+  EXPECT_EQ(cache.try_reserve(big, 4 * 21), ReserveStatus::kPoolFull) << "21 blocks of 20";
+  EXPECT_EQ(cache.num_cached_blocks(), cached) << "refused before anything was evicted";
+  EXPECT_EQ(cache.try_reserve(big, 4 * 20), ReserveStatus::kOk);
+  cache.check_invariants();
+}
+
 TEST(Budget, ParkedSequencesMayGoRunningOnesNever) {
   std::mt19937_64 rng(test_seed());
   Meta cache(config(32));
@@ -165,7 +186,9 @@ TEST(Tuner, ARefusedShrinkChangesNothingAndIsTriedAgain) {
   ASSERT_NE(d, nullptr);
   EXPECT_EQ(d->action, "refused");
   EXPECT_NE(d->reason.find("running sequences hold 40 blocks"), std::string::npos) << d->reason;
-  EXPECT_EQ(budget_blocks(cache), 64);
+  EXPECT_EQ(budget_blocks(cache), 40) << "as far as the running sequence allows";
+  EXPECT_EQ(cache.sequence(held).num_tokens, 0);
+  EXPECT_EQ(cache.sequence(held).reserved_tokens, 160);
   cache.release(held);
   d = tuner.decide();
   ASSERT_NE(d, nullptr);
@@ -237,6 +260,36 @@ TEST(Tuner, MovesColdSequencesIntoACompressedPoolAndBack) {
   EXPECT_EQ(pool.num_sequences(), 0);
   cache.check_invariants();
   pool.check_invariants();
+}
+
+TEST(Tuner, OverTheLimitItCompressesRunningSequencesUntilTheyFit) {
+  std::mt19937_64 rng(test_seed());
+  using Int8 =
+      KVCacheManager<CachePolicy<PagedAllocation, LruEviction, NoPrefixSharing, Int8Codec<8>>,
+                     HostBackend>;
+  Host cache(config(40));
+  Int8 pool(config(40));
+  testing::StepDriver<Host> driver(cache, rng());
+  Tuner<Host, Int8> tuner(cache, TunerOptions{.every = 1000});
+  std::vector<SeqId> live;
+  tuner.attach_compressed_pool(
+      pool, [&] { return live; },
+      [&](SeqId from, SeqId to, bool) { std::replace(live.begin(), live.end(), from, to); });
+  for (int i = 0; i < 5; ++i) {  // 5 x 4 = 20 blocks, pressure 0.5
+    live.push_back(cache.create_sequence());
+    ASSERT_TRUE(driver.step({live.back()}, {16}));
+  }
+  tuner.set_memory_limit(10);
+  const TunerDecision* d = tuner.decide();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->action, "compress");
+  EXPECT_EQ(d->sequences_moved, 3) << "20 -> 8 blocks held: under the limit of 10";
+  EXPECT_EQ(tuner.stats().refused, 1);
+  d = tuner.decide();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->action, "limit");
+  EXPECT_EQ(budget_blocks(cache), 10);
+  cache.check_invariants();
 }
 
 TEST(Tuner, BadOptionsAreRefusedNamingThem) {

@@ -69,6 +69,14 @@ class BlockLedger {
   CacheStats& counters() { return counters_; }
   const CacheStats& counters() const { return counters_; }
   std::int64_t num_free() const { return allocation_.num_free(); }
+  // Blocks that may hold data: a paged budget (budget.hpp), or all of them.
+  std::int64_t budget() const {
+    if constexpr (requires { allocation_.budget(); }) {
+      return allocation_.budget();
+    } else {
+      return allocation_.num_blocks();
+    }
+  }
   std::int64_t num_cached() const { return allocation_.num_cached(); }
 
   void set_listener(std::function<void(const EvictionEvent&)> listener) {

@@ -143,16 +143,16 @@ class PrefixIndex {
   }
   std::int64_t size() const { return static_cast<std::int64_t>(index_.size()); }
 
-  // Drops every key: cached blocks are freed (their eviction entries
-  // forgotten), blocks in use stay with their sequences, unshareable. One
+  // Drops every key: cached blocks are freed, blocks in use stay with their
+  // sequences, unshareable; the eviction policy forgets every key. One
   // all-cleared event.
   template <class Allocation, class Eviction>
   std::int64_t clear(Allocation& allocation, Eviction& eviction) {
     std::int64_t freed = 0;
     for (const auto& [key, block] : index_) {
       block_key_[static_cast<std::size_t>(block)] = 0;
+      eviction.forget(key);  // the policy keeps nothing of the key (a use count, a queue)
       if (allocation.pool().is_cached(block)) {
-        eviction.erase(key);
         allocation.pool().reclaim(block);
         ++freed;
       }

@@ -97,8 +97,10 @@ class KvEventRing final : public KvEventSink {
 
   std::size_t capacity() const { return slots_.size(); }
   std::size_t size() const {
-    return static_cast<std::size_t>(head_.load(std::memory_order_acquire) -
-                                    tail_.load(std::memory_order_acquire));
+    // The tail first: read the other way round, a drain in between could put
+    // the tail past the head read before it.
+    const std::uint64_t tail = tail_.load(std::memory_order_acquire);
+    return static_cast<std::size_t>(head_.load(std::memory_order_acquire) - tail);
   }
   // Events dropped because the ring was full.
   std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }

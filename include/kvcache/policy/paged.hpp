@@ -58,7 +58,7 @@ class PagedAllocation {
     const auto old_size = static_cast<std::int64_t>(table.size());
     const std::int64_t count = needed_blocks - old_size;
     if (count <= 0) return true;
-    if (count > pool_.num_free()) return false;
+    if (count > num_free()) return false;
     table.resize(static_cast<std::size_t>(needed_blocks));
     pool_.try_allocate(std::span<BlockId>(table).subspan(static_cast<std::size_t>(old_size)));
     stats_.blocks_allocated += count;

@@ -152,8 +152,10 @@ class ReuseLruEviction {
   // victim is the entry released longest ago). Changing it keeps every entry
   // and what is known of it: only the choice of the next victims changes
   // (AdaptiveEviction tunes it).
+  // `weight` in [0, kMaxWeight]; anything else (NaN included) is clamped.
+  static constexpr double kMaxWeight = 64;
   void set_bonus_weight(double weight) {
-    weight_ = weight < 0 ? 0 : weight;
+    weight_ = std::isfinite(weight) ? std::clamp(weight, 0.0, kMaxWeight) : 1.0;
     update_bonus();
   }
   double bonus_weight() const { return weight_; }
@@ -161,7 +163,7 @@ class ReuseLruEviction {
   // Sets the interval (a replica of a larger cache starts from that cache's
   // scale, or follows its measured rhythm); measuring goes on from it.
   void set_interval(std::int64_t interval) {
-    interval_ = std::max<std::int64_t>(1, interval);
+    interval_ = std::clamp<std::int64_t>(interval, 1, std::int64_t{1} << 52);
     log_distance_ = log2_of(interval_);
     update_bonus();
   }
@@ -198,11 +200,13 @@ class ReuseLruEviction {
     interval_ = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::exp2(log_distance_)));
     update_bonus();
   }
+  // Bounded so that released + kMaxBonus * bonus_ cannot overflow.
   void update_bonus() {
-    bonus_ =
-        weight_ == 1.0
-            ? interval_
-            : static_cast<std::int64_t>(std::llround(weight_ * static_cast<double>(interval_)));
+    constexpr double kMaxBonusValue = static_cast<double>(std::int64_t{1} << 52);
+    const double bonus = weight_ * static_cast<double>(interval_);
+    bonus_ = weight_ == 1.0 && interval_ <= (std::int64_t{1} << 52)
+                 ? interval_
+                 : static_cast<std::int64_t>(std::llround(std::min(bonus, kMaxBonusValue)));
   }
   void dequeue(Entry& entry) {
     if (!entry.queued) return;

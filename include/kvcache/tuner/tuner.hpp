@@ -9,8 +9,10 @@
 //
 // The rules, in order (the first that applies decides):
 //   limit      the budget is above the memory limit: shrink to it (evicting
-//              cached blocks first; refused, and counted, when running
-//              sequences alone hold more; tried again at every decision)
+//              cached blocks first). When running sequences alone hold more,
+//              it shrinks as far as they allow, re-encodes cold ones into the
+//              compressed pool (if any) until they fit, and counts a refusal;
+//              tried again at every decision
 //   compress   sequences hold more than `compress_above` of the budget and a
 //              compressed pool is attached: re-encode the coldest sequences
 //              the engine names into it (reencode_sequence) until the
@@ -36,6 +38,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -109,7 +112,8 @@ class Tuner {
   }
   std::int64_t memory_limit() const { return limit_; }
 
-  // One request served; decides every `every` calls. Returns the decision taken, if any.
+  // One request served; decides every `every` calls. Returns the decision
+  // taken, if any (valid until the next decision).
   const TunerDecision* observe() {
     ++requests_;
     return requests_ % options_.every == 0 ? decide() : nullptr;
@@ -132,29 +136,33 @@ class Tuner {
         std::isnan(hit_rate) ? 0.0 : hit_rate, w.blocks_requested, w.refetched_blocks,
         w.evicted_blocks, pressure, occupancy, budget, limit_);
 
+    std::string refusal;  // set when the limit could not be reached
     if (budget > limit_) {
       if (set_budget_blocks(*cache_, limit_)) {
         ++stats_.limit_shrinks;
         return record("limit", "the budget is above the memory limit; " + figures, budget, 0);
       }
+      // As far as running sequences allow; compressing them is what can go on.
+      const std::int64_t pinned = pinned_blocks(*cache_);
+      if (pinned < budget) set_budget_blocks(*cache_, pinned);
       ++stats_.refused;
-      return record("refused",
-                    fmt::format("the budget is above the memory limit, but running sequences hold "
-                                "{} blocks; {}",
-                                pinned_blocks(*cache_), figures),
-                    budget, 0);
+      refusal = fmt::format(
+          "the budget is above the memory limit, but running sequences hold {} blocks; ", pinned);
+      if constexpr (!kCompression) return record("refused", refusal + figures, budget, 0);
     }
     if constexpr (kCompression) {
-      if (pool_ != nullptr && pressure > options_.compress_above) {
-        const std::int64_t moved = compress();
+      if (pool_ != nullptr && (pressure > options_.compress_above || !refusal.empty())) {
+        const std::int64_t moved = compress(!refusal.empty());
         if (moved > 0) {
           stats_.compressed += moved;
           return record("compress",
-                        fmt::format("pressure {:.3f} > {}; {} cold sequences re-encoded; {}",
-                                    pressure, options_.compress_above, moved, figures),
+                        fmt::format("{}pressure {:.3f} (compress above {}); {} cold sequences "
+                                    "re-encoded; {}",
+                                    refusal, pressure, options_.compress_above, moved, figures),
                         budget, moved);
         }
       }
+      if (!refusal.empty()) return record("refused", refusal + figures, budget, 0);
     }
     const bool misses_from_capacity = w.refetched_blocks > 0;
     if (!std::isnan(hit_rate) && hit_rate < options_.grow_below_hit_rate && misses_from_capacity &&
@@ -203,7 +211,9 @@ class Tuner {
     return nullptr;
   }
 
-  const std::vector<TunerDecision>& log() const { return log_; }
+  // The last kLogCapacity decisions, oldest first.
+  static constexpr std::size_t kLogCapacity = 4096;
+  const std::deque<TunerDecision>& log() const { return log_; }
   const TunerStats& stats() const { return stats_; }
   std::int64_t requests() const { return requests_; }
 
@@ -244,10 +254,12 @@ class Tuner {
     return static_cast<double>(m.used_blocks) / static_cast<double>(m.budget_blocks);
   }
 
-  std::int64_t compress() {
+  // Until the pressure is relieved, or (`to_limit`) the running sequences
+  // fit under the memory limit.
+  std::int64_t compress(bool to_limit) {
     std::int64_t moved = 0;
     for (SeqId seq : cold_()) {
-      if (pressure_now() <= options_.relieved) break;
+      if (to_limit ? pinned_blocks(*cache_) <= limit_ : pressure_now() <= options_.relieved) break;
       if (!cache_->contains(seq) || cache_->sequence(seq).parked) continue;
       const std::optional<SeqId> now = reencode_sequence(*cache_, seq, *pool_);
       if (!now) break;  // the pool is full
@@ -283,6 +295,7 @@ class Tuner {
 
   const TunerDecision* record(std::string action, std::string reason, std::int64_t before,
                               std::int64_t moved) {
+    if (log_.size() == kLogCapacity) log_.pop_front();
     log_.push_back(TunerDecision{requests_, std::move(action), std::move(reason), before,
                                  budget_blocks(*cache_), moved});
     return &log_.back();
@@ -295,7 +308,7 @@ class Tuner {
   std::int64_t requests_ = 0;
   std::int64_t last_occupied_ = 0;  // used + cached blocks at the last decision
   TunerStats stats_;
-  std::vector<TunerDecision> log_;
+  std::deque<TunerDecision> log_;
   Compressed* pool_ = nullptr;
   std::function<std::vector<SeqId>()> cold_;
   std::function<void(SeqId, SeqId, bool)> moved_;
