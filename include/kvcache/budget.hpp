@@ -20,9 +20,10 @@
 
 namespace kvcache {
 
+// Read from the allocation (memory() would walk every sequence).
 template <class Manager>
 std::int64_t budget_blocks(const Manager& m) {
-  return m.memory().budget_blocks;
+  return detail::ManagerAccess::ledger(m).budget();
 }
 
 // Blocks held by sequences the eviction policy cannot drop (running ones;
