@@ -4,10 +4,14 @@
 // dequantize-gather for 16 sequences x 1024 tokens, 8 KV heads x 128, fp16
 // in and out; bytes are the fewest each must move (fp16 rows read and codes
 // plus scales written, or the reverse), compared with memcpy moving as many
-// bytes in the same iteration. After the runs a table gives, for every codec:
-// bytes per token and tokens per GiB (Llama-3-8B: 32 layers, 8 x 128, fp16),
-// round-trip and decode-attention error on N(0, 1) rows, and append and
-// gather speed relative to the plain fp16 cache.
+// bytes in the same iteration. BM_CodecDecodeAttention: PagedAttention over
+// the same cache read where it lies, one decode row per sequence, 32 query
+// heads over the 8 KV heads; bytes are the cache's stored bytes (codes and
+// scales; KIVI's window rows in fp16), "keys/s" the keys attended per second
+// (one per token and KV head), to compare codecs with the plain cache. After the runs a table
+// gives, for every codec: bytes per token and tokens per GiB (Llama-3-8B: 32 layers, 8 x 128,
+// fp16), round-trip and decode-attention error on N(0, 1) rows, and append and gather speed
+// relative to the plain fp16 cache.
 //
 //   kvcache_codec_bench [--smoke] [google benchmark flags]
 #include <cmath>
@@ -33,7 +37,7 @@ struct Row {
   std::string name;
   double bytes_per_token = 0;  // Llama-3-8B, all layers
   double append_gbps = 0, gather_gbps = 0;
-  double append_seconds = 0, gather_seconds = 0;
+  double append_seconds = 0, gather_seconds = 0, attention_seconds = 0;
   double round_trip_error = 0, attention_error = 0;
 };
 
@@ -204,12 +208,40 @@ void BM_CodecGather(benchmark::State& state) {
 }
 
 template <class Codec>
+void BM_CodecDecodeAttention(benchmark::State& state) {
+  Setup<Codec> setup;
+  AppendBatch batch = setup.batch();
+  setup.manager.append(0, batch, setup.view(setup.k), setup.view(setup.v));
+  setup.manager.commit(batch);
+  constexpr std::int32_t kQHeads = 4 * kHeads;
+  const std::vector<std::int32_t> rows(kSequences, 1);
+  PagedAttention<Manager<Codec>> attention(setup.manager, setup.seqs, rows, kQHeads,
+                                           1.0f / std::sqrt(static_cast<float>(kDim)));
+  std::vector<float> q(static_cast<std::size_t>(kSequences) * kQHeads * kDim, 0.01f);
+  std::vector<float> out(q.size());
+  const MemoryStats memory = setup.manager.memory();
+  const double bytes = static_cast<double>(memory.used_bytes() + memory.residual_bytes);
+  std::vector<std::byte> from(static_cast<std::size_t>(bytes)), to(from.size());
+  std::memset(from.data(), 1, from.size());
+  const RatioCounter ratio = time_against_memcpy(
+      state, bytes, [&] { attention.run(0, q.data(), out.data()); },
+      [&] { std::memcpy(to.data(), from.data(), from.size()); });
+  const double seconds = ratio.kernel_seconds / static_cast<double>(state.iterations());
+  state.counters["keys/s"] = static_cast<double>(setup.tokens * kHeads) / seconds;
+  table()[Codec::name()].attention_seconds = seconds;
+}
+
+template <class Codec>
 void register_codec() {
   order().push_back(Codec::name());
   benchmark::RegisterBenchmark(("BM_CodecAppend/" + Codec::name()).c_str(), BM_CodecAppend<Codec>)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark(("BM_CodecGather/" + Codec::name()).c_str(), BM_CodecGather<Codec>)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(("BM_CodecDecodeAttention/" + Codec::name()).c_str(),
+                               BM_CodecDecodeAttention<Codec>)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
 }
@@ -222,22 +254,25 @@ void print_table() {
       "errors on N(0, 1) rows; speed relative to the plain fp16 cache in this run)\n\n");
   std::printf(
       "| codec | bytes/token | tokens/GiB | x fp16 | round-trip error | attention error | append "
-      "speed | gather speed |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+      "speed | gather speed | attention speed |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const std::string& name : order()) {
     if (table().count(name) == 0) continue;
     const Row& row = table()[name];
     if (row.bytes_per_token == 0) continue;
     const double tokens_per_gib = 1073741824.0 / row.bytes_per_token;
     std::printf(
-        "| %s | %.0f | %.0f | %.2f | %.3f%% | %.3f%% | %.2fx | %.2fx |\n", name.c_str(),
+        "| %s | %.0f | %.0f | %.2f | %.3f%% | %.3f%% | %.2fx | %.2fx | %.2fx |\n", name.c_str(),
         row.bytes_per_token, tokens_per_gib,
         plain != nullptr ? plain->bytes_per_token / row.bytes_per_token : 0.0,
         100 * row.round_trip_error, 100 * row.attention_error,
         plain != nullptr && row.append_seconds > 0 ? plain->append_seconds / row.append_seconds
                                                    : 0.0,
         plain != nullptr && row.gather_seconds > 0 ? plain->gather_seconds / row.gather_seconds
-                                                   : 0.0);
+                                                   : 0.0,
+        plain != nullptr && row.attention_seconds > 0
+            ? plain->attention_seconds / row.attention_seconds
+            : 0.0);
   }
   std::printf(
       "\nKIVI rows hold, besides the pages, R recent tokens per live sequence in full "

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 
+#include "attention_support.hpp"
 #include "kv_test_support.hpp"
 #include "kvcache/kvcache.hpp"
 #include "require_gpu.hpp"
@@ -124,6 +125,47 @@ TYPED_TEST(CudaCodecMatchesCpu, PagesAndGathersMatch) {
     expect_same(hk, to_host(device.backend(), dk, out), dtype, kExact, "K, 3 sequences", 0);
     expect_same(hv, to_host(device.backend(), dv, out), dtype, kExact, "V, 3 sequences", 0);
     EXPECT_EQ(host.stats().nonfinite_values, device.stats().nonfinite_values);
+  }
+}
+
+// PagedAttention over the compressed pages (kernels/codec_attention.hpp)
+// gives the CPU backend's bits on the device: decode, a whole prefill and a
+// chunk, pages and KIVI windows. Low-rank's bases are fitted by another
+// solver on each backend, so the host cache is first given the device's
+// pages and bases: the same bytes in, the same bits out.
+TYPED_TEST(CudaCodecMatchesCpu, PagedAttentionIsIdentical) {
+  KVCACHE_REQUIRE_GPU();
+  const std::uint64_t seed = test_seed();
+  for (DType dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
+    SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << ", seed " << seed);
+    typename TestFixture::HostManager host(TestFixture::config(dtype));
+    typename TestFixture::DeviceManager device(TestFixture::config(dtype), CudaBackend(0));
+    StepDriver host_driver(host, seed), device_driver(device, seed);
+    std::vector<SeqId> hs, ds;
+    for (int i = 0; i < 3; ++i) {
+      hs.push_back(host.create_sequence());
+      ds.push_back(device.create_sequence());
+    }
+    for (const std::vector<std::int32_t>& counts :
+         {std::vector<std::int32_t>{300, 33, 128}, {1, 17, 5}}) {
+      ASSERT_TRUE(host_driver.step(hs, counts));
+      ASSERT_TRUE(device_driver.step(ds, counts));
+    }
+    if constexpr (TypeParam::kKind == CodecKind::kLowRank) {
+      const auto bytes = static_cast<std::size_t>(host.memory().arena_bytes);
+      device.backend().copy_to_host(host.codec().view().data, device.codec().view().data, bytes);
+      host.codec().load_calibration(device.codec().calibrated_layers(), device.codec().state());
+    }
+    const std::vector<std::int32_t> rows = {1, 17, 5};
+    std::mt19937_64 rng(seed);
+    const auto q = random_queries(23, 8, host.shape().head_dim, rng);
+    for (std::int32_t layer = 0; layer < 2; ++layer) {
+      const auto want = run_attention(host, hs, rows, 8, layer, q);
+      const auto got = run_attention(device, ds, rows, 8, layer, q);
+      ASSERT_EQ(want.size(), got.size());
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+          << "layer " << layer;
+    }
   }
 }
 

@@ -60,6 +60,10 @@ std::string usage() {
       "  --metrics-linger S   keep serving the last figures S seconds after the run\n"
       "  --fp32-cache         keep the uncompressed caches in fp32 (then a prompt read from the\n"
       "                       cache gives exactly the logits of one recomputed)\n"
+      "  --gather-attention   the compressed configurations decode each sequence's cache with\n"
+      "                       gather() into a scratch buffer before attending (for comparison;\n"
+      "                       by default they attend through PagedAttention, reading the\n"
+      "                       compressed pages where they lie)\n"
       "  --help\n\n"
       "configurations:\n{}",
       names);
@@ -103,6 +107,8 @@ Arguments parse_arguments(std::span<const std::string> words) {
       if (a.serve.checkpoint_dir.empty()) throw UsageError("--checkpoint-dir needs a path");
     } else if (option == "--fp32-cache") {
       a.serve.fp32_cache = true;
+    } else if (option == "--gather-attention") {
+      a.serve.gather_attention = true;
     } else if (option == "--metrics-port") {
       a.metrics_port = static_cast<int>(integer(option, value(), 0, 65535));
     } else if (option == "--metrics-linger") {

@@ -44,20 +44,21 @@ double speed_change(const DemoResult& demo, const RunResult& run) {
 
 std::string format_runs(const DemoResult& demo) {
   std::string out = fmt::format(
-      "{:<14} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>7} "
-      "{:>9}\n",
-      "config", "block", "pool", "peak", "B/token", "saved", "tok/s", "time", "cache", "hit",
-      "evicted", "recomp", "preempt", "agree", "logit err");
+      "{:<14} {:>5} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} "
+      "{:>7} {:>9}\n",
+      "config", "block", "pool", "peak", "scratch", "B/token", "saved", "tok/s", "time", "cache",
+      "hit", "evicted", "recomp", "preempt", "agree", "logit err");
   out += fmt::format(
-      "{:<14} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>7} "
-      "{:>9}\n",
-      "", "", "MiB", "MiB", "", "", "", "s", "s", "%", "blk+seq", "tokens", "", "%", "mean");
+      "{:<14} {:>5} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} "
+      "{:>7} {:>9}\n",
+      "", "", "MiB", "MiB", "MiB", "", "", "", "s", "s", "%", "blk+seq", "tokens", "", "%", "mean");
   for (const RunResult& r : demo.runs) {
     out += fmt::format(
-        "{:<14} {:>5} {:>8.2f} {:>8.2f} {:>8.1f} {:>6.1f}% {:>7.1f} {:>6.2f} {:>6.2f} {:>6} {:>7} "
-        "{:>7} {:>6} {:>6.1f}% {:>9.2e}\n",
-        r.name, r.block_size, mib(r.pool_bytes), mib(r.peak_live_bytes), r.bytes_per_token,
-        100.0 * memory_saved(demo, r), r.tokens_per_second(), r.seconds, r.cache_seconds,
+        "{:<14} {:>5} {:>8.2f} {:>8.2f} {:>7.2f} {:>8.1f} {:>6.1f}% {:>7.1f} {:>6.2f} {:>6.2f} "
+        "{:>6} {:>7} {:>7} {:>6} {:>6.1f}% {:>9.2e}\n",
+        r.name, r.block_size, mib(r.pool_bytes), mib(r.peak_live_bytes), mib(r.peak_scratch_bytes),
+        r.bytes_per_token, 100.0 * memory_saved(demo, r), r.tokens_per_second(), r.seconds,
+        r.cache_seconds,
         r.sharing ? fmt::format("{:.1f}", 100.0 * r.prefix_hit_rate) : std::string("-"),
         fmt::format("{}+{}", r.evicted_blocks, r.evicted_sequences), r.recomputed_tokens,
         r.preemptions, 100.0 * r.agreement, r.logit_error);
@@ -107,6 +108,7 @@ nlohmann::json to_json(const DemoResult& demo, const Workload& workload, const M
                     {"peak_live_bytes", r.peak_live_bytes},
                     {"peak_held_bytes", r.peak_held_bytes},
                     {"tokens_at_peak", r.tokens_at_peak},
+                    {"peak_scratch_bytes", r.peak_scratch_bytes},
                     {"bytes_per_token", r.bytes_per_token},
                     {"memory_saved", memory_saved(demo, r)},
                     {"seconds", r.seconds},

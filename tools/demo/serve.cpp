@@ -284,10 +284,12 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
                 const ServeOptions& options, const Outputs* reference) {
   using Manager = KVCacheManager<Policy, Backend>;
   // Plain pages are read in place through the page table (by the model, or
-  // by PagedAttention on the cache's backend); coded ones are decoded by the
-  // codec's gather.
+  // by PagedAttention on the cache's backend); compressed ones through
+  // PagedAttention, which decodes them as it reads (or, with
+  // gather_attention, decoded by the codec's gather into a scratch copy).
   constexpr bool kPages = Policy::codec::kKind == CodecKind::kPlain;
-  const bool kernel_attention = options.kernel_attention || Backend::kDeviceMemory;
+  const bool kernel_attention =
+      kPages ? options.kernel_attention || Backend::kDeviceMemory : !options.gather_attention;
   const ModelConfig& mc = model.config();
   const std::int32_t kvd = mc.kv_dim(), hd = mc.head_dim(), heads = mc.num_kv_heads;
   const auto vocab = static_cast<std::size_t>(mc.vocab_size);
@@ -389,11 +391,9 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
   Staged<Backend> staged_q(manager.backend(), max_rows * mc.dim * sizeof(float));
   Staged<Backend> staged_out(manager.backend(), max_rows * mc.dim * sizeof(float));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // Plain pages attended by the library's kernel: one object, prepared per step.
-  std::optional<std::conditional_t<kPages, PagedAttention<Manager>, int>> attention;
-  if constexpr (kPages) {
-    if (kernel_attention) attention.emplace(manager, mc.num_heads, scale);
-  }
+  // Pages attended by the library's kernel: one object, prepared per step.
+  std::optional<PagedAttention<Manager>> attention;
+  if (kernel_attention) attention.emplace(manager, mc.num_heads, scale);
 
   auto known = [&](const Live& l) {
     return static_cast<std::int64_t>(w.requests[l.request].prompt.size()) + l.produced;
@@ -479,11 +479,10 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
       step.push_back({live[b].computed, counts[b], step_tokens[b].data()});
     const AppendBatch batch = manager.prepare_append(seqs, counts);
     std::optional<FlashInferPageTable> table;
-    if constexpr (kPages) {
-      if (attention)
-        attention->prepare(batch);
-      else
-        table = export_flashinfer(manager, batch);
+    if (attention) {
+      attention->prepare(batch);
+    } else if constexpr (kPages) {
+      table = export_flashinfer(manager, batch);
     }
     cache_seconds += since(t0);
 
@@ -503,17 +502,15 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
                                         batch.num_tokens(), heads, hd));
       cache_seconds += since(t1);
     };
-    if constexpr (kPages) {
-      if (attention) {
-        access.attend = [&](std::int32_t layer, const float* q, float* out) {
-          const auto t1 = Clock::now();
-          const auto bytes = static_cast<std::size_t>(batch.num_tokens()) * mc.dim * sizeof(float);
-          attention->run(layer, static_cast<const float*>(staged_q.upload(q, bytes)),
-                         static_cast<float*>(staged_out.target(out)));
-          staged_out.download(out, bytes);
-          cache_seconds += since(t1);
-        };
-      }
+    if (attention) {
+      access.attend = [&](std::int32_t layer, const float* q, float* out) {
+        const auto t1 = Clock::now();
+        const auto bytes = static_cast<std::size_t>(batch.num_tokens()) * mc.dim * sizeof(float);
+        attention->run(layer, static_cast<const float*>(staged_q.upload(q, bytes)),
+                       static_cast<float*>(staged_out.target(out)));
+        staged_out.download(out, bytes);
+        cache_seconds += since(t1);
+      };
     }
     access.past = [&](std::int32_t layer, std::int32_t b, float* k, float* v) {
       const auto t1 = Clock::now();
@@ -549,6 +546,10 @@ RunResult serve(const ConfigInfo& info, CacheConfig config, const Model& model, 
           k[i] = from_dtype(gather_k[i]);
           v[i] = from_dtype(gather_v[i]);
         }
+        result.peak_scratch_bytes = std::max<std::int64_t>(
+            result.peak_scratch_bytes,
+            static_cast<std::int64_t>((gather_k.capacity() + gather_v.capacity()) * sizeof(T) +
+                                      2 * rows * sizeof(float)));  // and their fp32 copies
       }
       cache_seconds += since(t1);
     };

@@ -58,6 +58,10 @@ struct ServeOptions {
   // the CPU backend instead of the model's own loop (paged-gpu always does,
   // on the GPU).
   bool kernel_attention = false;
+  // The compressed configurations decode each sequence's cache with gather()
+  // into a scratch buffer and attend over it, instead of attending through
+  // PagedAttention over the compressed pages (the default).
+  bool gather_attention = false;
   std::function<void(std::string_view config, std::int64_t done, std::int64_t total)> progress;
   // Periodic checkpoints of the cache and of the run's own state into this
   // directory (every `checkpoint_every` committed tokens); a run started on
@@ -83,13 +87,14 @@ struct RunResult {
   std::string name;
   std::string strategy;
   std::int32_t block_size = 0;
-  std::int64_t pool_bytes = 0;       // the arena (and KIVI's rings)
-  std::int64_t peak_live_bytes = 0;  // blocks held by sequences (and KIVI's rings), at the peak
-  std::int64_t peak_held_bytes = 0;  // ... plus cached blocks kept for prefix reuse
-  std::int64_t tokens_at_peak = 0;   // tokens stored when the live bytes peaked
-  double bytes_per_token = 0;        // peak_live_bytes / tokens_at_peak
-  double seconds = 0;                // the whole run
-  double cache_seconds = 0;          // inside the manager and reading the cache back
+  std::int64_t pool_bytes = 0;          // the arena (and KIVI's rings)
+  std::int64_t peak_live_bytes = 0;     // blocks held by sequences (and KIVI's rings), at the peak
+  std::int64_t peak_held_bytes = 0;     // ... plus cached blocks kept for prefix reuse
+  std::int64_t tokens_at_peak = 0;      // tokens stored when the live bytes peaked
+  std::int64_t peak_scratch_bytes = 0;  // decoded copies of the cache held to attend (gather path)
+  double bytes_per_token = 0;           // peak_live_bytes / tokens_at_peak
+  double seconds = 0;                   // the whole run
+  double cache_seconds = 0;             // inside the manager and reading the cache back
   std::int64_t steps = 0;
   std::int64_t computed_tokens = 0;    // positions run through the model
   std::int64_t generated_tokens = 0;   // outputs

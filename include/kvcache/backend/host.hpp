@@ -132,5 +132,16 @@ inline void launch(HostBackend&, const kernels::AttentionParams& p) {
   }
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::paged_attention<T>(p); });
 }
+template <class Rows>
+void launch(HostBackend&, const kernels::CodecAttentionParams<Rows>& p) {
+  if (const char* problem = kernels::codec_attention_problem(p)) {
+    detail::raise<InvalidArgument>(
+        "codec_attention: {} (layer {} of {}, head_dim {}, {} query heads over {} KV heads, {} "
+        "rows, {} sequences)",
+        problem, p.layer, p.cache.num_layers, p.cache.head_dim, p.num_q_heads, p.cache.num_heads,
+        p.num_rows, p.table.batch_size);
+  }
+  dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_attention<Rows, T>(p); });
+}
 
 }  // namespace kvcache

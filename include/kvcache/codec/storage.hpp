@@ -205,6 +205,8 @@ class TokenCodecStorage : public PagedStorage<Backend, typename Codec::SequenceS
   }
 
   const CodecPageView& view() const { return view_; }
+  // The calibrated state in backend memory (kernels::row_state), or null.
+  const float* state_data() const { return state_.template as<const float>(); }
 
   void append(std::int32_t layer, const kernels::AppendSource& source,
               const kernels::SlotMapping& slots) {

@@ -97,34 +97,28 @@ KVCACHE_HD AttentionRow attention_row(const AttentionParams& p, std::int32_t row
   return r;
 }
 
-// One lane's share of (row, q_head): keys lane, lane + kAttentionLanes, ...
-// `acc` (head_dim floats, `acc_stride` apart) receives the lane's unnormalized
-// weighted sum of values, `max` and `sum` its softmax state.
-template <class T>
-KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::int32_t q_head,
-                               std::int32_t lane, float* acc, std::int32_t acc_stride, float& max,
-                               float& sum) {
+// One lane's share of the keys of one (row, query head): keys lane, lane +
+// kAttentionLanes, ... with an online softmax over what `reader` gives:
+//   reader.dim()                      accumulator width (head_dim; a codec
+//                                     may attend in a space of its own)
+//   reader.dot(q, j)                  q . key j, summed in a fixed order
+//   reader.accumulate(acc, stride, keep, weight, j)
+//                                     acc[i] = acc[i] x keep + weight x value_j[i]
+// `acc` (dim() floats, `acc_stride` apart) receives the lane's unnormalized
+// weighted sum, `max` and `sum` its softmax state. Every codec shares this
+// loop: only the reading of a key and a value differs.
+template <class Reader>
+KVCACHE_HD void attention_lane_over(const Reader& reader, std::int64_t keys, const float* q,
+                                    float scale, std::int32_t lane, float* acc,
+                                    std::int32_t acc_stride, float& max, float& sum) {
   using codec::add_exact;
   using codec::mul_exact;
-  const PagedKVView& c = p.cache;
-  const std::int32_t d = c.head_dim;
-  const AttentionRow r = attention_row(p, row);
-  const std::int32_t kv_head = q_head / (p.num_q_heads / c.num_heads);
-  const float* q = p.q + (std::int64_t{row} * p.num_q_heads + q_head) * d;
-  const std::int32_t* pages = p.table.indices + p.table.indptr[r.sequence];
-  for (std::int32_t i = 0; i < d; ++i)
+  for (std::int32_t i = 0; i < reader.dim(); ++i)
     acc[i * acc_stride] = 0.0f;
   max = -::kvcache::detail::bits_float(0x7f800000u);
   sum = 0.0f;
-  for (std::int64_t j = lane; j < r.keys; j += kAttentionLanes) {
-    const std::int64_t page = pages[j / c.page_size];
-    const auto token = static_cast<std::int32_t>(j % c.page_size);
-    const std::byte* k = c.data + c.row_offset(page, p.layer, 0, token, kv_head);
-    const std::byte* v = c.data + c.row_offset(page, p.layer, 1, token, kv_head);
-    float dot = 0.0f;
-    for (std::int32_t i = 0; i < d; ++i)
-      dot = add_exact(dot, mul_exact(q[i], load_element<T>(k, i)));
-    const float score = mul_exact(dot, p.scale);
+  for (std::int64_t j = lane; j < keys; j += kAttentionLanes) {
+    const float score = mul_exact(reader.dot(q, j), scale);
     // A key scored -Inf has weight 0 wherever it comes (exp(-Inf - -Inf)
     // would otherwise make the lane NaN when it comes first).
     if (score == -::kvcache::detail::bits_float(0x7f800000u)) continue;
@@ -137,11 +131,68 @@ KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::
       weight = attention_exp(add_exact(score, -max));
     }
     sum = add_exact(mul_exact(sum, keep), weight);
-    for (std::int32_t i = 0; i < d; ++i) {
-      float& a = acc[i * acc_stride];
-      a = add_exact(mul_exact(a, keep), mul_exact(weight, load_element<T>(v, i)));
-    }
+    reader.accumulate(acc, acc_stride, keep, weight, j);
   }
+}
+
+// acc[i] = acc[i] x keep + weight x value(i), i in [0, dim): the value
+// accumulation every reader shares.
+template <class Value>
+KVCACHE_HD void attention_accumulate(float* acc, std::int32_t acc_stride, std::int32_t dim,
+                                     float keep, float weight, Value value) {
+  using codec::add_exact;
+  using codec::mul_exact;
+  for (std::int32_t i = 0; i < dim; ++i) {
+    float& a = acc[i * acc_stride];
+    a = add_exact(mul_exact(a, keep), mul_exact(weight, value(i)));
+  }
+}
+
+// q . row, in index order: the key dot product every reader shares.
+template <class Value>
+KVCACHE_HD float attention_dot(const float* q, std::int32_t dim, Value value) {
+  float dot = 0.0f;
+  for (std::int32_t i = 0; i < dim; ++i)
+    dot = codec::add_exact(dot, codec::mul_exact(q[i], value(i)));
+  return dot;
+}
+
+// Plain pages of element type T: key and value j of one sequence's KV head.
+template <class T>
+struct PlainAttentionReader {
+  const PagedKVView* cache;
+  const std::int32_t* pages;  // the sequence's
+  std::int32_t layer;
+  std::int32_t kv_head;
+
+  KVCACHE_HD std::int32_t dim() const { return cache->head_dim; }
+  KVCACHE_HD const std::byte* row(std::int32_t kv, std::int64_t j) const {
+    const std::int64_t page = pages[j / cache->page_size];
+    const auto token = static_cast<std::int32_t>(j % cache->page_size);
+    return cache->data + cache->row_offset(page, layer, kv, token, kv_head);
+  }
+  KVCACHE_HD float dot(const float* q, std::int64_t j) const {
+    const std::byte* k = row(0, j);
+    return attention_dot(q, dim(), [&](std::int32_t i) { return load_element<T>(k, i); });
+  }
+  KVCACHE_HD void accumulate(float* acc, std::int32_t acc_stride, float keep, float weight,
+                             std::int64_t j) const {
+    const std::byte* v = row(1, j);
+    attention_accumulate(acc, acc_stride, dim(), keep, weight,
+                         [&](std::int32_t i) { return load_element<T>(v, i); });
+  }
+};
+
+// One lane's share of (row, q_head) over plain pages.
+template <class T>
+KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::int32_t q_head,
+                               std::int32_t lane, float* acc, std::int32_t acc_stride, float& max,
+                               float& sum) {
+  const AttentionRow r = attention_row(p, row);
+  const PlainAttentionReader<T> reader{&p.cache, p.table.indices + p.table.indptr[r.sequence],
+                                       p.layer, q_head / (p.num_q_heads / p.cache.num_heads)};
+  const float* q = p.q + (std::int64_t{row} * p.num_q_heads + q_head) * p.cache.head_dim;
+  attention_lane_over(reader, r.keys, q, p.scale, lane, acc, acc_stride, max, sum);
 }
 
 // The merged output of dimension `i` from every lane's state (lane l's

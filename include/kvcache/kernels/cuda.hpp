@@ -26,6 +26,7 @@
 #include "kvcache/codec/kivi/rows.hpp"
 #include "kvcache/codec/low_rank/rows.hpp"
 #include "kvcache/kernels/attention.hpp"
+#include "kvcache/kernels/codec_attention.hpp"
 #include "kvcache/kernels/params.hpp"
 
 namespace kvcache::kernels::cuda {
@@ -44,6 +45,8 @@ template <class Rows>
 cudaError_t launch(const KiviFlushParams<Rows>& params, cudaStream_t stream);
 template <class Rows>
 cudaError_t launch(const KiviGatherParams<Rows>& params, cudaStream_t stream);
+template <class Rows>
+cudaError_t launch(const CodecAttentionParams<Rows>& params, cudaStream_t stream);
 
 // The low-rank fit's kernels (CudaBackend::low_rank_fit runs them around
 // cuSOLVER). Per head: covariance X^T X of the sample into `covariance`
@@ -96,15 +99,19 @@ std::string describe_error(std::string_view call, int device, cudaError_t status
   X(::kvcache::LowRankRows<3, 4>)
 // clang-format on
 
-#define KVCACHE_CUDA_DECLARE_ROW_CODEC(...)                                              \
-  extern template cudaError_t launch<__VA_ARGS__>(const CodecAppendParams<__VA_ARGS__>&, \
-                                                  cudaStream_t);                         \
-  extern template cudaError_t launch<__VA_ARGS__>(const CodecGatherParams<__VA_ARGS__>&, \
+#define KVCACHE_CUDA_DECLARE_ROW_CODEC(...)                                                 \
+  extern template cudaError_t launch<__VA_ARGS__>(const CodecAppendParams<__VA_ARGS__>&,    \
+                                                  cudaStream_t);                            \
+  extern template cudaError_t launch<__VA_ARGS__>(const CodecGatherParams<__VA_ARGS__>&,    \
+                                                  cudaStream_t);                            \
+  extern template cudaError_t launch<__VA_ARGS__>(const CodecAttentionParams<__VA_ARGS__>&, \
                                                   cudaStream_t);
-#define KVCACHE_CUDA_DECLARE_KIVI_CODEC(...)                                            \
-  extern template cudaError_t launch<__VA_ARGS__>(const KiviFlushParams<__VA_ARGS__>&,  \
-                                                  cudaStream_t);                        \
-  extern template cudaError_t launch<__VA_ARGS__>(const KiviGatherParams<__VA_ARGS__>&, \
+#define KVCACHE_CUDA_DECLARE_KIVI_CODEC(...)                                                \
+  extern template cudaError_t launch<__VA_ARGS__>(const KiviFlushParams<__VA_ARGS__>&,      \
+                                                  cudaStream_t);                            \
+  extern template cudaError_t launch<__VA_ARGS__>(const KiviGatherParams<__VA_ARGS__>&,     \
+                                                  cudaStream_t);                            \
+  extern template cudaError_t launch<__VA_ARGS__>(const CodecAttentionParams<__VA_ARGS__>&, \
                                                   cudaStream_t);
 KVCACHE_CUDA_INT8_CODECS(KVCACHE_CUDA_DECLARE_ROW_CODEC)
 KVCACHE_CUDA_FP8_CODECS(KVCACHE_CUDA_DECLARE_ROW_CODEC)

@@ -147,7 +147,11 @@ struct KiviCodec {
     std::int64_t token_capacity(std::int64_t blocks) const {
       return (blocks + 1) * Group + Residual - 1;
     }
-    std::int64_t paged_tokens(const SequenceState& s, std::int64_t) const { return s.quantized; }
+    // Tokens in pages once the sequence holds `tokens` (within a step, before
+    // its commit, the groups this step's append flushed count too).
+    std::int64_t paged_tokens(const SequenceState& s, std::int64_t tokens) const {
+      return std::max(s.quantized, quantized_tokens(tokens));
+    }
     std::int64_t side_slot(const SequenceState& s) const { return s.ring; }
 
     bool try_attach(SequenceState& s) {
