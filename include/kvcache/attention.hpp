@@ -133,6 +133,12 @@ class PagedAttention {
   // step (it grows when a step needs more); destroying the object right after
   // run() is safe because freeing device memory waits for the device.
   void run(std::int32_t layer, const float* q, float* out) {
+    launch(manager_.backend(), params(layer, q, out));
+  }
+
+  // The kernel's parameters run() launches (an engine may call the backend's
+  // launcher itself); the same checks.
+  Params params(std::int32_t layer, const float* q, float* out) const {
     if (layer < 0 || layer >= manager_.shape().num_layers) {
       detail::raise<InvalidArgument>("PagedAttention::run: layer {} outside [0, {})", layer,
                                      manager_.shape().num_layers);
@@ -150,7 +156,7 @@ class PagedAttention {
     p.layer = layer;
     p.q = q;
     p.out = out;
-    launch(manager_.backend(), p);
+    return p;
   }
 
  private:

@@ -99,6 +99,7 @@ TEST_P(AttentionMatchesDense, DecodeAndChunkedPrefill) {
       }
     }
     EXPECT_LT(worst, 2e-5) << "layer " << layer;
+    EXPECT_TRUE(lanes_agree(m, seqs, rows, kQHeads, layer, q)) << "layer " << layer;
   }
 }
 
@@ -220,6 +221,65 @@ TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
   EXPECT_TRUE(throws_with<InvalidArgument>([&] { launch(m.backend(), p); }, {"65535"}));
   m.check_invariants();
   EXPECT_TRUE(driver.reads_back(seqs[0], 0));
+}
+
+// The CPU attention's two vector loops: the AVX2 path gives the portable
+// one's bits (each lane's products and sums unchanged), on random values with
+// zeros, infinities, NaNs and subnormals among them. A NaN is any NaN (which
+// operand's payload survives is the compiler's choice; outputs store the
+// canonical one).
+[[maybe_unused]] bool same_bits(const float* a, const float* b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    if (std::memcmp(a + i, b + i, sizeof(float)) != 0) return false;
+  }
+  return true;
+}
+
+TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
+#if KVCACHE_INT8_SIMD
+  if (!detail::cpu::simd::available()) GTEST_SKIP() << "no AVX2 on this processor";
+  std::mt19937_64 rng(test_seed());
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  auto value = [&] {
+    switch (rng() % 40) {
+      case 0:
+        return std::numeric_limits<float>::infinity();
+      case 1:
+        return std::numeric_limits<float>::quiet_NaN();
+      case 2:
+        return 1e-40f;
+      case 3:
+        return -0.0f;
+      default:
+        return normal(rng);
+    }
+  };
+  namespace a = detail::cpu::attention_detail;
+  for (std::int32_t dim : {1, 7, 8, 64, 100, 256}) {
+    std::vector<float> q(static_cast<std::size_t>(dim)), k(static_cast<std::size_t>(dim) * 32);
+    for (float& x : q)
+      x = value();
+    for (float& x : k)
+      x = value();
+    float scalar[32] = {}, vector[32];
+    a::dots_portable(q.data(), k.data(), dim, scalar);
+    a::dots_avx2(q.data(), k.data(), dim, vector);
+    EXPECT_TRUE(same_bits(scalar, vector, 32)) << "dots, dim " << dim;
+    std::vector<float> acc1(static_cast<std::size_t>(dim)), v(acc1.size());
+    for (float& x : acc1)
+      x = value();
+    for (float& x : v)
+      x = value();
+    std::vector<float> acc2 = acc1;
+    const float keep = std::abs(normal(rng)), weight = std::abs(normal(rng));
+    a::accumulate_portable(acc1.data(), v.data(), dim, keep, weight);
+    a::accumulate_avx2(acc2.data(), v.data(), dim, keep, weight);
+    EXPECT_TRUE(same_bits(acc1.data(), acc2.data(), acc1.size())) << "accumulate, dim " << dim;
+  }
+#else
+  GTEST_SKIP() << "no AVX2 path on this architecture";
+#endif
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -37,6 +38,78 @@ std::vector<float> run_attention(Manager& m, const std::vector<SeqId>& seqs,
   std::vector<float> out(q.size());
   m.backend().copy_to_host(out.data(), dout.data(), bytes);
   return out;
+}
+
+// The lanes of kernels/attention.hpp run one after another, merged as the
+// CUDA kernel merges them: the device's order of operations, on the host.
+// The CPU backend runs the lanes side by side; both must give these bits.
+template <class T>
+std::vector<float> lane_by_lane(const kernels::AttentionParams& p) {
+  using kernels::kAttentionLanes;
+  const std::int32_t d = p.cache.head_dim;
+  std::vector<float> out(static_cast<std::size_t>(p.num_rows) * p.num_q_heads * d);
+  std::vector<float> acc(static_cast<std::size_t>(kAttentionLanes) * d);
+  float max[kAttentionLanes], sum[kAttentionLanes];
+  for (std::int32_t row = 0; row < p.num_rows; ++row) {
+    for (std::int32_t head = 0; head < p.num_q_heads; ++head) {
+      for (std::int32_t lane = 0; lane < kAttentionLanes; ++lane)
+        kernels::attention_lane<T>(p, row, head, lane, acc.data() + std::int64_t{lane} * d, 1,
+                                   max[lane], sum[lane]);
+      float* o = out.data() + (std::int64_t{row} * p.num_q_heads + head) * d;
+      for (std::int32_t lane = 0; lane < kAttentionLanes; ++lane)
+        kernels::attention_merge_lane(max, sum, acc.data(), d, d, lane, o);
+    }
+  }
+  return out;
+}
+template <class Rows, class T>
+std::vector<float> lane_by_lane(const kernels::CodecAttentionParams<Rows>& p) {
+  using kernels::kAttentionLanes;
+  const std::int32_t d = p.cache.head_dim;
+  std::vector<float> out(static_cast<std::size_t>(p.num_rows) * p.num_q_heads * d);
+  float max[kAttentionLanes], sum[kAttentionLanes];
+  for (std::int32_t row = 0; row < p.num_rows; ++row) {
+    for (std::int32_t head = 0; head < p.num_q_heads; ++head) {
+      const auto r = kernels::codec_attention_row<Rows, T>(p, row, head);
+      const std::int32_t dim = r.reader.dim();
+      std::vector<float> acc(static_cast<std::size_t>(kAttentionLanes) * dim), query(dim),
+          merged(dim);
+      for (std::int32_t i = 0; i < dim; ++i)
+        query[static_cast<std::size_t>(i)] = r.reader.query(r.q, i);
+      for (std::int32_t lane = 0; lane < kAttentionLanes; ++lane)
+        kernels::attention_lane_over(r.reader, r.keys, query.data(), p.scale, lane,
+                                     acc.data() + std::int64_t{lane} * dim, 1, max[lane],
+                                     sum[lane]);
+      for (std::int32_t i = 0; i < dim; ++i)
+        merged[static_cast<std::size_t>(i)] =
+            kernels::attention_merge(max, sum, acc.data(), dim, 1, i);
+      float* o = out.data() + (std::int64_t{row} * p.num_q_heads + head) * d;
+      for (std::int32_t i = 0; i < d; ++i)
+        o[i] = canonical_float(r.reader.output(merged.data(), i));
+    }
+  }
+  return out;
+}
+
+// The CPU backend's attention (lanes side by side) against the lanes run one
+// after another (the device's order): true when every bit agrees.
+template <class Manager>
+bool lanes_agree(Manager& m, const std::vector<SeqId>& seqs, const std::vector<std::int32_t>& rows,
+                 std::int32_t q_heads, std::int32_t layer, const std::vector<float>& q) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(m.shape().head_dim));
+  PagedAttention<Manager> attention(m, seqs, rows, q_heads, scale);
+  std::vector<float> got(q.size());
+  attention.run(layer, q.data(), got.data());
+  const auto p = attention.params(layer, q.data(), got.data());
+  const std::vector<float> want = dispatch_dtype(m.shape().dtype, [&]<class T>() {
+    if constexpr (Manager::Codec::kKind == CodecKind::kPlain) {
+      return lane_by_lane<T>(p);
+    } else {
+      return lane_by_lane<typename Manager::Codec::Rows, T>(p);
+    }
+  });
+  return want.size() == got.size() &&
+         std::memcmp(want.data(), got.data(), got.size() * sizeof(float)) == 0;
 }
 
 // The largest |out - dense attention| over what gather() returns for each

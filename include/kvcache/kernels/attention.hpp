@@ -160,6 +160,7 @@ KVCACHE_HD float attention_dot(const float* q, std::int32_t dim, Value value) {
 // Plain pages of element type T: key and value j of one sequence's KV head.
 template <class T>
 struct PlainAttentionReader {
+  using Element = T;
   const PagedKVView* cache;
   const std::int32_t* pages;  // the sequence's
   std::int32_t layer;

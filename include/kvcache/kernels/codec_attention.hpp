@@ -70,6 +70,8 @@ inline constexpr std::int32_t kCodecAttentionMaxDim = kAttentionMaxHeadDim;
 // window rows; the other codecs decode to float whatever T is).
 template <class Rows, class T>
 struct CodecAttentionReader {
+  using RowMath = Rows;
+  static constexpr bool kProjected = LowRankKeyRows<Rows>;  // attends in coefficient space
   const CodecAttentionParams<Rows>* p;
   const std::int32_t* pages;  // the sequence's
   std::int64_t paged;         // its tokens in pages

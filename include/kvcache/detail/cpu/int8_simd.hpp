@@ -192,6 +192,22 @@ __attribute__((target("avx2,f16c"))) inline void int8_decode_f16(
   }
 }
 
+// Decodes `head_dim` int8 codes (groups of `group`, a multiple of 8) to
+// float: code x scale, as codec::int8_decode.
+__attribute__((target("avx2,f16c"))) inline void int8_decode_f32(
+    const std::int8_t* codes, const std::uint8_t* scales, std::int32_t head_dim, std::int32_t group,
+    std::int32_t scale_bytes, float* out) {
+  for (std::int32_t g = 0; g < head_dim; g += group) {
+    const __m256 scale =
+        _mm256_set1_ps(codec::load_scale(scales + (g / group) * scale_bytes, scale_bytes));
+    for (std::int32_t i = 0; i < group; i += 8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + g + i));
+      _mm256_storeu_ps(out + g + i,
+                       _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), scale));
+    }
+  }
+}
+
 // fp16 rows to and from float with F16C (round to nearest even, as
 // float_to_half_bits and half_bits_to_float; a NaN stored canonical).
 __attribute__((target("avx2,f16c"))) inline void halves_to_floats(const std::uint16_t* in,
