@@ -372,14 +372,67 @@ void BM_GpuDequantizeGather(benchmark::State& state) {
   }
 }
 
-#define KVCACHE_GPU_CODEC_BENCHMARKS(Codec)         \
-  BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Codec)   \
-      ->Arg(262144)                                 \
-      ->UseManualTime()                             \
-      ->Unit(benchmark::kMicrosecond);              \
-  BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Codec) \
-      ->Arg(262144)                                 \
-      ->UseManualTime()                             \
+// Decode attention over compressed pages (kernels/codec_attention.hpp), as
+// BM_GpuDecodeAttention: 64 sequences, one query row each, 32 query heads
+// over the 8 KV heads, every token in pages (KIVI: no window). Bytes: the
+// pages it reads once (codes and scales); the copy moves as many.
+template <class Codec>
+void BM_GpuCodecDecodeAttention(benchmark::State& state) {
+  constexpr std::int32_t kPage = page_tokens<Codec>();
+  const std::int64_t tokens = bench_tokens(state);
+  const auto pages = static_cast<std::int32_t>(tokens / kPage);
+  const CodecPageView shape_only = codec_view<Codec>(nullptr, pages);
+  const auto arena_bytes = static_cast<std::size_t>(shape_only.page_bytes * pages);
+  Buffer arena = device_buffer(arena_bytes);
+  check(cudaMemset(arena.data(), 0x11, arena_bytes), "cudaMemset");
+  const CodecPageView view = codec_view<Codec>(arena.bytes_data(), pages);
+  const std::int32_t batch = 64, q_heads = 4 * kHeads;
+  const GatherTable table =
+      gather_table(shuffled_slots(pages, kPage, tokens), kPage, batch, tokens / batch);
+  Buffer indptr = upload(table.indptr), indices = upload(table.indices),
+         last = upload(table.last_page_len), offsets = upload(table.out_row_offset);
+  std::vector<std::int64_t> lengths(batch, tokens / batch), rings(batch, 0);
+  Buffer paged = upload(lengths), totals = upload(lengths), side = upload(rings);
+  std::vector<std::int32_t> rows(static_cast<std::size_t>(batch) + 1);
+  for (std::int32_t b = 0; b <= batch; ++b)
+    rows[static_cast<std::size_t>(b)] = b;
+  Buffer q_indptr = upload(rows);
+  const auto q_bytes = static_cast<std::size_t>(batch) * q_heads * kDim * sizeof(float);
+  Buffer q = device_buffer(q_bytes), out = device_buffer(q_bytes);
+  check(cudaMemset(q.data(), 0, q_bytes), "cudaMemset");
+  Buffer ring = device_buffer(256);
+  Buffer codec_state_buffer = codec_state<Codec>();
+  kernels::CodecAttentionParams<typename Codec::Rows> params;
+  params.cache = view;
+  params.residual =
+      make_plain_view(ring.bytes_data(), 1, 1, 1, kHeads, kDim, DType::kF16, KVLayout::kNHD);
+  params.table = device_table(table, indptr, indices, last, offsets);
+  params.side = kernels::SideTable{paged.as<const std::int64_t>(), totals.as<const std::int64_t>(),
+                                   side.as<const std::int64_t>(), tokens};
+  params.state = codec_state_buffer.as<const float>();
+  params.q_indptr = q_indptr.as<const std::int32_t>();
+  params.q = q.as<const float>();
+  params.out = out.as<float>();
+  params.num_rows = batch;
+  params.num_q_heads = q_heads;
+  params.scale = 0.088f;
+  auto launch = [&] { check(kernels::cuda::launch(params, nullptr), "codec_attention"); };
+  time_against_copy(state, launch, arena_bytes / 2, 1, static_cast<double>(arena_bytes));
+  state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+#define KVCACHE_GPU_CODEC_BENCHMARKS(Codec)             \
+  BENCHMARK_TEMPLATE(BM_GpuQuantizeAppend, Codec)       \
+      ->Arg(262144)                                     \
+      ->UseManualTime()                                 \
+      ->Unit(benchmark::kMicrosecond);                  \
+  BENCHMARK_TEMPLATE(BM_GpuDequantizeGather, Codec)     \
+      ->Arg(262144)                                     \
+      ->UseManualTime()                                 \
+      ->Unit(benchmark::kMicrosecond);                  \
+  BENCHMARK_TEMPLATE(BM_GpuCodecDecodeAttention, Codec) \
+      ->Arg(262144)                                     \
+      ->UseManualTime()                                 \
       ->Unit(benchmark::kMicrosecond);
 KVCACHE_GPU_CODEC_BENCHMARKS(Int8Codec<32>)
 KVCACHE_GPU_CODEC_BENCHMARKS(Int8Codec<64>)

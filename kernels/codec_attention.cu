@@ -34,8 +34,9 @@ __global__ void __launch_bounds__(kAttentionLanes)
   attention_lane_over(r.reader, r.keys, query, p.scale, lane, acc + lane * stride, 1, max[lane],
                       sum[lane]);
   __syncwarp();
+  const AttentionMergeWeights weights = attention_merge_weights(max, sum);
   for (std::int32_t i = lane; i < dim; i += kAttentionLanes)
-    merged[i] = attention_merge(max, sum, acc, stride, 1, i);
+    merged[i] = attention_merged(weights, acc, stride, 1, i);
   __syncwarp();
   float* out = p.out + (static_cast<std::int64_t>(row) * p.num_q_heads + head) * p.cache.head_dim;
   for (std::int32_t i = lane; i < p.cache.head_dim; i += kAttentionLanes)

@@ -7,7 +7,8 @@
 // With a batch the tables cover the committed tokens plus the batch's new
 // ones (the table the attention of this step reads after append()); with a
 // list of sequences, their committed tokens. Codecs that keep tokens outside
-// the pages (KIVI's residual window) export no page table.
+// the pages (KIVI's residual window) export no page table (PagedAttention
+// reads them, pages and window).
 #pragma once
 
 #include <algorithm>
@@ -33,7 +34,7 @@ void require_page_tables(const Manager&, const char* what) {
   if constexpr (!Storage::kExportsPageTable) {
     raise<Unsupported>(
         "{}: the {} codec keeps each sequence's last tokens in a full-precision ring outside the "
-        "pages; read it with gather()",
+        "pages; read it with gather() or attend it with PagedAttention",
         what, Manager::Codec::name());
   }
 }

@@ -196,24 +196,49 @@ KVCACHE_HD void attention_lane(const AttentionParams& p, std::int32_t row, std::
   attention_lane_over(reader, r.keys, q, p.scale, lane, acc, acc_stride, max, sum);
 }
 
-// The merged output of dimension `i` from every lane's state (lane l's
-// accumulator at acc[l * lane_stride + i * acc_stride]), lanes in order.
-KVCACHE_HD float attention_merge(const float* max, const float* sum, const float* acc,
-                                 std::int32_t lane_stride, std::int32_t acc_stride,
-                                 std::int32_t i) {
+// The lanes' weights in the merge: each lane's state rescaled to the largest
+// maximum (exp(max[l] - top)), the total of the rescaled sums, and which
+// lanes had keys at all. Computed once for every output dimension.
+struct AttentionMergeWeights {
+  float weight[kAttentionLanes];
+  bool used[kAttentionLanes];
+  float total;
+};
+
+KVCACHE_HD AttentionMergeWeights attention_merge_weights(const float* max, const float* sum) {
   using codec::add_exact;
   using codec::mul_exact;
+  AttentionMergeWeights m;
   float top = max[0];
   for (std::int32_t l = 1; l < kAttentionLanes; ++l)
     top = max[l] > top ? max[l] : top;
-  float total = 0.0f, value = 0.0f;
+  m.total = 0.0f;
   for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
-    if (sum[l] == 0.0f) continue;  // a lane without keys
-    const float w = attention_exp(add_exact(max[l], -top));
-    total = add_exact(total, mul_exact(sum[l], w));
-    value = add_exact(value, mul_exact(acc[l * lane_stride + i * acc_stride], w));
+    m.used[l] = sum[l] != 0.0f;  // a lane without keys takes no part
+    m.weight[l] = m.used[l] ? attention_exp(add_exact(max[l], -top)) : 0.0f;
+    if (m.used[l]) m.total = add_exact(m.total, mul_exact(sum[l], m.weight[l]));
   }
-  return codec::div_exact(value, total);
+  return m;
+}
+
+// The merged output of dimension `i` (lane l's accumulator at
+// acc[l * lane_stride + i * acc_stride]), lanes in order.
+KVCACHE_HD float attention_merged(const AttentionMergeWeights& m, const float* acc,
+                                  std::int32_t lane_stride, std::int32_t acc_stride,
+                                  std::int32_t i) {
+  float value = 0.0f;
+  for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+    if (!m.used[l]) continue;
+    value = codec::add_exact(value,
+                             codec::mul_exact(acc[l * lane_stride + i * acc_stride], m.weight[l]));
+  }
+  return codec::div_exact(value, m.total);
+}
+
+KVCACHE_HD float attention_merge(const float* max, const float* sum, const float* acc,
+                                 std::int32_t lane_stride, std::int32_t acc_stride,
+                                 std::int32_t i) {
+  return attention_merged(attention_merge_weights(max, sum), acc, lane_stride, acc_stride, i);
 }
 
 // Lane `lane`'s share of the merge (the CUDA kernel's thread `lane`):
@@ -221,8 +246,9 @@ KVCACHE_HD float attention_merge(const float* max, const float* sum, const float
 KVCACHE_HD void attention_merge_lane(const float* max, const float* sum, const float* acc,
                                      std::int32_t lane_stride, std::int32_t head_dim,
                                      std::int32_t lane, float* out) {
+  const AttentionMergeWeights m = attention_merge_weights(max, sum);
   for (std::int32_t i = lane; i < head_dim; i += kAttentionLanes)
-    out[i] = canonical_float(attention_merge(max, sum, acc, lane_stride, 1, i));
+    out[i] = canonical_float(attention_merged(m, acc, lane_stride, 1, i));
 }
 
 // Why `p` cannot run (a static message), or null. Pointers are not

@@ -248,7 +248,7 @@ struct KiviCodec {
     }
 
     // Pages hold codes (byte strides); the ring is not described: KIVI caches
-    // are read with gather().
+    // are read with gather() or attended by PagedAttention.
     CacheAddressing addressing(KVLayout layout) const {
       return codec::codes_addressing(view_, layout, kKind);
     }

@@ -1,7 +1,9 @@
 // The CPU backend's paged attention: the 32 lanes of kernels/attention.hpp
 // (lane l takes keys l, l + 32, ...) run side by side instead of in turn.
 // Keys are taken 32 at a time, one per lane; their rows are read once (as
-// floats) for every query head of their KV head; each lane's dot product is
+// floats) for every query head of their KV head and for up to 16 query rows
+// of their sequence (a prefill chunk reads its keys once, not once a row);
+// each lane's dot product is
 // still the sum over i of q[i] k[i] in index order, now 32 independent sums
 // the compiler can keep in vector registers; the softmax and accumulator
 // updates are each lane's own, in the same order as the GPU's. So the result
@@ -144,28 +146,37 @@ struct LaneState {
   float sum[kAttentionLanes];
 };
 
-// Attention of `heads` query heads (queries[h]: dim() floats in the reader's
-// space) over keys [0, keys) of one sequence's KV head; each head's merged
-// accumulator goes to merged[h] (dim() floats).
+// One query (a row's query head) of a pass: dim() floats in the reader's
+// space, the keys it attends to ([0, keys)), where its merged accumulator goes.
+struct Query {
+  const float* q;
+  std::int64_t keys;
+  float* merged;
+};
+
+// The queries of one pass over one sequence's KV head (its query heads, for
+// several of its rows): each round of 32 keys is read once for all of them.
 template <class Reader>
-void attend(const Reader& reader, std::int64_t keys, const float* const* queries,
-            std::int32_t heads, float scale, const VectorPath& path, std::vector<LaneState>& states,
-            std::vector<float>& k_rows, std::vector<float>& v_rows, float* const* merged) {
+void attend(const Reader& reader, const std::vector<Query>& queries, float scale,
+            const VectorPath& path, std::vector<LaneState>& states, std::vector<float>& k_rows,
+            std::vector<float>& v_rows) {
   using codec::add_exact;
   using codec::mul_exact;
   const std::int32_t dim = reader.dim();
   const auto lanes = static_cast<std::size_t>(kAttentionLanes);
-  k_rows.assign(static_cast<std::size_t>(dim) * lanes, 0.0f);  // [dim][lanes]
-  v_rows.resize(static_cast<std::size_t>(dim) * lanes);        // [lanes][dim]
-  if (states.size() < static_cast<std::size_t>(heads))
-    states.resize(static_cast<std::size_t>(heads));
-  for (std::int32_t h = 0; h < heads; ++h) {
-    LaneState& s = states[static_cast<std::size_t>(h)];
-    s.acc.assign(lanes * static_cast<std::size_t>(dim), 0.0f);
+  const auto width = static_cast<std::size_t>(dim);
+  k_rows.assign(width * lanes, 0.0f);  // [dim][lanes]
+  v_rows.resize(width * lanes);        // [lanes][dim]
+  if (states.size() < queries.size()) states.resize(queries.size());
+  std::int64_t keys = 0;
+  for (std::size_t h = 0; h < queries.size(); ++h) {
+    LaneState& s = states[h];
+    s.acc.assign(lanes * width, 0.0f);
     for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
       s.max[l] = -::kvcache::detail::bits_float(0x7f800000u);
       s.sum[l] = 0.0f;
     }
+    keys = std::max(keys, queries[h].keys);
   }
   float row[kernels::kAttentionMaxHeadDim];
   for (std::int64_t first = 0; first < keys; first += kAttentionLanes) {
@@ -175,16 +186,17 @@ void attend(const Reader& reader, std::int64_t keys, const float* const* queries
       load_row(reader, 0, first + l, row);
       for (std::int32_t i = 0; i < dim; ++i)
         k_rows[static_cast<std::size_t>(i) * lanes + static_cast<std::size_t>(l)] = row[i];
-      load_row(reader, 1, first + l,
-               v_rows.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(dim));
+      load_row(reader, 1, first + l, v_rows.data() + static_cast<std::size_t>(l) * width);
     }
-    for (std::int32_t h = 0; h < heads; ++h) {
-      LaneState& s = states[static_cast<std::size_t>(h)];
-      const float* q = queries[h];
+    for (std::size_t h = 0; h < queries.size(); ++h) {
+      if (queries[h].keys <= first) continue;
+      const auto mine = static_cast<std::int32_t>(
+          std::min<std::int64_t>(kAttentionLanes, queries[h].keys - first));
+      LaneState& s = states[h];
       // 32 dot products side by side, each summed in index order.
       float dot[kAttentionLanes];
-      path.dots(q, k_rows.data(), dim, dot);
-      for (std::int32_t l = 0; l < count; ++l) {
+      path.dots(queries[h].q, k_rows.data(), dim, dot);
+      for (std::int32_t l = 0; l < mine; ++l) {
         const float score = mul_exact(dot[l], scale);
         if (score == -::kvcache::detail::bits_float(0x7f800000u)) continue;
         float keep = 1.0f, weight = 1.0f;
@@ -195,22 +207,37 @@ void attend(const Reader& reader, std::int64_t keys, const float* const* queries
           weight = kernels::attention_exp(add_exact(score, -s.max[l]));
         }
         s.sum[l] = add_exact(mul_exact(s.sum[l], keep), weight);
-        path.accumulate(s.acc.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(dim),
-                        v_rows.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(dim),
-                        dim, keep, weight);
+        path.accumulate(s.acc.data() + static_cast<std::size_t>(l) * width,
+                        v_rows.data() + static_cast<std::size_t>(l) * width, dim, keep, weight);
       }
     }
   }
-  for (std::int32_t h = 0; h < heads; ++h) {
-    const LaneState& s = states[static_cast<std::size_t>(h)];
+  for (std::size_t h = 0; h < queries.size(); ++h) {
+    const LaneState& s = states[h];
+    const kernels::AttentionMergeWeights m = kernels::attention_merge_weights(s.max, s.sum);
     for (std::int32_t i = 0; i < dim; ++i)
-      merged[h][i] = kernels::attention_merge(s.max, s.sum, s.acc.data(), dim, 1, i);
+      queries[h].merged[i] = kernels::attention_merged(m, s.acc.data(), dim, 1, i);
+  }
+}
+
+// The rows of one pass: up to this many query rows of a sequence share each
+// read of its keys (their states: rows x query heads x 32 lanes x dim floats).
+inline constexpr std::int32_t kRowsPerPass = 16;
+
+// Calls pass(sequence, first_row, rows) for the query rows of each sequence,
+// kRowsPerPass at a time.
+template <class Table, class Pass>
+void for_each_pass(const std::int32_t* q_indptr, const Table& table, Pass pass) {
+  for (std::int32_t b = 0; b < table.batch_size; ++b) {
+    for (std::int32_t row = q_indptr[b]; row < q_indptr[b + 1]; row += kRowsPerPass)
+      pass(b, row, std::min(kRowsPerPass, q_indptr[b + 1] - row));
   }
 }
 
 }  // namespace attention_detail
 
-// Every (query row, KV head): its query heads attend together.
+// Every (sequence, KV head): its query heads, for up to kRowsPerPass of its
+// rows, attend together.
 template <class T>
 void paged_attention(const kernels::AttentionParams& p) {
   const std::int32_t d = p.cache.head_dim;
@@ -218,26 +245,26 @@ void paged_attention(const kernels::AttentionParams& p) {
   const attention_detail::VectorPath path;
   std::vector<attention_detail::LaneState> states;
   std::vector<float> k_rows, v_rows;
-  std::vector<const float*> queries(static_cast<std::size_t>(group));
-  std::vector<float*> outs(static_cast<std::size_t>(group));
-  for (std::int32_t row = 0; row < p.num_rows; ++row) {
-    const kernels::AttentionRow r = kernels::attention_row(p, row);
-    for (std::int32_t kv = 0; kv < p.cache.num_heads; ++kv) {
-      const kernels::PlainAttentionReader<T> reader{
-          &p.cache, p.table.indices + p.table.indptr[r.sequence], p.layer, kv};
-      for (std::int32_t g = 0; g < group; ++g) {
-        const std::int64_t at = (std::int64_t{row} * p.num_q_heads + kv * group + g) * d;
-        queries[static_cast<std::size_t>(g)] = p.q + at;
-        outs[static_cast<std::size_t>(g)] = p.out + at;
-      }
-      attention_detail::attend(reader, r.keys, queries.data(), group, p.scale, path, states, k_rows,
-                               v_rows, outs.data());
-      for (std::int32_t g = 0; g < group; ++g)
-        for (std::int32_t i = 0; i < d; ++i)
-          outs[static_cast<std::size_t>(g)][i] =
-              canonical_float(outs[static_cast<std::size_t>(g)][i]);
-    }
-  }
+  std::vector<attention_detail::Query> queries;
+  attention_detail::for_each_pass(
+      p.q_indptr, p.table, [&](std::int32_t b, std::int32_t first, std::int32_t rows) {
+        for (std::int32_t kv = 0; kv < p.cache.num_heads; ++kv) {
+          const kernels::PlainAttentionReader<T> reader{
+              &p.cache, p.table.indices + p.table.indptr[b], p.layer, kv};
+          queries.clear();
+          for (std::int32_t row = first; row < first + rows; ++row) {
+            const std::int64_t keys = kernels::attention_row(p, row).keys;
+            for (std::int32_t g = 0; g < group; ++g) {
+              const std::int64_t at = (std::int64_t{row} * p.num_q_heads + kv * group + g) * d;
+              queries.push_back({p.q + at, keys, p.out + at});
+            }
+          }
+          attention_detail::attend(reader, queries, p.scale, path, states, k_rows, v_rows);
+          for (const attention_detail::Query& q : queries)
+            for (std::int32_t i = 0; i < d; ++i)
+              q.merged[i] = canonical_float(q.merged[i]);
+        }
+      });
 }
 
 // Over compressed pages (kernels/codec_attention.hpp): the query projected
@@ -250,32 +277,35 @@ void codec_attention(const kernels::CodecAttentionParams<Rows>& p) {
   const attention_detail::VectorPath path;
   std::vector<attention_detail::LaneState> states;
   std::vector<float> k_rows, v_rows, query, merged;
-  std::vector<const float*> queries(static_cast<std::size_t>(group));
-  std::vector<float*> outs(static_cast<std::size_t>(group));
-  for (std::int32_t row = 0; row < p.num_rows; ++row) {
-    for (std::int32_t kv = 0; kv < p.cache.num_heads; ++kv) {
-      const auto first = kernels::codec_attention_row<Rows, T>(p, row, kv * group);
-      const std::int32_t dim = first.reader.dim();
-      query.resize(static_cast<std::size_t>(group) * static_cast<std::size_t>(dim));
-      merged.resize(query.size());
-      for (std::int32_t g = 0; g < group; ++g) {
-        const auto r = kernels::codec_attention_row<Rows, T>(p, row, kv * group + g);
-        float* qg = query.data() + static_cast<std::size_t>(g) * static_cast<std::size_t>(dim);
-        for (std::int32_t i = 0; i < dim; ++i)
-          qg[i] = r.reader.query(r.q, i);
-        queries[static_cast<std::size_t>(g)] = qg;
-        outs[static_cast<std::size_t>(g)] =
-            merged.data() + static_cast<std::size_t>(g) * static_cast<std::size_t>(dim);
-      }
-      attention_detail::attend(first.reader, first.keys, queries.data(), group, p.scale, path,
-                               states, k_rows, v_rows, outs.data());
-      for (std::int32_t g = 0; g < group; ++g) {
-        float* out = p.out + (std::int64_t{row} * p.num_q_heads + kv * group + g) * d;
-        for (std::int32_t i = 0; i < d; ++i)
-          out[i] = canonical_float(first.reader.output(outs[static_cast<std::size_t>(g)], i));
-      }
-    }
-  }
+  std::vector<attention_detail::Query> queries;
+  attention_detail::for_each_pass(
+      p.q_indptr, p.table, [&](std::int32_t, std::int32_t first, std::int32_t rows) {
+        for (std::int32_t kv = 0; kv < p.cache.num_heads; ++kv) {
+          const auto head = kernels::codec_attention_row<Rows, T>(p, first, kv * group);
+          const auto dim = static_cast<std::size_t>(head.reader.dim());
+          const auto count = static_cast<std::size_t>(rows) * static_cast<std::size_t>(group);
+          query.resize(count * dim);
+          merged.resize(count * dim);
+          queries.clear();
+          for (std::int32_t row = first; row < first + rows; ++row) {
+            for (std::int32_t g = 0; g < group; ++g) {
+              const auto r = kernels::codec_attention_row<Rows, T>(p, row, kv * group + g);
+              const std::size_t at = queries.size() * dim;
+              for (std::size_t i = 0; i < dim; ++i)
+                query[at + i] = r.reader.query(r.q, static_cast<std::int32_t>(i));
+              queries.push_back({query.data() + at, r.keys, merged.data() + at});
+            }
+          }
+          attention_detail::attend(head.reader, queries, p.scale, path, states, k_rows, v_rows);
+          for (std::size_t h = 0; h < queries.size(); ++h) {
+            const std::int32_t row = first + static_cast<std::int32_t>(h) / group;
+            const std::int32_t q_head = kv * group + static_cast<std::int32_t>(h) % group;
+            float* out = p.out + (std::int64_t{row} * p.num_q_heads + q_head) * d;
+            for (std::int32_t i = 0; i < d; ++i)
+              out[i] = canonical_float(head.reader.output(queries[h].merged, i));
+          }
+        }
+      });
 }
 
 }  // namespace kvcache::detail::cpu
