@@ -22,8 +22,8 @@ __global__ void __launch_bounds__(kAttentionLanes)
   const auto lane = static_cast<std::int32_t>(threadIdx.x);
   const auto r = codec_attention_row<Rows, T>(p, row, head);
   const std::int32_t dim = r.reader.dim();
-  const std::int32_t stride = dim + 1;          // padded against bank conflicts
-  float* acc = shared;                          // [lanes][dim + 1]
+  const std::int32_t stride = dim | 1;          // odd: no bank conflicts between the lanes' rows
+  float* acc = shared;                          // [lanes][dim | 1]
   float* max = acc + kAttentionLanes * stride;  // [lanes]
   float* sum = max + kAttentionLanes;           // [lanes]
   float* query = sum + kAttentionLanes;         // [dim]
@@ -48,7 +48,7 @@ void start(const CodecAttentionParams<Rows>& p, cudaStream_t stream) {
   const std::int32_t dim = CodecAttentionReader<Rows, T>{&p, nullptr, 0, 0, 0}.dim();
   const dim3 grid(static_cast<unsigned>(p.num_rows), static_cast<unsigned>(p.num_q_heads));
   const auto shared =
-      static_cast<std::size_t>(kAttentionLanes * (dim + 1) + 2 * kAttentionLanes + 2 * dim) *
+      static_cast<std::size_t>(kAttentionLanes * (dim | 1) + 2 * kAttentionLanes + 2 * dim) *
       sizeof(float);
   codec_attention_kernel<Rows, T><<<grid, kAttentionLanes, shared, stream>>>(p);
 }

@@ -66,10 +66,22 @@ concept LowRankKeyRows = requires {
 // The widest accumulator a codec's reader asks for (head_dim or the rank).
 inline constexpr std::int32_t kCodecAttentionMaxDim = kAttentionMaxHeadDim;
 
+// The coefficient space a codec attends in (low-rank: its rank; 0: none).
+template <class Rows>
+constexpr std::int32_t codec_attention_rank() {
+  if constexpr (LowRankKeyRows<Rows>) {
+    return Rows::kRank;
+  } else {
+    return 0;
+  }
+}
+
 // Key and value j of one sequence's KV head, T the model's dtype (KIVI's
 // window rows; the other codecs decode to float whatever T is).
 template <class Rows, class T>
 struct CodecAttentionReader {
+  static_assert(codec_attention_rank<Rows>() <= kCodecAttentionMaxDim,
+                "a low-rank codec attends in a space of at most 256 coefficients");
   using RowMath = Rows;
   static constexpr bool kProjected = LowRankKeyRows<Rows>;  // attends in coefficient space
   const CodecAttentionParams<Rows>* p;
@@ -139,15 +151,18 @@ struct CodecAttentionReader {
                  view().row_scales(page, p->layer, kv, token, kv_head), state(kv), visit);
   }
 
-  // Coefficient c of low-rank row j (K or V).
-  KVCACHE_HD float coefficient(std::int32_t kv, std::int64_t j, std::int32_t c) const {
-    const std::uint8_t* codes = view().row_codes(page_of(j), p->layer, kv, token_of(j), kv_head);
+  // The stored codes of row j (K or V) and coefficient c of a low-rank row.
+  KVCACHE_HD const std::uint8_t* codes_of(std::int32_t kv, std::int64_t j) const {
+    return view().row_codes(page_of(j), p->layer, kv, token_of(j), kv_head);
+  }
+  KVCACHE_HD static float coefficient(const std::uint8_t* codes, std::int32_t c) {
     return codec::load_scale(codes + c * Rows::kCoefficientBytes, Rows::kCoefficientBytes);
   }
 
   KVCACHE_HD float dot(const float* q, std::int64_t j) const {
     if constexpr (LowRankKeyRows<Rows>) {
-      return attention_dot(q, Rows::kRank, [&](std::int32_t c) { return coefficient(0, j, c); });
+      const std::uint8_t* codes = codes_of(0, j);
+      return attention_dot(q, Rows::kRank, [&](std::int32_t c) { return coefficient(codes, c); });
     } else {
       float dot = 0.0f;
       row(0, j,
@@ -159,8 +174,9 @@ struct CodecAttentionReader {
   KVCACHE_HD void accumulate(float* acc, std::int32_t acc_stride, float keep, float weight,
                              std::int64_t j) const {
     if constexpr (LowRankKeyRows<Rows>) {
+      const std::uint8_t* codes = codes_of(1, j);
       attention_accumulate(acc, acc_stride, Rows::kRank, keep, weight,
-                           [&](std::int32_t c) { return coefficient(1, j, c); });
+                           [&](std::int32_t c) { return coefficient(codes, c); });
     } else {
       row(1, j, [&](std::int32_t i, float v) {
         float& a = acc[i * acc_stride];
@@ -219,7 +235,11 @@ const char* codec_attention_problem(const CodecAttentionParams<Rows>& p) {
     return "a null pointer";
   if (Rows::state_floats(c.head_dim) > 0 && p.state == nullptr) return "a null codec state";
   if constexpr (ChannelKeyRows<Rows>) {
-    if (p.residual.data == nullptr || p.residual.page_size < 1) return "no residual rings";
+    const PagedKVView& r = p.residual;
+    if (r.data == nullptr || r.page_size < 1) return "no residual rings";
+    if (r.dtype != c.dtype || r.num_heads != c.num_heads || r.head_dim != c.head_dim ||
+        r.num_layers != c.num_layers)
+      return "residual rings of another shape than the pages";
   }
   if (p.layer < 0 || p.layer >= c.num_layers) return "a layer outside the cache";
   if (c.head_dim < 1 || c.head_dim > kAttentionMaxHeadDim) return "head_dim outside [1, 256]";

@@ -47,8 +47,9 @@ void load_row(const Reader& reader, std::int32_t kv, std::int64_t j, float* out)
     for (std::int32_t i = 0; i < reader.dim(); ++i)
       out[i] = load_element<T>(row, i);
   } else if constexpr (Reader::kProjected) {
+    const std::uint8_t* codes = reader.codes_of(kv, j);
     for (std::int32_t c = 0; c < reader.dim(); ++c)
-      out[c] = reader.coefficient(kv, j, c);
+      out[c] = Reader::coefficient(codes, c);
   } else {
     using Rows = typename Reader::RowMath;
     if constexpr (rows::VectorInt8<Rows, Half>::value) {  // int8 groups of a multiple of 8
