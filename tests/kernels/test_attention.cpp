@@ -64,40 +64,15 @@ TEST_P(AttentionMatchesDense, DecodeAndChunkedPrefill) {
   auto q = random_queries(total_rows, kQHeads, head_dim, driver.rng());
   for (std::int32_t layer = 0; layer < 2; ++layer) {
     const std::vector<float> out = run_attention(m, seqs, rows, kQHeads, layer, q);
-    double worst = 0;
-    std::int64_t row = 0;
-    for (std::size_t b = 0; b < seqs.size(); ++b) {
-      const auto& k = driver.recorded.k[{seqs[b], layer}];
-      const auto& v = driver.recorded.v[{seqs[b], layer}];
-      const std::int64_t length = m.sequence(seqs[b]).num_tokens;
-      for (std::int32_t i = 0; i < rows[b]; ++i, ++row) {
-        const std::int64_t keys = length - rows[b] + i + 1;
-        for (std::int32_t h = 0; h < kQHeads; ++h) {
-          const std::int32_t kv = h / (kQHeads / 2);
-          const float* qh = &q[static_cast<std::size_t>((row * kQHeads + h) * head_dim)];
-          std::vector<double> score(static_cast<std::size_t>(keys));
-          double top = -1e300;
-          for (std::int64_t j = 0; j < keys; ++j) {
-            double dot = 0;
-            for (std::int32_t e = 0; e < head_dim; ++e)
-              dot += double{qh[e]} * load_as_float(k.data(), dtype, (j * 2 + kv) * head_dim + e);
-            score[static_cast<std::size_t>(j)] = dot / std::sqrt(double(head_dim));
-            top = std::max(top, score[static_cast<std::size_t>(j)]);
-          }
-          double total = 0;
-          for (double& s : score)
-            total += (s = std::exp(s - top));
-          for (std::int32_t e = 0; e < head_dim; ++e) {
-            double want = 0;
-            for (std::int64_t j = 0; j < keys; ++j)
-              want += score[static_cast<std::size_t>(j)] / total *
-                      load_as_float(v.data(), dtype, (j * 2 + kv) * head_dim + e);
-            const float got = out[static_cast<std::size_t>((row * kQHeads + h) * head_dim + e)];
-            worst = std::max(worst, std::abs(got - want));
-          }
-        }
-      }
+    std::vector<const std::byte*> k, v;
+    std::vector<std::int64_t> lengths;
+    for (SeqId seq : seqs) {
+      k.push_back(driver.recorded.k[{seq, layer}].data());
+      v.push_back(driver.recorded.v[{seq, layer}].data());
+      lengths.push_back(m.sequence(seq).num_tokens);
     }
+    const double worst =
+        worst_against_dense(k, v, lengths, dtype, 2, head_dim, rows, kQHeads, q, out);
     EXPECT_LT(worst, 2e-5) << "layer " << layer;
     EXPECT_TRUE(lanes_agree(m, seqs, rows, kQHeads, layer, q)) << "layer " << layer;
   }

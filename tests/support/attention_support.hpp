@@ -112,31 +112,20 @@ bool lanes_agree(Manager& m, const std::vector<SeqId>& seqs, const std::vector<s
          std::memcmp(want.data(), got.data(), got.size() * sizeof(float)) == 0;
 }
 
-// The largest |out - dense attention| over what gather() returns for each
-// sequence of `layer` (the reference a codec's attention is held to: its
-// decoded values, in double precision). Rows as for run_attention.
-template <class Manager>
-double worst_against_gathered(Manager& m, const std::vector<SeqId>& seqs,
-                              const std::vector<std::int32_t>& rows, std::int32_t q_heads,
-                              std::int32_t layer, const std::vector<float>& q,
-                              const std::vector<float>& out) {
-  const ModelShape& shape = m.shape();
-  const std::int32_t d = shape.head_dim;
-  const std::int32_t kv_heads = shape.num_kv_heads;
+// The largest |out - dense attention| in double precision, for query rows
+// laid out as for run_attention over sequences whose K and V are given as
+// [tokens][kv_heads][head_dim] of `dtype` (k[b], v[b]; lengths[b] tokens).
+inline double worst_against_dense(const std::vector<const std::byte*>& k,
+                                  const std::vector<const std::byte*>& v,
+                                  const std::vector<std::int64_t>& lengths, DType dtype,
+                                  std::int32_t kv_heads, std::int32_t d,
+                                  const std::vector<std::int32_t>& rows, std::int32_t q_heads,
+                                  const std::vector<float>& q, const std::vector<float>& out) {
   double worst = 0;
   std::int64_t row = 0;
-  for (std::size_t b = 0; b < seqs.size(); ++b) {
-    const std::int64_t length = m.sequence(seqs[b]).num_tokens;
-    const auto bytes =
-        static_cast<std::size_t>(length * shape.kv_width() * dtype_size(shape.dtype));
-    Buffer dk = m.backend().allocate(bytes), dv = m.backend().allocate(bytes);
-    m.gather(seqs[b], layer, TensorView::packed(dk.data(), shape.dtype, length, kv_heads, d),
-             TensorView::packed(dv.data(), shape.dtype, length, kv_heads, d));
-    std::vector<std::byte> k(bytes), v(bytes);
-    m.backend().copy_to_host(k.data(), dk.data(), bytes);
-    m.backend().copy_to_host(v.data(), dv.data(), bytes);
+  for (std::size_t b = 0; b < rows.size(); ++b) {
     for (std::int32_t i = 0; i < rows[b]; ++i, ++row) {
-      const std::int64_t keys = length - rows[b] + i + 1;
+      const std::int64_t keys = lengths[b] - rows[b] + i + 1;
       for (std::int32_t h = 0; h < q_heads; ++h) {
         const std::int32_t kv = h / (q_heads / kv_heads);
         const float* qh = &q[static_cast<std::size_t>((row * q_heads + h) * d)];
@@ -145,8 +134,7 @@ double worst_against_gathered(Manager& m, const std::vector<SeqId>& seqs,
         for (std::int64_t j = 0; j < keys; ++j) {
           double dot = 0;
           for (std::int32_t e = 0; e < d; ++e)
-            dot +=
-                double{qh[e]} * load_as_float(k.data(), shape.dtype, (j * kv_heads + kv) * d + e);
+            dot += double{qh[e]} * load_as_float(k[b], dtype, (j * kv_heads + kv) * d + e);
           score[static_cast<std::size_t>(j)] = dot / std::sqrt(double(d));
           top = std::max(top, score[static_cast<std::size_t>(j)]);
         }
@@ -157,7 +145,7 @@ double worst_against_gathered(Manager& m, const std::vector<SeqId>& seqs,
           double want = 0;
           for (std::int64_t j = 0; j < keys; ++j)
             want += score[static_cast<std::size_t>(j)] / total *
-                    load_as_float(v.data(), shape.dtype, (j * kv_heads + kv) * d + e);
+                    load_as_float(v[b], dtype, (j * kv_heads + kv) * d + e);
           const float got = out[static_cast<std::size_t>((row * q_heads + h) * d + e)];
           worst = std::max(worst, std::abs(got - want));
         }
@@ -165,6 +153,38 @@ double worst_against_gathered(Manager& m, const std::vector<SeqId>& seqs,
     }
   }
   return worst;
+}
+
+// The same over what gather() returns for each sequence of `layer` (the
+// reference a codec's attention is held to: its decoded values).
+template <class Manager>
+double worst_against_gathered(Manager& m, const std::vector<SeqId>& seqs,
+                              const std::vector<std::int32_t>& rows, std::int32_t q_heads,
+                              std::int32_t layer, const std::vector<float>& q,
+                              const std::vector<float>& out) {
+  const ModelShape& shape = m.shape();
+  std::vector<std::vector<std::byte>> k(seqs.size()), v(seqs.size());
+  std::vector<const std::byte*> kp, vp;
+  std::vector<std::int64_t> lengths;
+  for (std::size_t b = 0; b < seqs.size(); ++b) {
+    const std::int64_t length = m.sequence(seqs[b]).num_tokens;
+    const auto bytes =
+        static_cast<std::size_t>(length * shape.kv_width() * dtype_size(shape.dtype));
+    Buffer dk = m.backend().allocate(bytes), dv = m.backend().allocate(bytes);
+    m.gather(
+        seqs[b], layer,
+        TensorView::packed(dk.data(), shape.dtype, length, shape.num_kv_heads, shape.head_dim),
+        TensorView::packed(dv.data(), shape.dtype, length, shape.num_kv_heads, shape.head_dim));
+    k[b].resize(bytes);
+    v[b].resize(bytes);
+    m.backend().copy_to_host(k[b].data(), dk.data(), bytes);
+    m.backend().copy_to_host(v[b].data(), dv.data(), bytes);
+    kp.push_back(k[b].data());
+    vp.push_back(v[b].data());
+    lengths.push_back(length);
+  }
+  return worst_against_dense(kp, vp, lengths, shape.dtype, shape.num_kv_heads, shape.head_dim, rows,
+                             q_heads, q, out);
 }
 
 }  // namespace kvcache::testing

@@ -121,26 +121,26 @@ inline void launch(HostBackend&, const kernels::AbsMaxParams& p) {
 inline void launch(HostBackend&, const kernels::LowRankFitParams& p) {
   detail::cpu::low_rank_fit(p);
 }
-// Throws InvalidArgument naming what is wrong, before reading anything.
+// Attention: throws InvalidArgument naming what is wrong, before reading
+// anything.
+namespace detail {
+template <class Params>
+void check_attention(const char* problem, const Params& p) {
+  if (problem == nullptr) return;
+  raise<InvalidArgument>(
+      "{}: {} (layer {} of {}, head_dim {}, {} query heads over {} KV heads, {} rows, {} "
+      "sequences)",
+      Params::kName, problem, p.layer, p.cache.num_layers, p.cache.head_dim, p.num_q_heads,
+      p.cache.num_heads, p.num_rows, p.table.batch_size);
+}
+}  // namespace detail
 inline void launch(HostBackend&, const kernels::AttentionParams& p) {
-  if (const char* problem = kernels::attention_problem(p)) {
-    detail::raise<InvalidArgument>(
-        "paged_attention: {} (layer {} of {}, head_dim {}, {} query heads over {} KV heads, {} "
-        "rows, {} sequences)",
-        problem, p.layer, p.cache.num_layers, p.cache.head_dim, p.num_q_heads, p.cache.num_heads,
-        p.num_rows, p.table.batch_size);
-  }
+  detail::check_attention(kernels::attention_problem(p), p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::paged_attention<T>(p); });
 }
 template <class Rows>
 void launch(HostBackend&, const kernels::CodecAttentionParams<Rows>& p) {
-  if (const char* problem = kernels::codec_attention_problem(p)) {
-    detail::raise<InvalidArgument>(
-        "codec_attention: {} (layer {} of {}, head_dim {}, {} query heads over {} KV heads, {} "
-        "rows, {} sequences)",
-        problem, p.layer, p.cache.num_layers, p.cache.head_dim, p.num_q_heads, p.cache.num_heads,
-        p.num_rows, p.table.batch_size);
-  }
+  detail::check_attention(kernels::codec_attention_problem(p), p);
   dispatch_dtype(p.cache.dtype, [&]<class T>() { detail::cpu::codec_attention<Rows, T>(p); });
 }
 

@@ -253,13 +253,11 @@ KVCACHE_HD void attention_merge_lane(const float* max, const float* sum, const f
 
 // Why `p` cannot run (a static message), or null. Pointers are not
 // dereferenced: the tables are checked by the launchers' callers.
-inline const char* attention_problem(const AttentionParams& p) {
-  const PagedKVView& c = p.cache;
-  if (p.num_rows < 0 || p.table.batch_size < 0) return "a negative row or sequence count";
-  if (p.num_rows == 0) return nullptr;
-  if (c.data == nullptr || p.q == nullptr || p.out == nullptr || p.q_indptr == nullptr ||
-      p.table.indptr == nullptr || p.table.indices == nullptr || p.table.last_page_len == nullptr)
-    return "a null pointer";
+// The geometry checks every attention's parameters share (plain or codec
+// pages: `p.cache` is the view, with its layers, heads, head_dim and pages).
+template <class Params>
+const char* attention_geometry_problem(const Params& p) {
+  const auto& c = p.cache;
   if (p.layer < 0 || p.layer >= c.num_layers) return "a layer outside the cache";
   if (c.head_dim < 1 || c.head_dim > kAttentionMaxHeadDim) return "head_dim outside [1, 256]";
   if (c.page_size < 1) return "a page size below 1";
@@ -268,6 +266,16 @@ inline const char* attention_problem(const AttentionParams& p) {
   if (p.num_q_heads > kAttentionMaxQueryHeads) return "more than 65535 query heads";
   if (p.table.batch_size < 1) return "query rows without sequences";
   return nullptr;
+}
+
+inline const char* attention_problem(const AttentionParams& p) {
+  const PagedKVView& c = p.cache;
+  if (p.num_rows < 0 || p.table.batch_size < 0) return "a negative row or sequence count";
+  if (p.num_rows == 0) return nullptr;
+  if (c.data == nullptr || p.q == nullptr || p.out == nullptr || p.q_indptr == nullptr ||
+      p.table.indptr == nullptr || p.table.indices == nullptr || p.table.last_page_len == nullptr)
+    return "a null pointer";
+  return attention_geometry_problem(p);
 }
 
 }  // namespace kvcache::kernels

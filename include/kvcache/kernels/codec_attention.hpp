@@ -241,14 +241,7 @@ const char* codec_attention_problem(const CodecAttentionParams<Rows>& p) {
         r.num_layers != c.num_layers)
       return "residual rings of another shape than the pages";
   }
-  if (p.layer < 0 || p.layer >= c.num_layers) return "a layer outside the cache";
-  if (c.head_dim < 1 || c.head_dim > kAttentionMaxHeadDim) return "head_dim outside [1, 256]";
-  if (c.page_size < 1) return "a page size below 1";
-  if (c.num_heads < 1 || p.num_q_heads < c.num_heads || p.num_q_heads % c.num_heads != 0)
-    return "query heads not a positive multiple of the cache's heads";
-  if (p.num_q_heads > kAttentionMaxQueryHeads) return "more than 65535 query heads";
-  if (p.table.batch_size < 1) return "query rows without sequences";
-  return nullptr;
+  return attention_geometry_problem(p);
 }
 
 }  // namespace kvcache::kernels
