@@ -13,8 +13,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "kvcache/codec/fp8/rows.hpp"
 #include "kvcache/codec/int8/rows.hpp"
+#include "kvcache/codec/kivi/rows.hpp"
 #include "kvcache/codec/quant_math.hpp"
+#include "kvcache/detail/cpu/codec_simd.hpp"
 #include "kvcache/detail/cpu/int8_simd.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/kernels/page_math.hpp"
@@ -102,6 +105,19 @@ struct VectorInt8 : std::false_type {};
 template <std::int32_t G, std::int32_t S>
 struct VectorInt8<Int8Rows<G, S>, Half> : std::bool_constant<KVCACHE_INT8_SIMD && G % 8 == 0> {};
 
+// The AVX2 + F16C fp8 and KIVI paths (codec_simd.hpp, bit-identical to
+// Fp8Rows and KiviRows) apply to fp16 rows; KIVI's when its codes pack whole
+// words (simd::kKiviVector).
+template <class Rows, class T>
+struct VectorFp8 : std::false_type {};
+template <>
+struct VectorFp8<Fp8Rows, Half> : std::bool_constant<KVCACHE_INT8_SIMD> {};
+template <class Rows, class T>
+struct VectorKivi : std::false_type {};
+template <std::int32_t B, std::int32_t G, std::int32_t S>
+struct VectorKivi<KiviRows<B, G, S>, Half>
+    : std::bool_constant<KVCACHE_INT8_SIMD && simd::kKiviVector<B, G>> {};
+
 }  // namespace rows
 
 template <class Rows, class T>
@@ -110,7 +126,8 @@ void codec_append(const kernels::CodecAppendParams<Rows>& p) {
   const std::int32_t d = view.head_dim;
   unsigned long long nonfinite = 0;
   float row[1024];
-  [[maybe_unused]] const bool vector = rows::VectorInt8<Rows, T>::value && simd::available();
+  [[maybe_unused]] const bool vector =
+      (rows::VectorInt8<Rows, T>::value || rows::VectorFp8<Rows, T>::value) && simd::available();
   for (std::int32_t t = 0; t < p.slots.num_tokens; ++t) {
     const std::int64_t slot = p.slots.slots[t];
     if (slot < 0) continue;
@@ -121,6 +138,7 @@ void codec_append(const kernels::CodecAppendParams<Rows>& p) {
         const std::byte* source = p.source.row(kv, t, h);
         std::uint8_t* codes = view.row_codes(page, p.layer, kv, in_page, h);
         std::uint8_t* scales = view.row_scales(page, p.layer, kv, in_page, h);
+#if KVCACHE_INT8_SIMD
         if constexpr (rows::VectorInt8<Rows, T>::value) {
           if (vector) {
             nonfinite += static_cast<unsigned long long>(simd::int8_encode_f16(
@@ -128,7 +146,16 @@ void codec_append(const kernels::CodecAppendParams<Rows>& p) {
                 reinterpret_cast<std::int8_t*>(codes), scales, Rows::kScaleBytes));
             continue;
           }
+        } else if constexpr (rows::VectorFp8<Rows, T>::value) {
+          if (vector) {
+            const float* state = kernels::row_state<Rows>(p.state, view, p.layer, kv, h);
+            nonfinite += static_cast<unsigned long long>(
+                simd::fp8_encode_f16(reinterpret_cast<const std::uint16_t*>(source), d,
+                                     codec::div_exact(1.0f, *state), codes));
+            continue;
+          }
         }
+#endif
         rows::to_floats<T>(source, d, row);
         nonfinite += static_cast<unsigned long long>(Rows::encode(
             d, [&](std::int32_t i) { return row[i]; }, codes, scales,
@@ -146,7 +173,8 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
   const std::int32_t d = view.head_dim;
   const std::int64_t out_token = static_cast<std::int64_t>(view.num_heads) * d;
   float row[1024];
-  [[maybe_unused]] const bool vector = rows::VectorInt8<Rows, T>::value && simd::available();
+  [[maybe_unused]] const bool vector =
+      (rows::VectorInt8<Rows, T>::value || rows::VectorFp8<Rows, T>::value) && simd::available();
   kernels::for_each_page(
       table, view.page_size,
       [&](std::int32_t, std::int64_t page, std::int32_t tokens, std::int64_t first_row) {
@@ -158,6 +186,7 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
                                             std::int64_t{sizeof(T)};
               const std::uint8_t* codes = view.row_codes(page, p.layer, kv, t, h);
               const std::uint8_t* scales = view.row_scales(page, p.layer, kv, t, h);
+#if KVCACHE_INT8_SIMD
               if constexpr (rows::VectorInt8<Rows, T>::value) {
                 if (vector) {
                   simd::int8_decode_f16(reinterpret_cast<const std::int8_t*>(codes), scales, d,
@@ -165,7 +194,15 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
                                         reinterpret_cast<std::uint16_t*>(target));
                   continue;
                 }
+              } else if constexpr (rows::VectorFp8<Rows, T>::value) {
+                if (vector) {
+                  simd::fp8_decode_f16(codes, d,
+                                       *kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
+                                       reinterpret_cast<std::uint16_t*>(target));
+                  continue;
+                }
               }
+#endif
               Rows::decode(d, codes, scales,
                            kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
                            [&](std::int32_t index, float value) { row[index] = value; });
@@ -183,6 +220,7 @@ void kivi_flush(const kernels::KiviFlushParams<Rows>& p) {
   const std::int32_t d = view.head_dim;
   unsigned long long nonfinite = 0;
   float* group_rows = rows::scratch(static_cast<std::size_t>(kGroup) * static_cast<std::size_t>(d));
+  [[maybe_unused]] const bool vector = rows::VectorKivi<Rows, T>::value && simd::available();
   for (std::int32_t g = 0; g < p.num_groups; ++g) {
     const std::int64_t page = p.pages[g];
     const std::int64_t* sources = p.sources + static_cast<std::int64_t>(g) * kGroup;
@@ -191,12 +229,29 @@ void kivi_flush(const kernels::KiviFlushParams<Rows>& p) {
       // Keys: the group's rows of this head, then one asymmetric group per channel.
       for (std::int32_t t = 0; t < kGroup; ++t)
         rows::to_floats<T>(p.source_row(sources[t], 0, h), d, group_rows + std::int64_t{t} * d);
-      for (std::int32_t c = 0; c < d; ++c) {
+      bool keys_done = false;
+#if KVCACHE_INT8_SIMD
+      if constexpr (rows::VectorKivi<Rows, T>::value) {
+        keys_done = vector && simd::kivi_encode_keys<Rows::kBits, kGroup, Rows::kScaleBytes>(
+                                  group_rows, d, view, keys, h);
+      }
+#endif
+      for (std::int32_t c = 0; c < d && !keys_done; ++c) {
         nonfinite += static_cast<unsigned long long>(Rows::encode_key_channel(
             view, [&](std::int32_t t) { return group_rows[std::int64_t{t} * d + c]; }, keys, h, c));
       }
       // Values: per token.
       for (std::int32_t t = 0; t < kGroup; ++t) {
+#if KVCACHE_INT8_SIMD
+        if constexpr (rows::VectorKivi<Rows, T>::value) {
+          if (vector && simd::kivi_encode_values_f16<Rows::kBits, kGroup, Rows::kScaleBytes>(
+                            reinterpret_cast<const std::uint16_t*>(p.source_row(sources[t], 1, h)),
+                            d, view.row_codes(page, p.layer, 1, t, h),
+                            view.row_scales(page, p.layer, 1, t, h))) {
+            continue;
+          }
+        }
+#endif
         float* row = group_rows;
         rows::to_floats<T>(p.source_row(sources[t], 1, h), d, row);
         nonfinite += static_cast<unsigned long long>(Rows::encode(
@@ -218,6 +273,7 @@ void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
   float* page_rows =
       rows::scratch(static_cast<std::size_t>(view.page_size) * static_cast<std::size_t>(d));
   float values[1024];
+  [[maybe_unused]] const bool vector = rows::VectorKivi<Rows, T>::value && simd::available();
   auto* k_out = static_cast<std::byte*>(p.out.k);
   auto* v_out = static_cast<std::byte*>(p.out.v);
   auto at = [&](std::byte* out, std::int64_t row, std::int32_t h) {
@@ -231,6 +287,22 @@ void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
         const auto* keys =
             reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
         for (std::int32_t h = 0; h < view.num_heads; ++h) {
+#if KVCACHE_INT8_SIMD
+          if constexpr (rows::VectorKivi<Rows, T>::value) {
+            if (vector && view.page_size == Rows::kGroup) {
+              constexpr std::int32_t kB = Rows::kBits, kG = Rows::kGroup, kS = Rows::kScaleBytes;
+              simd::kivi_decode_keys<kB, kG, kS>(
+                  view, keys, h, d, reinterpret_cast<std::uint16_t*>(at(k_out, first_row, h)),
+                  out_token);
+              for (std::int32_t t = 0; t < view.page_size; ++t) {
+                simd::kivi_decode_values<kB, kG, kS>(
+                    view.row_codes(page, p.layer, 1, t, h), view.row_scales(page, p.layer, 1, t, h),
+                    d, reinterpret_cast<std::uint16_t*>(at(v_out, first_row + t, h)));
+              }
+              continue;
+            }
+          }
+#endif
           for (std::int32_t c = 0; c < d; ++c) {
             Rows::decode_key_channel(view, keys, h, c, [&](std::int32_t t, float value) {
               page_rows[std::int64_t{t} * d + c] = value;
