@@ -52,6 +52,23 @@ void load_row(const Reader& reader, std::int32_t kv, std::int64_t j, float* out)
       out[c] = Reader::coefficient(codes, c);
   } else {
     using Rows = typename Reader::RowMath;
+#if KVCACHE_INT8_SIMD
+    if constexpr (std::is_same_v<Rows, Fp8Rows>) {
+      if (simd::available()) {
+        return simd::fp8_decode_f32(reader.codes_of(kv, j), reader.dim(), *reader.state(kv), out);
+      }
+    } else if constexpr (rows::VectorKiviRows<Rows>::value) {
+      if (simd::available() && kv == 1 && j < reader.paged) {
+        const CodecPageView& view = reader.view();
+        const std::int64_t page = reader.page_of(j);
+        const std::int32_t token = reader.token_of(j);
+        const std::int32_t layer = reader.p->layer;
+        return simd::kivi_decode_values<Rows::kBits, Rows::kGroup, Rows::kScaleBytes>(
+            view.row_codes(page, layer, 1, token, reader.kv_head),
+            view.row_scales(page, layer, 1, token, reader.kv_head), view.head_dim, out);
+      }
+    }
+#endif
     if constexpr (rows::VectorInt8<Rows, Half>::value) {  // int8 groups of a multiple of 8
       if (simd::available()) {
         const CodecPageView& view = reader.view();
@@ -66,6 +83,34 @@ void load_row(const Reader& reader, std::int32_t kv, std::int64_t j, float* out)
     }
     reader.row(kv, j, [&](std::int32_t i, float x) { out[i] = x; });
   }
+}
+
+// Keys [first, first + count) as k_rows ([dim][32]) in one pass when they
+// are a whole KIVI page of 32 tokens: its channels decoded as columns, each
+// channel's code run and scale read once. False otherwise (row by row).
+template <class Reader>
+bool load_key_page([[maybe_unused]] const Reader& reader, [[maybe_unused]] std::int64_t first,
+                   [[maybe_unused]] std::int32_t count, [[maybe_unused]] float* k_rows) {
+#if KVCACHE_INT8_SIMD
+  if constexpr (!requires { typename Reader::Element; }) {
+    using Rows = typename Reader::RowMath;
+    if constexpr (rows::VectorKiviRows<Rows>::value) {
+      if constexpr (Rows::kGroup == kAttentionLanes) {
+        const CodecPageView& view = reader.view();
+        if (simd::available() && count == kAttentionLanes && first % kAttentionLanes == 0 &&
+            first + count <= reader.paged && view.page_size == Rows::kGroup) {
+          simd::kivi_decode_key_columns<Rows::kBits, Rows::kGroup, Rows::kScaleBytes>(
+              view,
+              reinterpret_cast<const std::uint8_t*>(
+                  view.region_base(reader.page_of(first), reader.p->layer, 0)),
+              reader.kv_head, view.head_dim, k_rows);
+          return true;
+        }
+      }
+    }
+  }
+#endif
+  return false;
 }
 
 // The two loops that carry the work, each lane's arithmetic unchanged (a
@@ -183,10 +228,13 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
   for (std::int64_t first = 0; first < keys; first += kAttentionLanes) {
     const auto count =
         static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
+    const bool keys_loaded = load_key_page(reader, first, count, k_rows.data());
     for (std::int32_t l = 0; l < count; ++l) {
-      load_row(reader, 0, first + l, row);
-      for (std::int32_t i = 0; i < dim; ++i)
-        k_rows[static_cast<std::size_t>(i) * lanes + static_cast<std::size_t>(l)] = row[i];
+      if (!keys_loaded) {
+        load_row(reader, 0, first + l, row);
+        for (std::int32_t i = 0; i < dim; ++i)
+          k_rows[static_cast<std::size_t>(i) * lanes + static_cast<std::size_t>(l)] = row[i];
+      }
       load_row(reader, 1, first + l, v_rows.data() + static_cast<std::size_t>(l) * width);
     }
     for (std::size_t h = 0; h < queries.size(); ++h) {

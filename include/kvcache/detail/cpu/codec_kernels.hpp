@@ -112,11 +112,13 @@ template <class Rows, class T>
 struct VectorFp8 : std::false_type {};
 template <>
 struct VectorFp8<Fp8Rows, Half> : std::bool_constant<KVCACHE_INT8_SIMD> {};
-template <class Rows, class T>
-struct VectorKivi : std::false_type {};
+template <class Rows>
+struct VectorKiviRows : std::false_type {};
 template <std::int32_t B, std::int32_t G, std::int32_t S>
-struct VectorKivi<KiviRows<B, G, S>, Half>
+struct VectorKiviRows<KiviRows<B, G, S>>
     : std::bool_constant<KVCACHE_INT8_SIMD && simd::kKiviVector<B, G>> {};
+template <class Rows, class T>
+struct VectorKivi : std::bool_constant<VectorKiviRows<Rows>::value && std::is_same_v<T, Half>> {};
 
 }  // namespace rows
 

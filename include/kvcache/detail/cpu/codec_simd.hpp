@@ -399,6 +399,29 @@ __attribute__((target("avx2,f16c"))) inline void kivi_decode_keys(const CodecPag
   }
 }
 
+// Every channel of one head of a page as a column of G floats: token t of
+// channel c to out[c x G + t] (the attention's keys, a channel's tokens side
+// by side); the values of decode_key_channel.
+template <std::int32_t B, std::int32_t G, std::int32_t S>
+__attribute__((target("avx2,f16c"))) inline void kivi_decode_key_columns(const CodecPageView& view,
+                                                                         const std::uint8_t* region,
+                                                                         std::int32_t head,
+                                                                         std::int32_t head_dim,
+                                                                         float* out) {
+  static_assert(kKiviVector<B, G>);
+  using Rows = KiviRows<B, G, S>;
+  auto* base = const_cast<std::uint8_t*>(region);
+  for (std::int32_t c = 0; c < head_dim; ++c) {
+    const std::uint8_t* run = Rows::key_codes(view, base, head, c);
+    const auto s = Rows::group_scale(Rows::key_scale(view, base, head, c));
+    const __m256 step = _mm256_set1_ps(s.step), zero = _mm256_set1_ps(s.zero);
+    for (std::int32_t t = 0; t < G; t += 8) {
+      _mm256_storeu_ps(out + std::int64_t{c} * G + t,
+                       _mm256_add_ps(_mm256_mul_ps(unpack_codes<B>(run, t), step), zero));
+    }
+  }
+}
+
 #endif
 
 }  // namespace kvcache::detail::cpu::simd
