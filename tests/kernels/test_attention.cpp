@@ -251,6 +251,42 @@ TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
     a::accumulate_portable(acc1.data(), v.data(), dim, keep, weight);
     a::accumulate_avx2(acc2.data(), v.data(), dim, keep, weight);
     EXPECT_TRUE(same_bits(acc1.data(), acc2.data(), acc1.size())) << "accumulate, dim " << dim;
+    // The merge of the 32 lanes' accumulators ([32][dim]), some lanes unused,
+    // against attention_merged element by element (the device's merge).
+    std::vector<float> lanes_acc(static_cast<std::size_t>(dim) * 32);
+    for (float& x : lanes_acc)
+      x = value();
+    float max[32], sum[32];
+    for (std::int32_t l = 0; l < 32; ++l) {
+      max[l] = normal(rng);
+      sum[l] = rng() % 5 == 0 ? 0.0f : std::abs(normal(rng)) + 1.0f;
+    }
+    const kernels::AttentionMergeWeights m = kernels::attention_merge_weights(max, sum);
+    std::vector<float> merged1(static_cast<std::size_t>(dim)), merged2(merged1.size()),
+        merged3(merged1.size());
+    a::merge_portable(m, lanes_acc.data(), dim, merged1.data());
+    a::merge_avx2(m, lanes_acc.data(), dim, merged2.data());
+    for (std::int32_t i = 0; i < dim; ++i)
+      merged3[static_cast<std::size_t>(i)] =
+          kernels::attention_merged(m, lanes_acc.data(), dim, 1, i);
+    EXPECT_TRUE(same_bits(merged1.data(), merged3.data(), merged1.size())) << "merge, dim " << dim;
+    EXPECT_TRUE(same_bits(merged2.data(), merged3.data(), merged1.size())) << "merge, dim " << dim;
+    // Eight key rows into the lanes' columns, at every block of lanes.
+    std::vector<float> block(static_cast<std::size_t>(dim) * 8);
+    for (float& x : block)
+      x = value();
+    std::vector<float> columns1(static_cast<std::size_t>(dim) * 32), columns2(columns1.size());
+    for (std::size_t i = 0; i < columns1.size(); ++i)
+      columns1[i] = columns2[i] = value();
+    for (std::int32_t lane = 0; lane < 32; lane += 8) {
+      a::keys_to_columns_portable(block.data(), dim, columns1.data(), lane);
+      a::keys_to_columns_avx2(block.data(), dim, columns2.data(), lane);
+      ASSERT_TRUE(same_bits(columns1.data(), columns2.data(), columns1.size()))
+          << "key columns, dim " << dim << " lane " << lane;
+      EXPECT_TRUE(same_bits(&columns1[static_cast<std::size_t>(dim - 1) * 32 + lane + 7],
+                            &block[static_cast<std::size_t>(7 * dim + dim - 1)], 1))
+          << "the last row's last value is in the last column";
+    }
   }
 #else
   GTEST_SKIP() << "no AVX2 path on this architecture";

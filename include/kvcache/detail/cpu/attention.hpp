@@ -113,6 +113,37 @@ bool load_key_page([[maybe_unused]] const Reader& reader, [[maybe_unused]] std::
   return false;
 }
 
+// Asks for the rows of keys [first, first + 32) before they are read: a
+// pass walks one KV head of a sequence, a row here and the next a token's
+// width (every head's rows) further on, a stride the hardware prefetchers
+// follow too slowly for the few hundred bytes of each row.
+template <class Reader>
+void prefetch_round(const Reader& reader, std::int64_t first, std::int64_t keys) {
+  const std::int64_t end = std::min<std::int64_t>(first + kAttentionLanes, keys);
+  for (std::int64_t j = first; j < end; ++j) {
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      const void* at = nullptr;
+      std::int64_t bytes = 0;
+      if constexpr (requires { typename Reader::Element; }) {
+        at = reader.row(kv, j);
+        bytes = std::int64_t{reader.dim()} * std::int64_t{sizeof(typename Reader::Element)};
+      } else if constexpr (Reader::kProjected) {
+        at = reader.codes_of(kv, j);
+        bytes = std::int64_t{reader.dim()} * Reader::RowMath::kCoefficientBytes;
+      } else {
+        using Rows = typename Reader::RowMath;
+        if constexpr (kernels::ChannelKeyRows<Rows>) {
+          if (kv == 0 || j >= reader.paged) continue;  // a page's keys; the window
+        }
+        at = reader.codes_of(kv, j);
+        bytes = Rows::code_bytes(reader.view().head_dim);
+      }
+      for (std::int64_t offset = 0; offset < bytes; offset += 64)
+        __builtin_prefetch(static_cast<const char*>(at) + offset);
+    }
+  }
+}
+
 // The two loops that carry the work, each lane's arithmetic unchanged (a
 // product, then a sum: no fused multiply-add), with an AVX2 path (eight lanes
 // or elements a vector) when the processor has it and a portable one.
@@ -162,6 +193,89 @@ __attribute__((target("avx2"))) inline void accumulate_avx2(float* acc, const fl
 }
 #endif
 
+// Eight key rows ([8][dim], row r at block + r x dim) into the lanes' key
+// columns: k_rows[i x 32 + lane + r] = block[r x dim + i]. A copy: the bits
+// are the rows'.
+inline void keys_to_columns_portable(const float* block, std::int32_t dim, float* k_rows,
+                                     std::int32_t lane, std::int32_t first_column = 0) {
+  for (std::int32_t r = 0; r < 8; ++r) {
+    for (std::int32_t i = first_column; i < dim; ++i)
+      k_rows[static_cast<std::size_t>(i) * kAttentionLanes + static_cast<std::size_t>(lane + r)] =
+          block[static_cast<std::size_t>(r) * static_cast<std::size_t>(dim) +
+                static_cast<std::size_t>(i)];
+  }
+}
+#if KVCACHE_INT8_SIMD
+// The same, eight columns at a time through an 8 x 8 transpose in registers.
+__attribute__((target("avx2"))) inline void keys_to_columns_avx2(const float* block,
+                                                                 std::int32_t dim, float* k_rows,
+                                                                 std::int32_t lane) {
+  const auto stride = static_cast<std::size_t>(dim);
+  std::int32_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    __m256 r[8];
+    for (std::size_t j = 0; j < 8; ++j)
+      r[j] = _mm256_loadu_ps(block + j * stride + static_cast<std::size_t>(i));
+    // Pairs, then quads, then halves: column c of the result is row c's.
+    const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xee);
+    const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xee);
+    const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xee);
+    const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xee);
+    const __m256 columns[8] = {
+        _mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+        _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+        _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+        _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+    for (std::int32_t c = 0; c < 8; ++c) {
+      _mm256_storeu_ps(k_rows + static_cast<std::size_t>(i + c) * kAttentionLanes +
+                           static_cast<std::size_t>(lane),
+                       columns[c]);
+    }
+  }
+  if (i < dim) keys_to_columns_portable(block, dim, k_rows, lane, i);
+}
+#endif
+
+// out[i] = (sum over used lanes l, in order, of acc[l][i] x weight[l]) /
+// total: attention_merged for every i at once (acc: [32][dim]).
+inline void merge_portable(const kernels::AttentionMergeWeights& m, const float* acc,
+                           std::int32_t dim, float* out) {
+  for (std::int32_t i = 0; i < dim; ++i)
+    out[i] = 0.0f;
+  for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+    if (!m.used[l]) continue;
+    const float* lane = acc + static_cast<std::size_t>(l) * static_cast<std::size_t>(dim);
+    for (std::int32_t i = 0; i < dim; ++i)
+      out[i] = codec::add_exact(out[i], codec::mul_exact(lane[i], m.weight[l]));
+  }
+  for (std::int32_t i = 0; i < dim; ++i)
+    out[i] = codec::div_exact(out[i], m.total);
+}
+#if KVCACHE_INT8_SIMD
+__attribute__((target("avx2"))) inline void merge_avx2(const kernels::AttentionMergeWeights& m,
+                                                       const float* acc, std::int32_t dim,
+                                                       float* out) {
+  const __m256 total = _mm256_set1_ps(m.total);
+  std::int32_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    __m256 value = _mm256_setzero_ps();
+    for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+      if (!m.used[l]) continue;
+      const float* lane = acc + static_cast<std::size_t>(l) * static_cast<std::size_t>(dim);
+      value = _mm256_add_ps(value,
+                            _mm256_mul_ps(_mm256_loadu_ps(lane + i), _mm256_set1_ps(m.weight[l])));
+    }
+    _mm256_storeu_ps(out + i, _mm256_div_ps(value, total));
+  }
+  for (; i < dim; ++i)
+    out[i] = kernels::attention_merged(m, acc, dim, 1, i);
+}
+#endif
+
 struct VectorPath {
   bool avx2 = false;
   VectorPath() {
@@ -176,6 +290,20 @@ struct VectorPath {
     for (std::int32_t l = 0; l < kAttentionLanes; ++l)
       dot[l] = 0.0f;
     dots_portable(q, k, dim, dot);
+  }
+  void merge(const kernels::AttentionMergeWeights& m, const float* acc, std::int32_t dim,
+             float* out) const {
+#if KVCACHE_INT8_SIMD
+    if (avx2) return merge_avx2(m, acc, dim, out);
+#endif
+    merge_portable(m, acc, dim, out);
+  }
+  void keys_to_columns(const float* block, std::int32_t dim, float* k_rows,
+                       std::int32_t lane) const {
+#if KVCACHE_INT8_SIMD
+    if (avx2) return keys_to_columns_avx2(block, dim, k_rows, lane);
+#endif
+    keys_to_columns_portable(block, dim, k_rows, lane);
   }
   void accumulate(float* acc, const float* v, std::int32_t dim, float keep, float weight) const {
 #if KVCACHE_INT8_SIMD
@@ -224,17 +352,28 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
     }
     keys = std::max(keys, queries[h].keys);
   }
-  float row[kernels::kAttentionMaxHeadDim];
+  float block[8 * kernels::kAttentionMaxHeadDim];
   for (std::int64_t first = 0; first < keys; first += kAttentionLanes) {
     const auto count =
         static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
-    const bool keys_loaded = load_key_page(reader, first, count, k_rows.data());
-    for (std::int32_t l = 0; l < count; ++l) {
-      if (!keys_loaded) {
-        load_row(reader, 0, first + l, row);
-        for (std::int32_t i = 0; i < dim; ++i)
-          k_rows[static_cast<std::size_t>(i) * lanes + static_cast<std::size_t>(l)] = row[i];
+    if (first == 0) prefetch_round(reader, 0, keys);
+    if (first + kAttentionLanes < keys) prefetch_round(reader, first + kAttentionLanes, keys);
+    if (!load_key_page(reader, first, count, k_rows.data())) {
+      // Eight rows at a time, then into the lanes' columns (rows past the
+      // last key are zeros: their lanes' dots are never used).
+      for (std::int32_t l = 0; l < count; l += 8) {
+        for (std::int32_t r = 0; r < 8; ++r) {
+          float* at = block + static_cast<std::size_t>(r) * width;
+          if (l + r < count) {
+            load_row(reader, 0, first + l + r, at);
+          } else {
+            std::fill(at, at + width, 0.0f);
+          }
+        }
+        path.keys_to_columns(block, dim, k_rows.data(), l);
       }
+    }
+    for (std::int32_t l = 0; l < count; ++l) {
       load_row(reader, 1, first + l, v_rows.data() + static_cast<std::size_t>(l) * width);
     }
     for (std::size_t h = 0; h < queries.size(); ++h) {
@@ -263,9 +402,8 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
   }
   for (std::size_t h = 0; h < queries.size(); ++h) {
     const LaneState& s = states[h];
-    const kernels::AttentionMergeWeights m = kernels::attention_merge_weights(s.max, s.sum);
-    for (std::int32_t i = 0; i < dim; ++i)
-      queries[h].merged[i] = kernels::attention_merged(m, s.acc.data(), dim, 1, i);
+    path.merge(kernels::attention_merge_weights(s.max, s.sum), s.acc.data(), dim,
+               queries[h].merged);
   }
 }
 
