@@ -206,6 +206,18 @@ __attribute__((target("avx2,f16c"))) inline __m256 unpack_codes(const std::uint8
   return _mm256_cvtepi32_ps(values);
 }
 
+// The scale (S = 2: rounded to fp16) of eight groups or channels, clamped to the
+// storage's range: codec::round_to_storage.
+template <std::int32_t S>
+__attribute__((target("avx2,f16c"))) inline __m256 round_to_storage(__m256 value) {
+  const __m256 bound = _mm256_set1_ps(codec::storage_max(S));
+  const __m256 minus_bound = _mm256_set1_ps(-codec::storage_max(S));
+  value = _mm256_blendv_ps(value, bound, _mm256_cmp_ps(value, bound, _CMP_GT_OQ));
+  value = _mm256_blendv_ps(value, minus_bound, _mm256_cmp_ps(value, minus_bound, _CMP_LT_OQ));
+  if constexpr (S == 2) value = _mm256_cvtph_ps(_mm256_cvtps_ph(value, _MM_FROUND_TO_NEAREST_INT));
+  return value;
+}
+
 // KiviRows<B, G, S>::encode of a row of fp16 values (value rows). False, and
 // nothing written, when the row has a non-finite value.
 template <std::int32_t B, std::int32_t G, std::int32_t S>
@@ -227,34 +239,72 @@ __attribute__((target("avx2,f16c"))) inline bool kivi_encode_values_f16(const st
   if (!_mm256_testz_si256(bad, bad)) return false;
   for (; i < head_dim; ++i)
     if ((x[i] & 0x7c00) == 0x7c00) return false;
-  alignas(32) float values[G];
-  const __m256 levels = _mm256_set1_ps(static_cast<float>((1 << B) - 1));
-  for (std::int32_t g = 0; g < head_dim; g += G) {
-    __m256 low = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + g)));
+  // The row as floats, and each group's range.
+  constexpr std::int32_t kMaxGroups = kMaxHeadDim / G + 8;
+  alignas(32) float values[kMaxHeadDim];
+  alignas(32) float lows[kMaxGroups], highs[kMaxGroups];
+  const std::int32_t groups = head_dim / G;
+  for (std::int32_t g = 0; g < groups; ++g) {
+    const std::int32_t first = g * G;
+    __m256 low = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + first)));
     __m256 high = low;
-    _mm256_store_ps(values, low);
-    for (std::int32_t j = 8; j < G; j += 8) {
-      const __m256 v =
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + g + j)));
+    _mm256_store_ps(values + first, low);
+    for (std::int32_t j = first + 8; j < first + G; j += 8) {
+      const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + j)));
       _mm256_store_ps(values + j, v);
       low = _mm256_min_ps(v, low);
       high = _mm256_max_ps(v, high);
     }
-    codec::MinMax range;
-    range.any = true;
-    range.low = horizontal_min(low);
-    range.high = horizontal_max(high);
-    if (range.low == 0.0f || range.high == 0.0f) range = Rows::stat(values, G);  // the zero's sign
-    const codec::AsymmetricScale s = codec::asymmetric_scale(range, B, S);
-    std::uint8_t* scale_at = scales + (g / G) * Rows::kGroupScaleBytes;
-    codec::store_scale(scale_at, s.scale, S);
-    codec::store_scale(scale_at + S, s.zero, S);
-    const __m256 minus_zero = _mm256_set1_ps(-s.zero);
-    const __m256 inverse = _mm256_set1_ps(s.inverse);
-    for (std::int32_t j = 0; j < G; j += 8) {
+    lows[g] = horizontal_min(low);
+    highs[g] = horizontal_max(high);
+    if (lows[g] == 0.0f || highs[g] == 0.0f) {  // the zero's sign: the scalar fold's
+      const codec::MinMax range = Rows::stat(values + first, G);
+      lows[g] = range.low;
+      highs[g] = range.high;
+    }
+  }
+  for (std::int32_t g = groups; g % 8 != 0; ++g)
+    lows[g] = highs[g] = 0.0f;  // the lanes past the last group below
+  // codec::asymmetric_scale of eight groups at a time; (scale, zero) stored
+  // per group as store_scale writes them.
+  const __m256 levels = _mm256_set1_ps(static_cast<float>((1 << B) - 1));
+  alignas(32) float zeros[kMaxGroups], inverses[kMaxGroups];
+  for (std::int32_t g = 0; g < groups; g += 8) {
+    const __m256 zero = round_to_storage<S>(_mm256_load_ps(lows + g));
+    const __m256 scale = round_to_storage<S>(_mm256_div_ps(
+        _mm256_add_ps(_mm256_load_ps(highs + g), _mm256_xor_ps(zero, _mm256_set1_ps(-0.0f))),
+        levels));
+    _mm256_store_ps(zeros + g, zero);
+    _mm256_store_ps(inverses + g,
+                    _mm256_and_ps(_mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                  _mm256_div_ps(_mm256_set1_ps(1.0f), scale)));
+    const auto count = static_cast<std::size_t>(groups - g < 8 ? groups - g : 8);
+    if constexpr (S == 2) {
+      const __m128i scale_bits = _mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT);
+      const __m128i zero_bits = _mm256_cvtps_ph(zero, _MM_FROUND_TO_NEAREST_INT);
+      alignas(16) std::uint16_t pairs[16];  // scale, zero of each group, little-endian
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(scale_bits, zero_bits));
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs + 8),
+                      _mm_unpackhi_epi16(scale_bits, zero_bits));
+      std::memcpy(scales + g * Rows::kGroupScaleBytes, pairs, count * 4);
+    } else {
+      alignas(32) float scale_values[8], zero_values[8];
+      _mm256_store_ps(scale_values, scale);
+      _mm256_store_ps(zero_values, zero);
+      for (std::size_t k = 0; k < count; ++k) {
+        std::uint8_t* at = scales + (g + static_cast<std::int32_t>(k)) * Rows::kGroupScaleBytes;
+        std::memcpy(at, &scale_values[k], 4);
+        std::memcpy(at + 4, &zero_values[k], 4);
+      }
+    }
+  }
+  for (std::int32_t g = 0; g < groups; ++g) {
+    const __m256 minus_zero = _mm256_set1_ps(-zeros[g]);
+    const __m256 inverse = _mm256_set1_ps(inverses[g]);
+    for (std::int32_t j = g * G; j < (g + 1) * G; j += 8) {
       const std::uint32_t word =
           pack_codes<B>(asymmetric_codes(_mm256_load_ps(values + j), minus_zero, inverse, levels));
-      std::memcpy(codes + (g + j) * B / 8, &word, B);  // 8 codes: B bytes, little-endian
+      std::memcpy(codes + j * B / 8, &word, B);  // 8 codes: B bytes, little-endian
     }
   }
   return true;
@@ -280,18 +330,6 @@ __attribute__((target("avx2,f16c"))) inline void kivi_decode_values(const std::u
       }
     }
   }
-}
-
-// The scale (S = 2: rounded to fp16) of eight channels, clamped to the
-// storage's range: codec::round_to_storage.
-template <std::int32_t S>
-__attribute__((target("avx2,f16c"))) inline __m256 round_to_storage(__m256 value) {
-  const __m256 bound = _mm256_set1_ps(codec::storage_max(S));
-  const __m256 minus_bound = _mm256_set1_ps(-codec::storage_max(S));
-  value = _mm256_blendv_ps(value, bound, _mm256_cmp_ps(value, bound, _CMP_GT_OQ));
-  value = _mm256_blendv_ps(value, minus_bound, _mm256_cmp_ps(value, minus_bound, _CMP_LT_OQ));
-  if constexpr (S == 2) value = _mm256_cvtph_ps(_mm256_cvtps_ph(value, _MM_FROUND_TO_NEAREST_INT));
-  return value;
 }
 
 // KiviRows<B, G, S>::encode_key_channel of every channel of one head: `rows`
