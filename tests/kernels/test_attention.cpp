@@ -211,6 +211,50 @@ TEST(PagedAttention, RefusesBadArgumentsNamingThem) {
   return true;
 }
 
+#if KVCACHE_INT8_SIMD
+__attribute__((target("avx2"))) void exp_of_eight(const float* x, float* out) {
+  _mm256_storeu_ps(out, detail::cpu::attention_detail::exp_avx2(_mm256_loadu_ps(x)));
+}
+#endif
+
+// The vector exponential against kernels::attention_exp on values across its
+// whole range, its clamps and their neighbours, and the special values.
+TEST(CpuAttentionLoops, VectorExponentialIsTheKernels) {
+#if KVCACHE_INT8_SIMD
+  if (!detail::cpu::simd::available()) GTEST_SKIP() << "no AVX2 on this processor";
+  std::mt19937_64 rng(test_seed());
+  std::vector<float> xs = {0.0f,
+                           -0.0f,
+                           -87.0f,
+                           88.0f,
+                           std::nextafter(-87.0f, -100.0f),
+                           std::nextafter(-87.0f, 0.0f),
+                           std::nextafter(88.0f, 100.0f),
+                           std::nextafter(88.0f, 0.0f),
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN(),
+                           -std::numeric_limits<float>::quiet_NaN(),
+                           1e-40f,
+                           -1e-40f};
+  std::uniform_real_distribution<float> wide(-100.0f, 100.0f), near(-1.0f, 1.0f);
+  for (int i = 0; i < 200000; ++i)
+    xs.push_back(i % 2 == 0 ? wide(rng) : near(rng));
+  while (xs.size() % 8 != 0)
+    xs.push_back(0.5f);
+  for (std::size_t i = 0; i < xs.size(); i += 8) {
+    float vector[8];
+    exp_of_eight(&xs[i], vector);
+    for (std::size_t j = 0; j < 8; ++j) {
+      const float scalar = kernels::attention_exp(xs[i + j]);
+      ASSERT_TRUE(same_bits(&scalar, &vector[j], 1)) << "x = " << xs[i + j];
+    }
+  }
+#else
+  GTEST_SKIP() << "no AVX2 path on this architecture";
+#endif
+}
+
 TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
 #if KVCACHE_INT8_SIMD
   if (!detail::cpu::simd::available()) GTEST_SKIP() << "no AVX2 on this processor";
@@ -251,6 +295,49 @@ TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
     a::accumulate_portable(acc1.data(), v.data(), dim, keep, weight);
     a::accumulate_avx2(acc2.data(), v.data(), dim, keep, weight);
     EXPECT_TRUE(same_bits(acc1.data(), acc2.data(), acc1.size())) << "accumulate, dim " << dim;
+    // The online-softmax step of the 32 lanes: scores with -Inf, NaN, ties
+    // with the running maximum and values past exp's clamps, some lanes past
+    // `mine`; twice in a row (the second sees the first's maxima).
+    {
+      float max1[32], sum1[32], dots[32];
+      for (std::int32_t l = 0; l < 32; ++l) {
+        max1[l] = rng() % 4 == 0 ? -std::numeric_limits<float>::infinity() : normal(rng);
+        sum1[l] = std::abs(normal(rng));
+      }
+      float max2[32], sum2[32];
+      std::memcpy(max2, max1, sizeof(max1));
+      std::memcpy(sum2, sum1, sizeof(sum1));
+      for (int round = 0; round < 2; ++round) {
+        for (std::int32_t l = 0; l < 32; ++l) {
+          switch (rng() % 12) {
+            case 0:
+              dots[l] = -std::numeric_limits<float>::infinity();
+              break;
+            case 1:
+              dots[l] = max1[l];  // a tie (scale 1)
+              break;
+            case 2:
+              dots[l] = normal(rng) * 100.0f;  // past -87 / 88
+              break;
+            default:
+              dots[l] = value();
+          }
+        }
+        const auto mine = static_cast<std::int32_t>(rng() % 33);
+        float keep1[32], weight1[32], keep2[32], weight2[32];
+        std::int32_t active1[32], active2[32];
+        a::softmax_lanes_portable(dots, 1.0f, mine, max1, sum1, keep1, weight1, active1);
+        a::softmax_lanes_avx2(dots, 1.0f, mine, max2, sum2, keep2, weight2, active2);
+        ASSERT_TRUE(same_bits(max1, max2, 32)) << "maxima, mine " << mine;
+        ASSERT_TRUE(same_bits(sum1, sum2, 32)) << "sums, mine " << mine;
+        for (std::int32_t l = 0; l < 32; ++l) {
+          ASSERT_EQ(active1[l], active2[l]) << "lane " << l;
+          if (active1[l] == 0) continue;
+          ASSERT_TRUE(same_bits(&keep1[l], &keep2[l], 1)) << "keep, lane " << l;
+          ASSERT_TRUE(same_bits(&weight1[l], &weight2[l], 1)) << "weight, lane " << l;
+        }
+      }
+    }
     // The merge of the 32 lanes' accumulators ([32][dim]), some lanes unused,
     // against attention_merged element by element (the device's merge).
     std::vector<float> lanes_acc(static_cast<std::size_t>(dim) * 32);

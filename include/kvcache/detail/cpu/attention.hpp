@@ -276,6 +276,99 @@ __attribute__((target("avx2"))) inline void merge_avx2(const kernels::AttentionM
 }
 #endif
 
+// One round's online-softmax step of the lanes l < mine (kernels'
+// attention_lane_over, lane by lane): score = dot x scale; a lane whose score
+// is -Inf is inactive; otherwise a larger score rescales (keep = exp(max -
+// score)), a smaller one weighs (weight = exp(score - max)), and sum = sum x
+// keep + weight. keep / weight / active are what each lane's accumulator
+// update takes.
+inline void softmax_lanes_portable(const float* dot, float scale, std::int32_t mine, float* max,
+                                   float* sum, float* keep, float* weight, std::int32_t* active) {
+  using codec::add_exact;
+  using codec::mul_exact;
+  for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+    active[l] = 0;
+    if (l >= mine) continue;
+    const float score = mul_exact(dot[l], scale);
+    if (score == -::kvcache::detail::bits_float(0x7f800000u)) continue;
+    active[l] = 1;
+    keep[l] = 1.0f;
+    weight[l] = 1.0f;
+    if (score > max[l]) {
+      keep[l] = kernels::attention_exp(add_exact(max[l], -score));
+      max[l] = score;
+    } else {
+      weight[l] = kernels::attention_exp(add_exact(score, -max[l]));
+    }
+    sum[l] = add_exact(mul_exact(sum[l], keep[l]), weight[l]);
+  }
+}
+#if KVCACHE_INT8_SIMD
+// kernels::attention_exp of eight floats, operation for operation: the same
+// products and sums (no FMA), n rounded by the same add-and-subtract, 2^n
+// applied in two halves (e / 2 truncated toward zero, as C++ divides).
+__attribute__((target("avx2"))) inline __m256 exp_avx2(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 n = _mm256_sub_ps(
+      _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), magic), magic);
+  const __m256 r = _mm256_add_ps(
+      _mm256_add_ps(x, _mm256_xor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)), sign)),
+      _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_cvttps_epi32(n);
+  const __m256i half = _mm256_srai_epi32(_mm256_add_epi32(e, _mm256_srli_epi32(e, 31)), 1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+  const __m256 b =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(e, half), bias), 23));
+  __m256 result = _mm256_mul_ps(_mm256_mul_ps(p, a), b);
+  result = _mm256_blendv_ps(result, _mm256_setzero_ps(),
+                            _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ));
+  result = _mm256_blendv_ps(result, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)),
+                            _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ));
+  return _mm256_blendv_ps(result, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+__attribute__((target("avx2"))) inline void softmax_lanes_avx2(const float* dot, float scale,
+                                                               std::int32_t mine, float* max,
+                                                               float* sum, float* keep,
+                                                               float* weight,
+                                                               std::int32_t* active) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+  const __m256 minus_inf = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xff800000u)));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (std::int32_t v = 0; v < kAttentionLanes; v += 8) {
+    const __m256 score = _mm256_mul_ps(_mm256_loadu_ps(dot + v), _mm256_set1_ps(scale));
+    const __m256 valid =
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(mine - v), lane));  // l < mine
+    const __m256 on = _mm256_andnot_ps(_mm256_cmp_ps(score, minus_inf, _CMP_EQ_OQ), valid);
+    const __m256 m = _mm256_loadu_ps(max + v);
+    const __m256 larger = _mm256_cmp_ps(score, m, _CMP_GT_OQ);
+    const __m256 e =
+        exp_avx2(_mm256_blendv_ps(_mm256_add_ps(score, _mm256_xor_ps(m, sign)),
+                                  _mm256_add_ps(m, _mm256_xor_ps(score, sign)), larger));
+    const __m256 k = _mm256_blendv_ps(one, e, larger);
+    const __m256 w = _mm256_blendv_ps(e, one, larger);
+    const __m256 old_sum = _mm256_loadu_ps(sum + v);
+    const __m256 new_sum = _mm256_add_ps(_mm256_mul_ps(old_sum, k), w);
+    _mm256_storeu_ps(max + v, _mm256_blendv_ps(m, _mm256_blendv_ps(m, score, larger), on));
+    _mm256_storeu_ps(sum + v, _mm256_blendv_ps(old_sum, new_sum, on));
+    _mm256_storeu_ps(keep + v, k);
+    _mm256_storeu_ps(weight + v, w);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(active + v),
+                        _mm256_srli_epi32(_mm256_castps_si256(on), 31));
+  }
+}
+#endif
+
 struct VectorPath {
   bool avx2 = false;
   VectorPath() {
@@ -290,6 +383,13 @@ struct VectorPath {
     for (std::int32_t l = 0; l < kAttentionLanes; ++l)
       dot[l] = 0.0f;
     dots_portable(q, k, dim, dot);
+  }
+  void softmax_lanes(const float* dot, float scale, std::int32_t mine, float* max, float* sum,
+                     float* keep, float* weight, std::int32_t* active) const {
+#if KVCACHE_INT8_SIMD
+    if (avx2) return softmax_lanes_avx2(dot, scale, mine, max, sum, keep, weight, active);
+#endif
+    softmax_lanes_portable(dot, scale, mine, max, sum, keep, weight, active);
   }
   void merge(const kernels::AttentionMergeWeights& m, const float* acc, std::int32_t dim,
              float* out) const {
@@ -384,19 +484,14 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
       // 32 dot products side by side, each summed in index order.
       float dot[kAttentionLanes];
       path.dots(queries[h].q, k_rows.data(), dim, dot);
+      float keep[kAttentionLanes], weight[kAttentionLanes];
+      std::int32_t active[kAttentionLanes];
+      path.softmax_lanes(dot, scale, mine, s.max, s.sum, keep, weight, active);
       for (std::int32_t l = 0; l < mine; ++l) {
-        const float score = mul_exact(dot[l], scale);
-        if (score == -::kvcache::detail::bits_float(0x7f800000u)) continue;
-        float keep = 1.0f, weight = 1.0f;
-        if (score > s.max[l]) {
-          keep = kernels::attention_exp(add_exact(s.max[l], -score));
-          s.max[l] = score;
-        } else {
-          weight = kernels::attention_exp(add_exact(score, -s.max[l]));
-        }
-        s.sum[l] = add_exact(mul_exact(s.sum[l], keep), weight);
+        if (active[l] == 0) continue;
         path.accumulate(s.acc.data() + static_cast<std::size_t>(l) * width,
-                        v_rows.data() + static_cast<std::size_t>(l) * width, dim, keep, weight);
+                        v_rows.data() + static_cast<std::size_t>(l) * width, dim, keep[l],
+                        weight[l]);
       }
     }
   }
