@@ -6,7 +6,10 @@
 // fp16 limit and non-finite values for KIVI).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 

@@ -434,8 +434,6 @@ template <class Reader>
 void attend(const Reader& reader, const std::vector<Query>& queries, float scale,
             const VectorPath& path, std::vector<LaneState>& states, std::vector<float>& k_rows,
             std::vector<float>& v_rows) {
-  using codec::add_exact;
-  using codec::mul_exact;
   const std::int32_t dim = reader.dim();
   const auto lanes = static_cast<std::size_t>(kAttentionLanes);
   const auto width = static_cast<std::size_t>(dim);
@@ -456,7 +454,6 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
   for (std::int64_t first = 0; first < keys; first += kAttentionLanes) {
     const auto count =
         static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
-    if (first == 0) prefetch_round(reader, 0, keys);
     if (first + kAttentionLanes < keys) prefetch_round(reader, first + kAttentionLanes, keys);
     if (!load_key_page(reader, first, count, k_rows.data())) {
       // Eight rows at a time, then into the lanes' columns (rows past the
