@@ -11,7 +11,8 @@
 // (one per token and KV head), to compare codecs with the plain cache. After the runs a table
 // gives, for every codec: bytes per token and tokens per GiB (Llama-3-8B: 32 layers, 8 x 128,
 // fp16), round-trip and decode-attention error on N(0, 1) rows, and append and gather speed
-// relative to the plain fp16 cache.
+// relative to the plain fp16 cache. The low-rank codecs' append and gather also report
+// "gemm_ratio": an Eigen GEMM of the same shapes (eigen_gemm.hpp) over their time.
 //
 //   kvcache_codec_bench [--smoke] [google benchmark flags]
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "eigen_gemm.hpp"
 #include "kvcache/kvcache.hpp"
 
 namespace kvcache::bench {
@@ -138,6 +140,21 @@ double stored_bytes_per_token() {
          32.0;
 }
 
+// Low-rank codecs: "gemm_ratio", an Eigen GEMM of the same shapes (one per
+// K/V head, in float) timed in the same run, over the codec's time (1 = as
+// fast as the GEMM).
+template <class Codec>
+void publish_gemm_ratio(benchmark::State& state, std::int64_t tokens, bool append,
+                        double kernel_seconds) {
+  if constexpr (Codec::kKind == CodecKind::kLowRank) {
+    if (!eigen_gemm_runs_here() || kernel_seconds <= 0) return;
+    const std::int32_t inner = append ? kDim : Codec::kRank;
+    const std::int32_t cols = append ? Codec::kRank : kDim;
+    state.counters["gemm_ratio"] =
+        eigen_gemm_seconds(tokens, inner, cols, 2 * kHeads, 3) / kernel_seconds;
+  }
+}
+
 template <class Codec>
 void BM_CodecAppend(benchmark::State& state) {
   Setup<Codec> setup;
@@ -154,6 +171,7 @@ void BM_CodecAppend(benchmark::State& state) {
   Row& row = table()[Codec::name()];
   row.append_gbps = state.counters["GB/s"];
   row.append_seconds = ratio.kernel_seconds / static_cast<double>(state.iterations());
+  publish_gemm_ratio<Codec>(state, setup.tokens, true, row.append_seconds);
 }
 
 template <class Codec>
@@ -174,6 +192,7 @@ void BM_CodecGather(benchmark::State& state) {
   Row& row = table()[Codec::name()];
   row.gather_gbps = state.counters["GB/s"];
   row.gather_seconds = ratio.kernel_seconds / static_cast<double>(state.iterations());
+  publish_gemm_ratio<Codec>(state, setup.tokens, false, row.gather_seconds);
   // Quality, on the same rows: K round trip, and attention of 4 queries per head.
   double difference = 0, norm = 0;
   for (std::size_t i = 0; i < setup.k.size(); ++i) {

@@ -1,9 +1,11 @@
-// The CPU backend's AVX2 + F16C fp8 and KIVI paths (detail/cpu/codec_simd.hpp)
-// against the scalar row math they replace (Fp8Rows, KiviRows): the same
+// The CPU backend's AVX2 + F16C fp8, KIVI and low-rank paths
+// (detail/cpu/codec_simd.hpp, low_rank_simd.hpp) against the scalar row math
+// they replace (Fp8Rows, KiviRows, LowRankRows): the same
 // codes, scales, decoded values and non-finite counts, bit for bit, on fresh
 // random rows with the cases that take the branches (every fp16 bit pattern
 // for fp8; zeros of either sign, constant and subnormal groups, values at the
-// fp16 limit and non-finite values for KIVI).
+// fp16 limit and non-finite values for KIVI; sums past fp16's range, subnormal
+// and zero rows, non-finite rows and a NaN in the basis for low-rank).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,9 @@
 
 #include "kv_test_support.hpp"
 #include "kvcache/codec/codecs.hpp"
+#include "kvcache/detail/cpu/codec_kernels.hpp"
 #include "kvcache/detail/cpu/codec_simd.hpp"
+#include "kvcache/detail/cpu/low_rank_simd.hpp"
 
 namespace kvcache::testing {
 namespace {
@@ -296,6 +300,227 @@ TEST(KiviVector, KeyChannelsAreTheScalarCodecs) {
   check_kivi_keys<2, 16, 2>(rng);
   check_kivi_keys<4, 8, 4>(rng);
   check_kivi_keys<2, 64, 2>(rng);
+}
+
+// ---- low-rank --------------------------------------------------------------
+
+// Rows of `dim` fp16 values of one of the kinds the low-rank path branches on.
+std::vector<std::uint16_t> low_rank_row(std::mt19937_64& rng, std::int32_t dim, int kind) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::uint16_t> row(static_cast<std::size_t>(dim));
+  for (auto& x : row) {
+    switch (kind) {
+      case 1:  // large: sums past fp16's range (the coefficient clamp)
+        x = float_to_half_bits(normal(rng) * 60000.0f);
+        break;
+      case 2:  // subnormal fp16
+        x = static_cast<std::uint16_t>(rng() % 0x400 | (rng() % 2 ? 0x8000u : 0u));
+        break;
+      case 3:  // zeros of both signs
+        x = rng() % 2 ? 0x8000 : 0;
+        break;
+      default:
+        x = float_to_half_bits(normal(rng));
+        break;
+    }
+  }
+  if (kind == 4) row[rng() % row.size()] = rng() % 2 ? 0x7e00 : 0xfc00;  // NaN or -Inf
+  return row;
+}
+
+// Encode (one and two rows at a time) and decode, against LowRankRows.
+template <std::int32_t R, std::int32_t C>
+void check_low_rank(std::mt19937_64& rng) {
+  using Rows = LowRankRows<R, C>;
+  namespace simd = detail::cpu::simd;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const std::int32_t dim : {64, 136, 256}) {
+    if (R > dim) continue;
+    std::vector<float> basis(static_cast<std::size_t>(dim) * R), basis_t(basis.size());
+    for (auto& b : basis)
+      b = normal(rng) / std::sqrt(static_cast<float>(dim));
+    simd::transpose_basis<R>(basis.data(), dim, basis_t.data());
+    for (int trial = 0; trial < 40; ++trial) {
+      const int kinds[2] = {trial % 5, static_cast<int>(rng() % 5)};
+      SCOPED_TRACE(::testing::Message() << "R " << R << " C " << C << " dim " << dim << " kinds "
+                                        << kinds[0] << ", " << kinds[1]);
+      std::vector<std::uint16_t> rows[2] = {low_rank_row(rng, dim, kinds[0]),
+                                            low_rank_row(rng, dim, kinds[1])};
+      std::vector<std::uint8_t> expected[2];
+      std::int32_t bad[2];
+      for (int n = 0; n < 2; ++n) {
+        expected[n].assign(static_cast<std::size_t>(R) * C, 0);
+        bad[n] = Rows::encode(
+            dim, [&](std::int32_t i) { return half_bits_to_float(rows[n][i]); }, expected[n].data(),
+            nullptr, basis.data());
+      }
+      std::vector<float> floats[2] = {std::vector<float>(dim), std::vector<float>(dim)};
+      bool finite[2];
+      for (int n = 0; n < 2; ++n) {
+        finite[n] = simd::finite_halves_to_floats(rows[n].data(), dim, floats[n].data());
+        ASSERT_EQ(finite[n], bad[n] == 0) << "row " << n;
+      }
+      if (!finite[0] || !finite[1]) continue;
+      const float* in[2] = {floats[0].data(), floats[1].data()};
+      for (const int count : {1, 2}) {
+        std::vector<std::uint8_t> got[2] = {std::vector<std::uint8_t>(expected[0].size(), 0xaa),
+                                            std::vector<std::uint8_t>(expected[1].size(), 0xaa)};
+        std::uint8_t* out[2] = {got[0].data(), got[1].data()};
+        bool written[2] = {false, false};
+        if (count == 1) simd::low_rank_encode_rows<R, C, 1>(in, dim, basis.data(), out, written);
+        if (count == 2) simd::low_rank_encode_rows<R, C, 2>(in, dim, basis.data(), out, written);
+        for (int n = 0; n < count; ++n) {
+          ASSERT_TRUE(written[n]);
+          ASSERT_EQ(got[n], expected[n]) << count << " rows at a time, row " << n;
+        }
+      }
+      // Decoded: the stored coefficients, and random fp16 / fp32 patterns.
+      std::vector<std::uint8_t> codes = expected[0];
+      if (trial % 3 == 2) {
+        for (auto& byte : codes)
+          byte = static_cast<std::uint8_t>(rng());
+      }
+      std::vector<float> want(static_cast<std::size_t>(dim)), have(want.size(), 7.0f);
+      Rows::decode(dim, codes.data(), nullptr, basis.data(),
+                   [&](std::int32_t i, float value) { want[i] = value; });
+      simd::low_rank_decode_f32<R, C>(codes.data(), basis_t.data(), dim, have.data());
+      for (std::int32_t i = 0; i < dim; ++i) {
+        if (std::isnan(want[i])) {
+          ASSERT_TRUE(std::isnan(have[i])) << "value " << i;
+        } else {
+          ASSERT_EQ(float_bits_of({have[i]}), float_bits_of({want[i]})) << "value " << i;
+        }
+      }
+    }
+    // A NaN in the basis: the sums are not numbers, the row is not written.
+    basis[static_cast<std::size_t>(rng() % basis.size())] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<std::uint16_t> row = low_rank_row(rng, dim, 0);
+    std::vector<float> floats(static_cast<std::size_t>(dim));
+    ASSERT_TRUE(simd::finite_halves_to_floats(row.data(), dim, floats.data()));
+    const float* in[1] = {floats.data()};
+    std::vector<std::uint8_t> got(static_cast<std::size_t>(R) * C);
+    std::uint8_t* out[1] = {got.data()};
+    bool written[1] = {true};
+    simd::low_rank_encode_rows<R, C, 1>(in, dim, basis.data(), out, written);
+    ASSERT_FALSE(written[0]);
+  }
+}
+
+TEST(LowRankVector, RowsAreTheScalarCodecs) {
+  KVCACHE_REQUIRE_AVX2();
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  check_low_rank<32, 2>(rng);
+  check_low_rank<32, 4>(rng);
+  check_low_rank<8, 2>(rng);
+  check_low_rank<24, 2>(rng);
+  check_low_rank<64, 4>(rng);
+  check_low_rank<72, 2>(rng);
+}
+
+// The CPU backend's low-rank append and gather (detail/cpu/codec_kernels.hpp),
+// which pair tokens, skip padding slots and hand non-finite rows to the scalar
+// codec, against LowRankRows row by row: an odd number of tokens, slots
+// shuffled over the pages, padding, and rows with NaN / Inf.
+TEST(LowRankVector, AppendAndGatherAreTheScalarCodecs) {
+  KVCACHE_REQUIRE_AVX2();
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  constexpr std::int32_t kR = 32, kC = 2, kHeads = 3, kDim = 128, kPage = 8, kPages = 4;
+  using Rows = LowRankRows<kR, kC>;
+  using Codec = LowRankCodec<kR, kC>;
+  const ModelShape shape = ModelShape::gqa(1, kHeads, kDim, DType::kF16);
+  CodecPageView view;
+  view.page_size = kPage;
+  view.num_heads = kHeads;
+  view.head_dim = kDim;
+  view.num_layers = 1;
+  view.num_pages = kPages;
+  view.region[0] = view.region[1] = Codec::region(shape, kPage, 0);
+  view.layer_bytes = 2 * view.region[0].bytes;
+  view.page_bytes = view.layer_bytes;
+  std::vector<std::byte> pages(static_cast<std::size_t>(view.page_bytes * kPages));
+  std::vector<std::byte> expected_pages(pages.size());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> bases(static_cast<std::size_t>(2 * kHeads * kDim * kR));
+  for (auto& b : bases)
+    b = normal(rng) / std::sqrt(static_cast<float>(kDim));
+  // 27 tokens into 32 slots (shuffled), 4 of them padding.
+  constexpr std::int32_t kTokens = 27;
+  std::vector<std::int64_t> slots(kPage * kPages);
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    slots[i] = static_cast<std::int64_t>(i);
+  std::shuffle(slots.begin(), slots.end(), rng);
+  slots.resize(kTokens);
+  for (int i = 0; i < 4; ++i)
+    slots[rng() % kTokens] = -1;
+  std::vector<std::uint16_t> k(static_cast<std::size_t>(kTokens) * kHeads * kDim);
+  std::vector<std::uint16_t> v(k.size());
+  for (std::int32_t t = 0; t < kTokens; ++t) {
+    for (std::int32_t h = 0; h < kHeads; ++h) {
+      for (auto* tensor : {&k, &v}) {
+        const auto row = low_rank_row(rng, kDim, rng() % 6 == 0 ? 4 : static_cast<int>(rng() % 4));
+        std::copy(row.begin(), row.end(), tensor->begin() + (t * kHeads + h) * kDim);
+      }
+    }
+  }
+  kernels::CodecAppendParams<Rows> append;
+  append.cache = view;
+  append.cache.data = pages.data();
+  append.source = {k.data(), v.data(), kHeads * kDim * 2, kDim * 2};
+  append.slots = {slots.data(), kTokens};
+  append.state = bases.data();
+  unsigned long long nonfinite = 0;
+  append.nonfinite = &nonfinite;
+  detail::cpu::codec_append<Rows, Half>(append);
+  // Expected, row by row.
+  CodecPageView expected_view = append.cache;
+  expected_view.data = expected_pages.data();
+  unsigned long long expected_nonfinite = 0;
+  for (std::int32_t t = 0; t < kTokens; ++t) {
+    if (slots[t] < 0) continue;
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      for (std::int32_t h = 0; h < kHeads; ++h) {
+        const std::uint16_t* row = (kv == 0 ? k : v).data() + (t * kHeads + h) * kDim;
+        expected_nonfinite += static_cast<unsigned long long>(Rows::encode(
+            kDim, [&](std::int32_t i) { return half_bits_to_float(row[i]); },
+            expected_view.row_codes(slots[t] / kPage, 0, kv, slots[t] % kPage, h), nullptr,
+            kernels::row_state<Rows>(bases.data(), expected_view, 0, kv, h)));
+      }
+    }
+  }
+  ASSERT_GT(expected_nonfinite, 0u);
+  ASSERT_EQ(nonfinite, expected_nonfinite);
+  ASSERT_EQ(0, std::memcmp(pages.data(), expected_pages.data(), pages.size()));
+  // Gather the four pages (shuffled) as one sequence of 29 tokens.
+  std::vector<std::int32_t> indices = {2, 0, 3, 1};
+  std::shuffle(indices.begin(), indices.end(), rng);
+  const std::vector<std::int32_t> indptr = {0, kPages}, last = {5};
+  const std::vector<std::int64_t> offsets = {0, 3 * kPage + 5};
+  kernels::CodecGatherParams<Rows> gather;
+  gather.cache = append.cache;
+  gather.table = {indptr.data(), indices.data(), last.data(), offsets.data(), 1, kPages};
+  gather.state = bases.data();
+  const std::size_t out_size = static_cast<std::size_t>(offsets[1]) * kHeads * kDim;
+  std::vector<std::uint16_t> out_k(out_size, 7), out_v(out_size, 7);
+  gather.out = {out_k.data(), out_v.data()};
+  detail::cpu::codec_gather<Rows, Half>(gather);
+  for (std::int64_t row = 0; row < offsets[1]; ++row) {
+    const std::int32_t page = indices[static_cast<std::size_t>(row / kPage)];
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      for (std::int32_t h = 0; h < kHeads; ++h) {
+        const std::uint16_t* got = (kv == 0 ? out_k : out_v).data() + (row * kHeads + h) * kDim;
+        Rows::decode(kDim, expected_view.row_codes(page, 0, kv, row % kPage, h), nullptr,
+                     kernels::row_state<Rows>(bases.data(), expected_view, 0, kv, h),
+                     [&](std::int32_t i, float value) {
+                       ASSERT_EQ(got[i], float_to_half_bits(value))
+                           << "row " << row << " kv " << kv << " head " << h << " value " << i;
+                     });
+      }
+    }
+  }
 }
 
 #else

@@ -16,9 +16,11 @@
 #include "kvcache/codec/fp8/rows.hpp"
 #include "kvcache/codec/int8/rows.hpp"
 #include "kvcache/codec/kivi/rows.hpp"
+#include "kvcache/codec/low_rank/rows.hpp"
 #include "kvcache/codec/quant_math.hpp"
 #include "kvcache/detail/cpu/codec_simd.hpp"
 #include "kvcache/detail/cpu/int8_simd.hpp"
+#include "kvcache/detail/cpu/low_rank_simd.hpp"
 #include "kvcache/dtype.hpp"
 #include "kvcache/kernels/page_math.hpp"
 #include "kvcache/kernels/params.hpp"
@@ -120,7 +122,73 @@ struct VectorKiviRows<KiviRows<B, G, S>>
 template <class Rows, class T>
 struct VectorKivi : std::bool_constant<VectorKiviRows<Rows>::value && std::is_same_v<T, Half>> {};
 
+// The AVX2 low-rank path (low_rank_simd.hpp) applies to fp16 rows and a
+// rank that is a multiple of 8.
+template <class Rows, class T>
+struct VectorLowRank : std::false_type {};
+template <std::int32_t R, std::int32_t C>
+struct VectorLowRank<LowRankRows<R, C>, Half>
+    : std::bool_constant<KVCACHE_INT8_SIMD && simd::kLowRankVector<R>> {};
+
 }  // namespace rows
+
+#if KVCACHE_INT8_SIMD
+// Low-rank append, vector path (fp16 rows): tokens two at a time, so a head's
+// two rows share the basis loads. A row the vector code leaves (a non-finite
+// value, or a NaN sum) is encoded by the scalar codec, which also counts it.
+template <class Rows>
+unsigned long long low_rank_append_f16(const kernels::CodecAppendParams<Rows>& p) {
+  const CodecPageView& view = p.cache;
+  const std::int32_t d = view.head_dim;
+  unsigned long long nonfinite = 0;
+  float rows_f[2][1024];
+  for (std::int32_t t0 = 0; t0 < p.slots.num_tokens; t0 += 2) {
+    std::int32_t tokens[2], in_pages[2], count = 0;
+    std::int64_t pages[2];
+    for (std::int32_t t = t0; t < std::min(t0 + 2, p.slots.num_tokens); ++t) {
+      const std::int64_t slot = p.slots.slots[t];
+      if (slot < 0) continue;
+      tokens[count] = t;
+      pages[count] = slot / view.page_size;
+      in_pages[count] = static_cast<std::int32_t>(slot - pages[count] * view.page_size);
+      ++count;
+    }
+    for (std::int32_t kv = 0; kv < 2; ++kv) {
+      for (std::int32_t h = 0; h < view.num_heads; ++h) {
+        const float* basis = kernels::row_state<Rows>(p.state, view, p.layer, kv, h);
+        const float* finite[2];
+        std::uint8_t* codes[2];
+        std::int32_t taken[2], vector = 0;  // taken[v]: the row of vector slot v
+        for (std::int32_t n = 0; n < count; ++n) {
+          const auto* source =
+              reinterpret_cast<const std::uint16_t*>(p.source.row(kv, tokens[n], h));
+          if (simd::finite_halves_to_floats(source, d, rows_f[vector])) {
+            finite[vector] = rows_f[vector];
+            codes[vector] = view.row_codes(pages[n], p.layer, kv, in_pages[n], h);
+            taken[vector++] = n;
+          }
+        }
+        bool written[2] = {false, false};
+        constexpr std::int32_t kR = Rows::kRank, kC = Rows::kCoefficientBytes;
+        if (vector == 2) simd::low_rank_encode_rows<kR, kC, 2>(finite, d, basis, codes, written);
+        if (vector == 1) simd::low_rank_encode_rows<kR, kC, 1>(finite, d, basis, codes, written);
+        for (std::int32_t n = 0; n < count; ++n) {
+          if ((vector > 0 && taken[0] == n && written[0]) ||
+              (vector > 1 && taken[1] == n && written[1])) {
+            continue;
+          }
+          float row[1024];
+          rows::to_floats<Half>(p.source.row(kv, tokens[n], h), d, row);
+          nonfinite += static_cast<unsigned long long>(Rows::encode(
+              d, [&](std::int32_t i) { return row[i]; },
+              view.row_codes(pages[n], p.layer, kv, in_pages[n], h), nullptr, basis));
+        }
+      }
+    }
+  }
+  return nonfinite;
+}
+#endif
 
 template <class Rows, class T>
 void codec_append(const kernels::CodecAppendParams<Rows>& p) {
@@ -130,6 +198,15 @@ void codec_append(const kernels::CodecAppendParams<Rows>& p) {
   float row[1024];
   [[maybe_unused]] const bool vector =
       (rows::VectorInt8<Rows, T>::value || rows::VectorFp8<Rows, T>::value) && simd::available();
+#if KVCACHE_INT8_SIMD
+  if constexpr (rows::VectorLowRank<Rows, T>::value) {
+    if (simd::available() && simd::low_rank_vector_dim(d)) {
+      nonfinite = low_rank_append_f16(p);
+      if (p.nonfinite != nullptr) *p.nonfinite += nonfinite;
+      return;
+    }
+  }
+#endif
   for (std::int32_t t = 0; t < p.slots.num_tokens; ++t) {
     const std::int64_t slot = p.slots.slots[t];
     if (slot < 0) continue;
@@ -177,6 +254,23 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
   float row[1024];
   [[maybe_unused]] const bool vector =
       (rows::VectorInt8<Rows, T>::value || rows::VectorFp8<Rows, T>::value) && simd::available();
+  // Low-rank: the bases transposed once ([R][head_dim] per layer's K/V head).
+  [[maybe_unused]] float* bases_t = nullptr;
+  [[maybe_unused]] bool low_rank = false;
+  if constexpr (rows::VectorLowRank<Rows, T>::value) {
+    low_rank = simd::available() && simd::low_rank_vector_dim(d);
+    if (low_rank) {
+      const std::int64_t per_head = Rows::state_floats(d);
+      bases_t = rows::scratch(static_cast<std::size_t>(2 * view.num_heads * per_head));
+      for (std::int32_t kv = 0; kv < 2; ++kv) {
+        for (std::int32_t h = 0; h < view.num_heads; ++h) {
+          simd::transpose_basis<Rows::kRank>(
+              kernels::row_state<Rows>(p.state, view, p.layer, kv, h), d,
+              bases_t + (std::int64_t{kv} * view.num_heads + h) * per_head);
+        }
+      }
+    }
+  }
   kernels::for_each_page(
       table, view.page_size,
       [&](std::int32_t, std::int64_t page, std::int32_t tokens, std::int64_t first_row) {
@@ -201,6 +295,15 @@ void codec_gather(const kernels::CodecGatherParams<Rows>& p) {
                   simd::fp8_decode_f16(codes, d,
                                        *kernels::row_state<Rows>(p.state, view, p.layer, kv, h),
                                        reinterpret_cast<std::uint16_t*>(target));
+                  continue;
+                }
+              } else if constexpr (rows::VectorLowRank<Rows, T>::value) {
+                if (low_rank) {
+                  simd::low_rank_decode_f32<Rows::kRank, Rows::kCoefficientBytes>(
+                      codes,
+                      bases_t + (std::int64_t{kv} * view.num_heads + h) * Rows::state_floats(d), d,
+                      row);
+                  simd::floats_to_halves(row, d, reinterpret_cast<std::uint16_t*>(target));
                   continue;
                 }
               }
