@@ -476,5 +476,71 @@ TEST(Int8Codec, VectorPathIsBitIdenticalToTheScalarCodec) {
 #endif
 }
 
+// Rows encoded in batches (a token's heads, int8_encode_f16_rows) give each
+// row's scalar bits: batches of 1-16 rows, split where they pass the buffers
+// (head_dim 512 and 1024), with non-finite and all-zero rows among them.
+TEST(Int8Codec, BatchedVectorRowsAreTheScalarCodecs) {
+  if (!detail::cpu::simd::available())
+    GTEST_SKIP() << "this CPU lacks AVX2 + F16C: only the scalar path runs";
+#if KVCACHE_INT8_SIMD
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  auto check = [&]<std::int32_t group, std::int32_t scale_bytes>() {
+    using Rows = Int8Rows<group, scale_bytes>;
+    for (std::int32_t d : {64, 128, 256, 512, 1024}) {
+      if (group > d) continue;
+      for (int trial = 0; trial < 12; ++trial) {
+        const auto count = static_cast<std::int32_t>(1 + rng() % 16);
+        SCOPED_TRACE(::testing::Message() << "group " << group << " scale bytes " << scale_bytes
+                                          << " head_dim " << d << " rows " << count);
+        std::vector<std::vector<std::uint16_t>> x(static_cast<std::size_t>(count));
+        std::vector<std::vector<std::uint8_t>> want_codes(x.size()), want_scales(x.size());
+        std::vector<std::vector<std::int8_t>> codes(x.size());
+        std::vector<std::vector<std::uint8_t>> scales(x.size());
+        std::vector<const std::uint16_t*> rows;
+        std::vector<std::int8_t*> code_rows;
+        std::vector<std::uint8_t*> scale_rows;
+        std::int32_t want_bad = 0;
+        for (std::size_t r = 0; r < x.size(); ++r) {
+          x[r].resize(static_cast<std::size_t>(d));
+          const float magnitude = rng() % 4 == 0 ? 1000.0f : 1.0f;
+          for (auto& h : x[r])
+            h = float_to_half_bits(normal(rng) * magnitude);
+          if (rng() % 4 == 0) x[r][rng() % d] = rng() % 2 ? 0x7e00 : 0xfc00;  // NaN, -Inf
+          if (rng() % 5 == 0) std::fill(x[r].begin(), x[r].begin() + group, std::uint16_t{0});
+          want_codes[r].assign(static_cast<std::size_t>(d), 0);
+          want_scales[r].assign(static_cast<std::size_t>(d / group * scale_bytes), 0);
+          want_bad += Rows::encode(
+              d,
+              [&](std::int32_t i) { return half_bits_to_float(x[r][static_cast<std::size_t>(i)]); },
+              want_codes[r].data(), want_scales[r].data(), nullptr);
+          codes[r].assign(static_cast<std::size_t>(d), 0x55);
+          scales[r].assign(want_scales[r].size(), 0x55);
+          rows.push_back(x[r].data());
+          code_rows.push_back(codes[r].data());
+          scale_rows.push_back(scales[r].data());
+        }
+        const std::int32_t bad = detail::cpu::simd::int8_encode_f16_rows(
+            count, rows.data(), d, group, code_rows.data(), scale_rows.data(), scale_bytes);
+        ASSERT_EQ(bad, want_bad);
+        for (std::size_t r = 0; r < x.size(); ++r) {
+          ASSERT_EQ(std::memcmp(codes[r].data(), want_codes[r].data(), static_cast<std::size_t>(d)),
+                    0)
+              << "row " << r;
+          ASSERT_EQ(scales[r], want_scales[r]) << "row " << r;
+        }
+      }
+    }
+  };
+  check.template operator()<32, 2>();
+  check.template operator()<32, 4>();
+  check.template operator()<64, 2>();
+  check.template operator()<128, 4>();
+  check.template operator()<8, 2>();
+#endif
+}
+
 }  // namespace
 }  // namespace kvcache::testing

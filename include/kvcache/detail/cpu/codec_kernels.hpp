@@ -213,19 +213,34 @@ void codec_append(const kernels::CodecAppendParams<Rows>& p) {
     const std::int64_t page = slot / view.page_size;
     const auto in_page = static_cast<std::int32_t>(slot - page * view.page_size);
     for (std::int32_t kv = 0; kv < 2; ++kv) {
+#if KVCACHE_INT8_SIMD
+      if constexpr (rows::VectorInt8<Rows, T>::value) {
+        // The token's heads in batches (int8_encode_f16_rows shares the
+        // divisions of their scales).
+        constexpr std::int32_t kBatch = 16;
+        for (std::int32_t h0 = 0; vector && h0 < view.num_heads; h0 += kBatch) {
+          const std::int32_t n = std::min(kBatch, view.num_heads - h0);
+          const std::uint16_t* sources[kBatch];
+          std::int8_t* codes[kBatch];
+          std::uint8_t* scales[kBatch];
+          for (std::int32_t i = 0; i < n; ++i) {
+            sources[i] = reinterpret_cast<const std::uint16_t*>(p.source.row(kv, t, h0 + i));
+            codes[i] =
+                reinterpret_cast<std::int8_t*>(view.row_codes(page, p.layer, kv, in_page, h0 + i));
+            scales[i] = view.row_scales(page, p.layer, kv, in_page, h0 + i);
+          }
+          nonfinite += static_cast<unsigned long long>(simd::int8_encode_f16_rows(
+              n, sources, d, Rows::kGroup, codes, scales, Rows::kScaleBytes));
+        }
+        if (vector) continue;
+      }
+#endif
       for (std::int32_t h = 0; h < view.num_heads; ++h) {
         const std::byte* source = p.source.row(kv, t, h);
         std::uint8_t* codes = view.row_codes(page, p.layer, kv, in_page, h);
         std::uint8_t* scales = view.row_scales(page, p.layer, kv, in_page, h);
 #if KVCACHE_INT8_SIMD
-        if constexpr (rows::VectorInt8<Rows, T>::value) {
-          if (vector) {
-            nonfinite += static_cast<unsigned long long>(simd::int8_encode_f16(
-                reinterpret_cast<const std::uint16_t*>(source), d, Rows::kGroup,
-                reinterpret_cast<std::int8_t*>(codes), scales, Rows::kScaleBytes));
-            continue;
-          }
-        } else if constexpr (rows::VectorFp8<Rows, T>::value) {
+        if constexpr (rows::VectorFp8<Rows, T>::value) {
           if (vector) {
             const float* state = kernels::row_state<Rows>(p.state, view, p.layer, kv, h);
             nonfinite += static_cast<unsigned long long>(

@@ -41,6 +41,17 @@ inline void copy_strided_rows(std::byte* dst, std::int64_t dst_stride, const std
   }
 }
 
+// `bytes` from src to dst. A block of whole 256-byte chunks up to 64 KiB (a
+// token's packed heads, a page's rows) is copied by inlined vector moves:
+// glibc's memcpy takes `rep movsb` from 2 KiB on, which some processors (AMD
+// Zen among them) run at half the speed of plain moves for blocks this size.
+inline void copy_bytes(std::byte* dst, const std::byte* src, std::int64_t bytes) {
+  if (bytes % 256 == 0 && bytes <= 65536) {
+    return copy_rows<256>(dst, 256, src, 256, static_cast<std::int32_t>(bytes / 256));
+  }
+  std::memcpy(dst, src, static_cast<std::size_t>(bytes));
+}
+
 // A [tokens][heads] grid of rows, each side with its own strides. The inner
 // loop runs along the destination's smaller stride so writes stay sequential
 // (measured faster than sequential reads for the HND gather: strided reads
@@ -57,7 +68,7 @@ inline void copy_grid(std::byte* dst, RowGrid dst_grid, const std::byte* src, Ro
   if (dst_grid.head_stride == row_bytes && src_grid.head_stride == row_bytes &&
       ((dst_grid.token_stride == packed_token && src_grid.token_stride == packed_token) ||
        tokens == 1)) {
-    std::memcpy(dst, src, static_cast<std::size_t>(packed_token * tokens));
+    copy_bytes(dst, src, packed_token * tokens);
     return;
   }
   if (dst_grid.head_stride <= dst_grid.token_stride) {

@@ -90,83 +90,118 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_checked
   return nonfinite;
 }
 
-// Encodes `head_dim` fp16 values in groups of `group` (a multiple of 8).
-// Returns the non-finite inputs met. The common case (groups of a multiple of
-// 32, every value finite) converts each value once, computes every group's
-// scale and inverse with two vector divisions, and writes 32 codes a store;
-// a row with a non-finite value goes through int8_encode_f16_checked.
-__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
-    const std::uint16_t* x, std::int32_t head_dim, std::int32_t group, std::int8_t* codes,
-    std::uint8_t* scales, std::int32_t scale_bytes) {
-  constexpr std::int32_t kMaxHeadDim = 1024;
-  if (group % 32 != 0 || head_dim > kMaxHeadDim || head_dim % group != 0) {
-    return int8_encode_f16_checked(x, head_dim, group, codes, scales, scale_bytes);
+// round_even(clamp(x * inverse, -127, 127)) of eight finite values as int32
+// (cvtps_epi32 rounds to nearest even).
+__attribute__((target("avx2,f16c"))) inline __m256i int8_codes(__m256 x, __m256 inverse) {
+  return _mm256_cvtps_epi32(_mm256_min_ps(
+      _mm256_max_ps(_mm256_mul_ps(x, inverse), _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f)));
+}
+
+// Encodes `count` rows of `head_dim` fp16 values (rows[r] to codes[r] and
+// scales[r]) in groups of `group` (a multiple of 8). Returns the non-finite
+// inputs met. The common case (groups of a multiple of 32, every value of the
+// row finite) converts each value once, computes the scales and inverses of
+// eight groups of the batch (of any of its rows) with two vector divisions,
+// and writes 32 codes a store; a row with a non-finite value goes through
+// int8_encode_f16_checked. Batching the rows (a token's heads) shares the
+// divisions, whose latency dominated a single row of few groups.
+__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_rows(
+    std::int32_t count, const std::uint16_t* const* rows, std::int32_t head_dim, std::int32_t group,
+    std::int8_t* const* codes, std::uint8_t* const* scales, std::int32_t scale_bytes) {
+  constexpr std::int32_t kMaxValues = 1024;  // of a batch, converted and kept in registers' memory
+  if (group % 32 != 0 || head_dim > kMaxValues || head_dim % group != 0) {
+    std::int32_t nonfinite = 0;
+    for (std::int32_t r = 0; r < count; ++r)
+      nonfinite +=
+          int8_encode_f16_checked(rows[r], head_dim, group, codes[r], scales[r], scale_bytes);
+    return nonfinite;
+  }
+  const std::int32_t batch = kMaxValues / head_dim;  // rows sharing the buffers
+  if (count > batch) {
+    std::int32_t nonfinite = 0;
+    for (std::int32_t r = 0; r < count; r += batch) {
+      const std::int32_t n = count - r < batch ? count - r : batch;
+      nonfinite +=
+          int8_encode_f16_rows(n, rows + r, head_dim, group, codes + r, scales + r, scale_bytes);
+    }
+    return nonfinite;
   }
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256i exponent = _mm256_set1_epi16(0x7c00);
-  const std::int32_t groups = head_dim / group;
-  alignas(32) float amax[kMaxHeadDim / 32 + 8];  // not zeroed: `rep stos` costs more than a row
-  alignas(32) float inverse[kMaxHeadDim / 32 + 8];
-  __m256 values[kMaxHeadDim / 8];
-  __m256i nonfinite = _mm256_setzero_si256();
-  for (std::int32_t g = 0; g < groups; ++g) {
-    __m256 m = _mm256_setzero_ps();
-    for (std::int32_t i = g * group; i < (g + 1) * group; i += 16) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
-      nonfinite =
-          _mm256_or_si256(nonfinite, _mm256_cmpeq_epi16(_mm256_and_si256(h, exponent), exponent));
-      const __m256 a = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-      const __m256 b = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-      values[i / 8] = a;
-      values[i / 8 + 1] = b;
-      m = _mm256_max_ps(
-          m, _mm256_max_ps(_mm256_and_ps(a, magnitude_mask), _mm256_and_ps(b, magnitude_mask)));
+  const std::int32_t groups = head_dim / group, total = groups * count;
+  alignas(32) float amax[kMaxValues / 32 + 8];  // not zeroed: `rep stos` costs more than a row
+  alignas(32) float inverse[kMaxValues / 32 + 8];
+  __m256 values[kMaxValues / 8];
+  bool checked[kMaxValues / 32];  // rows left to int8_encode_f16_checked
+  std::int32_t nonfinite_count = 0;
+  for (std::int32_t r = 0; r < count; ++r) {
+    const std::uint16_t* x = rows[r];
+    __m256* row_values = values + r * (head_dim / 8);
+    __m256i nonfinite = _mm256_setzero_si256();
+    for (std::int32_t g = 0; g < groups; ++g) {
+      __m256 m = _mm256_setzero_ps();
+      for (std::int32_t i = g * group; i < (g + 1) * group; i += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+        nonfinite =
+            _mm256_or_si256(nonfinite, _mm256_cmpeq_epi16(_mm256_and_si256(h, exponent), exponent));
+        const __m256 a = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+        const __m256 b = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+        row_values[i / 8] = a;
+        row_values[i / 8 + 1] = b;
+        m = _mm256_max_ps(
+            m, _mm256_max_ps(_mm256_and_ps(a, magnitude_mask), _mm256_and_ps(b, magnitude_mask)));
+      }
+      amax[r * groups + g] = horizontal_max(m);
     }
-    amax[g] = horizontal_max(m);
+    checked[r] = !_mm256_testz_si256(nonfinite, nonfinite);
+    if (checked[r]) {
+      nonfinite_count +=
+          int8_encode_f16_checked(x, head_dim, group, codes[r], scales[r], scale_bytes);
+    }
   }
-  if (!_mm256_testz_si256(nonfinite, nonfinite)) {
-    return int8_encode_f16_checked(x, head_dim, group, codes, scales, scale_bytes);
-  }
-  for (std::int32_t g = groups; g % 8 != 0; ++g)
+  for (std::int32_t g = total; g % 8 != 0; ++g)
     amax[g] = 0.0f;  // the lanes past the last group in the vector loop below
   // scale = amax / 127 rounded to its storage, inverse = 1 / scale (0 for an
   // all-zero group): the scalar codec's operations, eight groups at a time.
-  for (std::int32_t g = 0; g < groups; g += 8) {
+  alignas(32) float stored[kMaxValues / 32 + 8];
+  for (std::int32_t g = 0; g < total; g += 8) {
     __m256 scale = _mm256_div_ps(_mm256_load_ps(amax + g), _mm256_set1_ps(127.0f));
-    const auto count = static_cast<std::size_t>(groups - g < 8 ? groups - g : 8);
-    if (scale_bytes == 2) {
-      const __m128i half = _mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT);
-      scale = _mm256_cvtph_ps(half);
-      alignas(16) std::uint16_t bits[8];
-      _mm_store_si128(reinterpret_cast<__m128i*>(bits), half);
-      std::memcpy(scales + g * 2, bits, count * 2);  // little-endian, as store_scale
-    } else {
-      alignas(32) float words[8];
-      _mm256_store_ps(words, scale);
-      std::memcpy(scales + g * 4, words, count * 4);
-    }
+    if (scale_bytes == 2)
+      scale = _mm256_cvtph_ps(_mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
+    _mm256_store_ps(stored + g, scale);
     const __m256 positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
     _mm256_store_ps(inverse + g,
                     _mm256_and_ps(positive, _mm256_div_ps(_mm256_set1_ps(1.0f), scale)));
   }
-  // q = round_even(clamp(x * inverse)): cvtps_epi32 rounds to nearest even.
-  const __m256 low = _mm256_set1_ps(-127.0f), high = _mm256_set1_ps(127.0f);
   const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (std::int32_t g = 0; g < groups; ++g) {
-    const __m256 inv = _mm256_set1_ps(inverse[g]);
-    for (std::int32_t i = g * group; i < (g + 1) * group; i += 32) {
-      __m256i q[4];
-      for (std::int32_t j = 0; j < 4; ++j) {
-        q[j] = _mm256_cvtps_epi32(
-            _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(values[i / 8 + j], inv), low), high));
+  for (std::int32_t r = 0; r < count; ++r) {
+    if (checked[r]) continue;
+    const __m256* row_values = values + r * (head_dim / 8);
+    for (std::int32_t g = 0; g < groups; ++g)
+      codec::store_scale(scales[r] + g * scale_bytes, stored[r * groups + g], scale_bytes);
+    for (std::int32_t g = 0; g < groups; ++g) {
+      const __m256 inv = _mm256_set1_ps(inverse[r * groups + g]);
+      for (std::int32_t i = g * group; i < (g + 1) * group; i += 32) {
+        // Written out, not looped: -O2 keeps a looped q[4] on the stack.
+        const __m256i q0 = int8_codes(row_values[i / 8], inv),
+                      q1 = int8_codes(row_values[i / 8 + 1], inv);
+        const __m256i q2 = int8_codes(row_values[i / 8 + 2], inv),
+                      q3 = int8_codes(row_values[i / 8 + 3], inv);
+        const __m256i packed =
+            _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes[r] + i),
+                            _mm256_permutevar8x32_epi32(packed, lane_order));
       }
-      const __m256i packed =
-          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
-                          _mm256_permutevar8x32_epi32(packed, lane_order));
     }
   }
-  return 0;
+  return nonfinite_count;
+}
+
+// One row: int8_encode_f16_rows of a batch of one.
+__attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16(
+    const std::uint16_t* x, std::int32_t head_dim, std::int32_t group, std::int8_t* codes,
+    std::uint8_t* scales, std::int32_t scale_bytes) {
+  return int8_encode_f16_rows(1, &x, head_dim, group, &codes, &scales, scale_bytes);
 }
 
 // Eight floats as fp16 bits, rounded to nearest even like float_to_half_bits,
