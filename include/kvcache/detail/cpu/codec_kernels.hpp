@@ -338,30 +338,39 @@ void kivi_flush(const kernels::KiviFlushParams<Rows>& p) {
   const CodecPageView& view = p.cache;
   constexpr std::int32_t kGroup = Rows::kGroup;
   const std::int32_t d = view.head_dim;
+  const std::int32_t heads = view.num_heads;
   unsigned long long nonfinite = 0;
-  float* group_rows = rows::scratch(static_cast<std::size_t>(kGroup) * static_cast<std::size_t>(d));
+  // Every head's group of key rows, [head][token][d]: read token by token, so
+  // the source (a token's heads side by side) streams in order.
+  float* group_rows = rows::scratch(static_cast<std::size_t>(heads) * kGroup * d);
+  auto head_rows = [&](std::int32_t h) { return group_rows + std::int64_t{h} * kGroup * d; };
   [[maybe_unused]] const bool vector = rows::VectorKivi<Rows, T>::value && simd::available();
   for (std::int32_t g = 0; g < p.num_groups; ++g) {
     const std::int64_t page = p.pages[g];
     const std::int64_t* sources = p.sources + static_cast<std::int64_t>(g) * kGroup;
     auto* keys = reinterpret_cast<std::uint8_t*>(view.region_base(page, p.layer, 0));
-    for (std::int32_t h = 0; h < view.num_heads; ++h) {
-      // Keys: the group's rows of this head, then one asymmetric group per channel.
-      for (std::int32_t t = 0; t < kGroup; ++t)
-        rows::to_floats<T>(p.source_row(sources[t], 0, h), d, group_rows + std::int64_t{t} * d);
+    for (std::int32_t t = 0; t < kGroup; ++t) {
+      for (std::int32_t h = 0; h < heads; ++h)
+        rows::to_floats<T>(p.source_row(sources[t], 0, h), d, head_rows(h) + std::int64_t{t} * d);
+    }
+    // Keys: one asymmetric group per channel.
+    for (std::int32_t h = 0; h < heads; ++h) {
+      const float* key_rows = head_rows(h);
       bool keys_done = false;
 #if KVCACHE_INT8_SIMD
       if constexpr (rows::VectorKivi<Rows, T>::value) {
         keys_done = vector && simd::kivi_encode_keys<Rows::kBits, kGroup, Rows::kScaleBytes>(
-                                  group_rows, d, view, keys, h);
+                                  key_rows, d, view, keys, h);
       }
 #endif
       for (std::int32_t c = 0; c < d && !keys_done; ++c) {
         nonfinite += static_cast<unsigned long long>(Rows::encode_key_channel(
-            view, [&](std::int32_t t) { return group_rows[std::int64_t{t} * d + c]; }, keys, h, c));
+            view, [&](std::int32_t t) { return key_rows[std::int64_t{t} * d + c]; }, keys, h, c));
       }
-      // Values: per token.
-      for (std::int32_t t = 0; t < kGroup; ++t) {
+    }
+    // Values: per token, token by token.
+    for (std::int32_t t = 0; t < kGroup; ++t) {
+      for (std::int32_t h = 0; h < heads; ++h) {
 #if KVCACHE_INT8_SIMD
         if constexpr (rows::VectorKivi<Rows, T>::value) {
           if (vector && simd::kivi_encode_values_f16<Rows::kBits, kGroup, Rows::kScaleBytes>(
@@ -372,7 +381,7 @@ void kivi_flush(const kernels::KiviFlushParams<Rows>& p) {
           }
         }
 #endif
-        float* row = group_rows;
+        float row[1024];
         rows::to_floats<T>(p.source_row(sources[t], 1, h), d, row);
         nonfinite += static_cast<unsigned long long>(Rows::encode(
             d, [&](std::int32_t i) { return row[i]; }, view.row_codes(page, p.layer, 1, t, h),

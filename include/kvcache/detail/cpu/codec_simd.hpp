@@ -239,10 +239,10 @@ __attribute__((target("avx2,f16c"))) inline bool kivi_encode_values_f16(const st
   if (!_mm256_testz_si256(bad, bad)) return false;
   for (; i < head_dim; ++i)
     if ((x[i] & 0x7c00) == 0x7c00) return false;
-  // The row as floats, and each group's range.
+  // The row as floats, and each group's eight partial minima and maxima.
   constexpr std::int32_t kMaxGroups = kMaxHeadDim / G + 8;
   alignas(32) float values[kMaxHeadDim];
-  alignas(32) float lows[kMaxGroups], highs[kMaxGroups];
+  __m256 low_parts[kMaxGroups], high_parts[kMaxGroups];
   const std::int32_t groups = head_dim / G;
   for (std::int32_t g = 0; g < groups; ++g) {
     const std::int32_t first = g * G;
@@ -255,30 +255,41 @@ __attribute__((target("avx2,f16c"))) inline bool kivi_encode_values_f16(const st
       low = _mm256_min_ps(v, low);
       high = _mm256_max_ps(v, high);
     }
-    lows[g] = horizontal_min(low);
-    highs[g] = horizontal_max(high);
-    if (lows[g] == 0.0f || highs[g] == 0.0f) {  // the zero's sign: the scalar fold's
-      const codec::MinMax range = Rows::stat(values + first, G);
-      lows[g] = range.low;
-      highs[g] = range.high;
-    }
+    low_parts[g] = low;
+    high_parts[g] = high;
   }
-  for (std::int32_t g = groups; g % 8 != 0; ++g)
-    lows[g] = highs[g] = 0.0f;  // the lanes past the last group below
   // codec::asymmetric_scale of eight groups at a time; (scale, zero) stored
   // per group as store_scale writes them.
   const __m256 levels = _mm256_set1_ps(static_cast<float>((1 << B) - 1));
   alignas(32) float zeros[kMaxGroups], inverses[kMaxGroups];
   for (std::int32_t g = 0; g < groups; g += 8) {
-    const __m256 zero = round_to_storage<S>(_mm256_load_ps(lows + g));
-    const __m256 scale = round_to_storage<S>(_mm256_div_ps(
-        _mm256_add_ps(_mm256_load_ps(highs + g), _mm256_xor_ps(zero, _mm256_set1_ps(-0.0f))),
-        levels));
+    const std::int32_t count = groups - g < 8 ? groups - g : 8;
+    __m256 lows = reduce_eight<false>(low_parts + g, count);
+    __m256 highs = reduce_eight<true>(high_parts + g, count);
+    const __m256 zero_ends = _mm256_or_ps(_mm256_cmp_ps(lows, _mm256_setzero_ps(), _CMP_EQ_OQ),
+                                          _mm256_cmp_ps(highs, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    if ((_mm256_movemask_ps(zero_ends) & ((1 << count) - 1)) != 0) {
+      // A range ending at a zero: its sign is the scalar fold's.
+      alignas(32) float low_values[8], high_values[8];
+      _mm256_store_ps(low_values, lows);
+      _mm256_store_ps(high_values, highs);
+      for (std::int32_t k = 0; k < count; ++k) {
+        if (low_values[k] == 0.0f || high_values[k] == 0.0f) {
+          const codec::MinMax range = Rows::stat(values + (g + k) * G, G);
+          low_values[k] = range.low;
+          high_values[k] = range.high;
+        }
+      }
+      lows = _mm256_load_ps(low_values);
+      highs = _mm256_load_ps(high_values);
+    }
+    const __m256 zero = round_to_storage<S>(lows);
+    const __m256 scale = round_to_storage<S>(
+        _mm256_div_ps(_mm256_add_ps(highs, _mm256_xor_ps(zero, _mm256_set1_ps(-0.0f))), levels));
     _mm256_store_ps(zeros + g, zero);
     _mm256_store_ps(inverses + g,
                     _mm256_and_ps(_mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ),
                                   _mm256_div_ps(_mm256_set1_ps(1.0f), scale)));
-    const auto count = static_cast<std::size_t>(groups - g < 8 ? groups - g : 8);
     if constexpr (S == 2) {
       const __m128i scale_bits = _mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT);
       const __m128i zero_bits = _mm256_cvtps_ph(zero, _MM_FROUND_TO_NEAREST_INT);
@@ -286,13 +297,13 @@ __attribute__((target("avx2,f16c"))) inline bool kivi_encode_values_f16(const st
       _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(scale_bits, zero_bits));
       _mm_store_si128(reinterpret_cast<__m128i*>(pairs + 8),
                       _mm_unpackhi_epi16(scale_bits, zero_bits));
-      std::memcpy(scales + g * Rows::kGroupScaleBytes, pairs, count * 4);
+      std::memcpy(scales + g * Rows::kGroupScaleBytes, pairs, static_cast<std::size_t>(count) * 4);
     } else {
       alignas(32) float scale_values[8], zero_values[8];
       _mm256_store_ps(scale_values, scale);
       _mm256_store_ps(zero_values, zero);
-      for (std::size_t k = 0; k < count; ++k) {
-        std::uint8_t* at = scales + (g + static_cast<std::int32_t>(k)) * Rows::kGroupScaleBytes;
+      for (std::int32_t k = 0; k < count; ++k) {
+        std::uint8_t* at = scales + (g + k) * Rows::kGroupScaleBytes;
         std::memcpy(at, &scale_values[k], 4);
         std::memcpy(at + 4, &zero_values[k], 4);
       }

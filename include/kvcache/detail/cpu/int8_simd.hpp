@@ -90,6 +90,35 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_checked
   return nonfinite;
 }
 
+// Lane g of the result is the minimum (Max: maximum) of the eight lanes of
+// v[g], for g < count (at most 8; the lanes past count repeat the last). The
+// eight reductions run as one transpose, so the result is a vector in
+// registers: storing each as a scalar and loading them back as a vector
+// stalls on store forwarding. min / max are order-free (a zero's sign aside,
+// which the callers settle themselves).
+template <bool Max>
+__attribute__((target("avx2,f16c"))) inline __m256 min_or_max(__m256 a, __m256 b) {
+  return Max ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b);
+}
+template <bool Max>
+__attribute__((target("avx2,f16c"))) inline __m256 reduce_eight(const __m256* v,
+                                                                std::int32_t count) {
+  constexpr auto op = min_or_max<Max>;
+  __m256 w[8];
+  for (std::int32_t g = 0; g < 8; ++g)
+    w[g] = v[g < count ? g : count - 1];
+  const __m256 t0 = op(_mm256_unpacklo_ps(w[0], w[1]), _mm256_unpackhi_ps(w[0], w[1]));
+  const __m256 t1 = op(_mm256_unpacklo_ps(w[2], w[3]), _mm256_unpackhi_ps(w[2], w[3]));
+  const __m256 t2 = op(_mm256_unpacklo_ps(w[4], w[5]), _mm256_unpackhi_ps(w[4], w[5]));
+  const __m256 t3 = op(_mm256_unpacklo_ps(w[6], w[7]), _mm256_unpackhi_ps(w[6], w[7]));
+  // Per 128-bit half: [w0, w1, w2, w3] and [w4, w5, w6, w7] of that half.
+  const __m256 u0 = op(_mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 u1 = op(_mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(3, 2, 3, 2)));
+  return op(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
 // round_even(clamp(x * inverse, -127, 127)) of eight finite values as int32
 // (cvtps_epi32 rounds to nearest even).
 __attribute__((target("avx2,f16c"))) inline __m256i int8_codes(__m256 x, __m256 inverse) {
@@ -129,7 +158,7 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_rows(
   const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256i exponent = _mm256_set1_epi16(0x7c00);
   const std::int32_t groups = head_dim / group, total = groups * count;
-  alignas(32) float amax[kMaxValues / 32 + 8];  // not zeroed: `rep stos` costs more than a row
+  __m256 partial[kMaxValues / 32];  // each group's eight partial maxima
   alignas(32) float inverse[kMaxValues / 32 + 8];
   __m256 values[kMaxValues / 8];
   bool checked[kMaxValues / 32];  // rows left to int8_encode_f16_checked
@@ -151,7 +180,7 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_rows(
         m = _mm256_max_ps(
             m, _mm256_max_ps(_mm256_and_ps(a, magnitude_mask), _mm256_and_ps(b, magnitude_mask)));
       }
-      amax[r * groups + g] = horizontal_max(m);
+      partial[r * groups + g] = m;
     }
     checked[r] = !_mm256_testz_si256(nonfinite, nonfinite);
     if (checked[r]) {
@@ -159,13 +188,12 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_rows(
           int8_encode_f16_checked(x, head_dim, group, codes[r], scales[r], scale_bytes);
     }
   }
-  for (std::int32_t g = total; g % 8 != 0; ++g)
-    amax[g] = 0.0f;  // the lanes past the last group in the vector loop below
   // scale = amax / 127 rounded to its storage, inverse = 1 / scale (0 for an
   // all-zero group): the scalar codec's operations, eight groups at a time.
   alignas(32) float stored[kMaxValues / 32 + 8];
   for (std::int32_t g = 0; g < total; g += 8) {
-    __m256 scale = _mm256_div_ps(_mm256_load_ps(amax + g), _mm256_set1_ps(127.0f));
+    const __m256 amax = reduce_eight<true>(partial + g, total - g < 8 ? total - g : 8);
+    __m256 scale = _mm256_div_ps(amax, _mm256_set1_ps(127.0f));
     if (scale_bytes == 2)
       scale = _mm256_cvtph_ps(_mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT));
     _mm256_store_ps(stored + g, scale);
