@@ -415,23 +415,28 @@ void kivi_gather(const kernels::KiviGatherParams<Rows>& p) {
       [&](std::int32_t, std::int64_t page, std::int32_t, std::int64_t first_row) {
         const auto* keys =
             reinterpret_cast<const std::uint8_t*>(view.region_base(page, p.layer, 0));
-        for (std::int32_t h = 0; h < view.num_heads; ++h) {
 #if KVCACHE_INT8_SIMD
-          if constexpr (rows::VectorKivi<Rows, T>::value) {
-            if (vector && view.page_size == Rows::kGroup) {
-              constexpr std::int32_t kB = Rows::kBits, kG = Rows::kGroup, kS = Rows::kScaleBytes;
+        if constexpr (rows::VectorKivi<Rows, T>::value) {
+          if (vector && view.page_size == Rows::kGroup) {
+            constexpr std::int32_t kB = Rows::kBits, kG = Rows::kGroup, kS = Rows::kScaleBytes;
+            for (std::int32_t h = 0; h < view.num_heads; ++h) {
               simd::kivi_decode_keys<kB, kG, kS>(
                   view, keys, h, d, reinterpret_cast<std::uint16_t*>(at(k_out, first_row, h)),
                   out_token);
-              for (std::int32_t t = 0; t < view.page_size; ++t) {
+            }
+            // Values token by token: the page's rows and the output's, in order.
+            for (std::int32_t t = 0; t < view.page_size; ++t) {
+              for (std::int32_t h = 0; h < view.num_heads; ++h) {
                 simd::kivi_decode_values<kB, kG, kS>(
                     view.row_codes(page, p.layer, 1, t, h), view.row_scales(page, p.layer, 1, t, h),
                     d, reinterpret_cast<std::uint16_t*>(at(v_out, first_row + t, h)));
               }
-              continue;
             }
+            return;
           }
+        }
 #endif
+        for (std::int32_t h = 0; h < view.num_heads; ++h) {
           for (std::int32_t c = 0; c < d; ++c) {
             Rows::decode_key_channel(view, keys, h, c, [&](std::int32_t t, float value) {
               page_rows[std::int64_t{t} * d + c] = value;
