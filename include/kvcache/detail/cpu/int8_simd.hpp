@@ -138,7 +138,7 @@ __attribute__((target("avx2,f16c"))) inline std::int32_t int8_encode_f16_rows(
     std::int32_t count, const std::uint16_t* const* rows, std::int32_t head_dim, std::int32_t group,
     std::int8_t* const* codes, std::uint8_t* const* scales, std::int32_t scale_bytes) {
   constexpr std::int32_t kMaxValues = 1024;  // of a batch, converted and kept in registers' memory
-  if (group % 32 != 0 || head_dim > kMaxValues || head_dim % group != 0) {
+  if (group % 32 != 0 || head_dim < 1 || head_dim > kMaxValues || head_dim % group != 0) {
     std::int32_t nonfinite = 0;
     for (std::int32_t r = 0; r < count; ++r)
       nonfinite +=

@@ -14,7 +14,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 
 #include "kvcache/codec/quant_math.hpp"
@@ -100,6 +99,23 @@ __attribute__((target("avx2,f16c"))) inline bool store_coefficients(__m256 sum,
   return true;
 }
 
+// Coefficients j0 .. j0 + 8 x Blocks - 1 of N rows, stored; written[n] turns
+// false where row n's sums were not all numbers.
+template <std::int32_t R, std::int32_t C, std::int32_t N, std::int32_t Blocks>
+__attribute__((target("avx2,f16c"))) inline void low_rank_chunk(const float* const* rows,
+                                                                std::int32_t head_dim,
+                                                                const float* basis, std::int32_t j0,
+                                                                std::uint8_t* const* codes,
+                                                                bool* written) {
+  __m256 sums[2][Blocks];
+  low_rank_sums<R, N>(rows, head_dim, basis, j0, sums[0], sums[1],
+                      std::make_index_sequence<Blocks>());
+  for (std::int32_t n = 0; n < N; ++n) {
+    for (std::int32_t b = 0; b < Blocks; ++b)
+      written[n] = store_coefficients<C>(sums[n][b], codes[n] + (j0 + 8 * b) * C) && written[n];
+  }
+}
+
 // Encodes N rows (fp16, all finite) of one head into their R coefficients of
 // C bytes. Returns, per row, whether it was written (a NaN sum is not: the
 // caller re-encodes that row with the scalar codec).
@@ -114,19 +130,10 @@ __attribute__((target("avx2,f16c"))) inline void low_rank_encode_rows(const floa
     written[n] = true;
   // 32 coefficients (four vectors per row) at a time, then the rest.
   constexpr std::int32_t kWhole = R / 32 * 32;
-  auto chunk = [&](std::int32_t j0, auto blocks) {
-    constexpr std::int32_t kBlocks = decltype(blocks)::value;
-    __m256 sums[2][kBlocks];
-    low_rank_sums<R, N>(rows, head_dim, basis, j0, sums[0], sums[1],
-                        std::make_index_sequence<kBlocks>());
-    for (std::int32_t n = 0; n < N; ++n) {
-      for (std::int32_t b = 0; b < kBlocks; ++b)
-        written[n] = store_coefficients<C>(sums[n][b], codes[n] + (j0 + 8 * b) * C) && written[n];
-    }
-  };
   for (std::int32_t j0 = 0; j0 < kWhole; j0 += 32)
-    chunk(j0, std::integral_constant<std::int32_t, 4>());
-  if constexpr (R % 32 != 0) chunk(kWhole, std::integral_constant<std::int32_t, (R % 32) / 8>());
+    low_rank_chunk<R, C, N, 4>(rows, head_dim, basis, j0, codes, written);
+  if constexpr (R % 32 != 0)
+    low_rank_chunk<R, C, N, (R % 32) / 8>(rows, head_dim, basis, kWhole, codes, written);
 }
 
 // The R coefficients of a row as floats (codec::load_scale of each).
