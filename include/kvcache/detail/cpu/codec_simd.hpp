@@ -38,13 +38,6 @@ inline constexpr bool kKiviVector = (B == 2 || B == 4) && G % 8 == 0 && G* B % 3
 
 #if KVCACHE_INT8_SIMD
 
-__attribute__((target("avx2,f16c"))) inline float horizontal_min(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-
 // ---- fp8 e4m3 ---------------------------------------------------------------
 
 // float_to_e4m3 of eight floats, each code in the low byte of its lane.
