@@ -285,16 +285,51 @@ TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
     a::dots_portable(q.data(), k.data(), dim, scalar);
     a::dots_avx2(q.data(), k.data(), dim, vector);
     EXPECT_TRUE(same_bits(scalar, vector, 32)) << "dots, dim " << dim;
-    std::vector<float> acc1(static_cast<std::size_t>(dim)), v(acc1.size());
-    for (float& x : acc1)
+    // Two queries over the same columns: each the one-query dots.
+    std::vector<float> q2(q.size());
+    for (float& x : q2)
       x = value();
-    for (float& x : v)
-      x = value();
-    std::vector<float> acc2 = acc1;
-    const float keep = std::abs(normal(rng)), weight = std::abs(normal(rng));
-    a::accumulate_portable(acc1.data(), v.data(), dim, keep, weight);
-    a::accumulate_avx2(acc2.data(), v.data(), dim, keep, weight);
-    EXPECT_TRUE(same_bits(acc1.data(), acc2.data(), acc1.size())) << "accumulate, dim " << dim;
+    float second[32] = {}, pair0[32], pair1[32];
+    a::dots_portable(q2.data(), k.data(), dim, second);
+    a::dots_pair_avx2(q.data(), q2.data(), k.data(), dim, pair0, pair1);
+    EXPECT_TRUE(same_bits(scalar, pair0, 32)) << "first of a pair, dim " << dim;
+    EXPECT_TRUE(same_bits(second, pair1, 32)) << "second of a pair, dim " << dim;
+    // A block's accumulator updates: up to five queries (a block of four
+    // and one more), 1-4 rounds of value rows, steps active or not, in a
+    // pass's first block (rows start from zero, whatever they held) or a
+    // later one (rows carried on).
+    for (const bool fresh : {true, false}) {
+      const auto count = static_cast<std::size_t>(1 + rng() % 5);
+      const auto rounds = static_cast<std::int32_t>(1 + rng() % a::kRoundsPerBlock);
+      const auto width = static_cast<std::size_t>(dim);
+      std::vector<a::LaneState> states1(count), states2(count);
+      for (std::size_t h = 0; h < count; ++h) {
+        states1[h].acc.resize(width * 32);
+        for (float& x : states1[h].acc)
+          x = value();
+        states2[h].acc = states1[h].acc;
+      }
+      std::vector<a::RoundWeights> weights(count * a::kRoundsPerBlock);
+      for (a::RoundWeights& w : weights) {
+        for (std::int32_t l = 0; l < 32; ++l) {
+          w.active[l] = rng() % 5 == 0 ? 0 : 1;
+          w.keep[l] = rng() % 7 == 0 ? 0.0f : std::abs(normal(rng));
+          w.weight[l] = std::abs(normal(rng));
+        }
+      }
+      std::vector<float> v(width * 32 * static_cast<std::size_t>(rounds));
+      for (float& x : v)
+        x = value();
+      a::accumulate_rounds_portable(states1.data(), weights.data(), count, v.data(), rounds, dim,
+                                    fresh);
+      a::accumulate_rounds_avx2(states2.data(), weights.data(), count, v.data(), rounds, dim,
+                                fresh);
+      for (std::size_t h = 0; h < count; ++h) {
+        ASSERT_TRUE(same_bits(states1[h].acc.data(), states2[h].acc.data(), width * 32))
+            << "accumulate, dim " << dim << ", query " << h << " of " << count << ", " << rounds
+            << " rounds, fresh " << fresh;
+      }
+    }
     // The online-softmax step of the 32 lanes: scores with -Inf, NaN, ties
     // with the running maximum and values past exp's clamps, some lanes past
     // `mine`; twice in a row (the second sees the first's maxima).
@@ -373,6 +408,21 @@ TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
       EXPECT_TRUE(same_bits(&columns1[static_cast<std::size_t>(dim - 1) * 32 + lane + 7],
                             &block[static_cast<std::size_t>(7 * dim + dim - 1)], 1))
           << "the last row's last value is in the last column";
+    }
+    // Eight fp16 rows straight into the columns: the float rows' columns.
+    std::vector<std::uint16_t> halves(block.size());
+    for (std::size_t i = 0; i < halves.size(); ++i) {
+      halves[i] = static_cast<std::uint16_t>(rng());
+      block[i] = half_bits_to_float(halves[i]);
+    }
+    const std::uint16_t* rows[8];
+    for (std::size_t r = 0; r < 8; ++r)
+      rows[r] = halves.data() + r * static_cast<std::size_t>(dim);
+    for (std::int32_t lane = 0; lane < 32; lane += 8) {
+      a::keys_to_columns_portable(block.data(), dim, columns1.data(), lane);
+      a::half_keys_to_columns_avx2(rows, dim, columns2.data(), lane);
+      ASSERT_TRUE(same_bits(columns1.data(), columns2.data(), columns1.size()))
+          << "fp16 key columns, dim " << dim << " lane " << lane;
     }
   }
 #else

@@ -8,6 +8,12 @@
 // the compiler can keep in vector registers; the softmax and accumulator
 // updates are each lane's own, in the same order as the GPU's. So the result
 // is the GPU's, bit for bit, at a fraction of the serial loop's latency.
+// Where the time goes (the L1 cache is the constraint: four query heads'
+// accumulators are 64 KB at head_dim 128): the value rows of four rounds are
+// applied together, a lane's accumulator row held in registers over them
+// (read and written once a block, not once a round); two query heads'
+// dots share each read of the key columns; fp16 key rows are converted
+// straight into the columns; a round's row addresses take one division.
 // Callers validate the parameters first.
 #pragma once
 
@@ -113,33 +119,68 @@ bool load_key_page([[maybe_unused]] const Reader& reader, [[maybe_unused]] std::
   return false;
 }
 
+// Plain fp16 pages, read by the fused AVX2 path below.
+template <class Reader>
+inline constexpr bool kHalfPages = [] {
+  if constexpr (requires { typename Reader::Element; })
+    return std::is_same_v<typename Reader::Element, Half>;
+  return false;
+}();
+
+// The rows of keys [first, first + count) of a plain reader (as reader.row:
+// one division for the round, not one a row).
+template <class Reader>
+void plain_rows(const Reader& reader, std::int32_t kv, std::int64_t first, std::int32_t count,
+                const std::byte** rows) {
+  const PagedKVView& cache = *reader.cache;
+  std::int64_t page = first / cache.page_size;
+  auto token = static_cast<std::int32_t>(first - page * cache.page_size);
+  for (std::int32_t l = 0; l < count; ++l) {
+    rows[l] =
+        cache.data + cache.row_offset(reader.pages[page], reader.layer, kv, token, reader.kv_head);
+    if (++token == cache.page_size) {
+      token = 0;
+      ++page;
+    }
+  }
+}
+
 // Asks for the rows of keys [first, first + 32) before they are read: a
 // pass walks one KV head of a sequence, a row here and the next a token's
 // width (every head's rows) further on, a stride the hardware prefetchers
 // follow too slowly for the few hundred bytes of each row.
 template <class Reader>
 void prefetch_round(const Reader& reader, std::int64_t first, std::int64_t keys) {
-  const std::int64_t end = std::min<std::int64_t>(first + kAttentionLanes, keys);
-  for (std::int64_t j = first; j < end; ++j) {
+  const auto count =
+      static_cast<std::int32_t>(std::min<std::int64_t>(first + kAttentionLanes, keys) - first);
+  if constexpr (requires { typename Reader::Element; }) {
+    const std::byte* rows[kAttentionLanes];
+    const auto bytes = static_cast<std::size_t>(reader.dim()) * sizeof(typename Reader::Element);
     for (std::int32_t kv = 0; kv < 2; ++kv) {
-      const void* at = nullptr;
-      std::int64_t bytes = 0;
-      if constexpr (requires { typename Reader::Element; }) {
-        at = reader.row(kv, j);
-        bytes = std::int64_t{reader.dim()} * std::int64_t{sizeof(typename Reader::Element)};
-      } else if constexpr (Reader::kProjected) {
-        at = reader.codes_of(kv, j);
-        bytes = std::int64_t{reader.dim()} * Reader::RowMath::kCoefficientBytes;
-      } else {
-        using Rows = typename Reader::RowMath;
-        if constexpr (kernels::ChannelKeyRows<Rows>) {
-          if (kv == 0 || j >= reader.paged) continue;  // a page's keys; the window
+      plain_rows(reader, kv, first, count, rows);
+      for (std::int32_t l = 0; l < count; ++l)
+        for (std::size_t offset = 0; offset < bytes; offset += 64)
+          __builtin_prefetch(rows[l] + offset);
+    }
+  } else {
+    for (std::int64_t j = first; j < first + count; ++j) {
+      for (std::int32_t kv = 0; kv < 2; ++kv) {
+        const void* at = nullptr;
+        std::int64_t bytes = 0;
+        if constexpr (Reader::kProjected) {
+          at = reader.codes_of(kv, j);
+          bytes = std::int64_t{reader.dim()} * Reader::RowMath::kCoefficientBytes;
+        } else {
+          using Rows = typename Reader::RowMath;
+          if constexpr (kernels::ChannelKeyRows<Rows>) {
+            if (kv == 0 || j >= reader.paged) continue;  // a page's keys; the window
+          }
+          at = reader.codes_of(kv, j);
+          bytes = Rows::code_bytes(reader.view().head_dim);
         }
-        at = reader.codes_of(kv, j);
-        bytes = Rows::code_bytes(reader.view().head_dim);
+        for (std::int64_t offset = 0; offset < bytes; offset += 64)
+          __builtin_prefetch(static_cast<const char*>(at) + offset);
       }
-      for (std::int64_t offset = 0; offset < bytes; offset += 64)
-        __builtin_prefetch(static_cast<const char*>(at) + offset);
     }
   }
 }
@@ -179,17 +220,35 @@ __attribute__((target("avx2"))) inline void dots_avx2(const float* q, const floa
   _mm256_storeu_ps(dot + 16, d2);
   _mm256_storeu_ps(dot + 24, d3);
 }
-__attribute__((target("avx2"))) inline void accumulate_avx2(float* acc, const float* v,
-                                                            std::int32_t dim, float keep,
-                                                            float weight) {
-  const __m256 k = _mm256_set1_ps(keep), w = _mm256_set1_ps(weight);
-  std::int32_t i = 0;
-  for (; i + 8 <= dim; i += 8) {
-    const __m256 a = _mm256_loadu_ps(acc + i);
-    _mm256_storeu_ps(acc + i,
-                     _mm256_add_ps(_mm256_mul_ps(a, k), _mm256_mul_ps(w, _mm256_loadu_ps(v + i))));
+// Two queries' dots over the same key columns, each query's sums in the
+// order dots_avx2 takes them: a column read once for both.
+__attribute__((target("avx2"))) inline void dots_pair_avx2(const float* q0, const float* q1,
+                                                           const float* k, std::int32_t dim,
+                                                           float* dot0, float* dot1) {
+  __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
+  __m256 e0 = d0, e1 = d0, e2 = d0, e3 = d0;
+  for (std::int32_t i = 0; i < dim; ++i) {
+    const float* row = k + static_cast<std::size_t>(i) * kAttentionLanes;
+    const __m256 k0 = _mm256_loadu_ps(row), k1 = _mm256_loadu_ps(row + 8);
+    const __m256 k2 = _mm256_loadu_ps(row + 16), k3 = _mm256_loadu_ps(row + 24);
+    const __m256 a = _mm256_set1_ps(q0[i]), b = _mm256_set1_ps(q1[i]);
+    d0 = _mm256_add_ps(d0, _mm256_mul_ps(a, k0));
+    d1 = _mm256_add_ps(d1, _mm256_mul_ps(a, k1));
+    d2 = _mm256_add_ps(d2, _mm256_mul_ps(a, k2));
+    d3 = _mm256_add_ps(d3, _mm256_mul_ps(a, k3));
+    e0 = _mm256_add_ps(e0, _mm256_mul_ps(b, k0));
+    e1 = _mm256_add_ps(e1, _mm256_mul_ps(b, k1));
+    e2 = _mm256_add_ps(e2, _mm256_mul_ps(b, k2));
+    e3 = _mm256_add_ps(e3, _mm256_mul_ps(b, k3));
   }
-  accumulate_portable(acc + i, v + i, dim - i, keep, weight);
+  _mm256_storeu_ps(dot0, d0);
+  _mm256_storeu_ps(dot0 + 8, d1);
+  _mm256_storeu_ps(dot0 + 16, d2);
+  _mm256_storeu_ps(dot0 + 24, d3);
+  _mm256_storeu_ps(dot1, e0);
+  _mm256_storeu_ps(dot1 + 8, e1);
+  _mm256_storeu_ps(dot1 + 16, e2);
+  _mm256_storeu_ps(dot1 + 24, e3);
 }
 #endif
 
@@ -206,7 +265,32 @@ inline void keys_to_columns_portable(const float* block, std::int32_t dim, float
   }
 }
 #if KVCACHE_INT8_SIMD
-// The same, eight columns at a time through an 8 x 8 transpose in registers.
+// Eight rows' elements [i, i + 8) (r[row]) into the lanes' key columns
+// [lane, lane + 8) of k_rows' rows i..i+7, by an 8 x 8 transpose in registers.
+__attribute__((target("avx2"))) inline void store_columns_avx2(const __m256* r, float* k_rows,
+                                                               std::int32_t i, std::int32_t lane) {
+  // Pairs, then quads, then halves: column c of the result is row c's.
+  const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xee);
+  const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xee);
+  const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xee);
+  const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xee);
+  float* at =
+      k_rows + static_cast<std::size_t>(i) * kAttentionLanes + static_cast<std::size_t>(lane);
+  constexpr std::size_t kRow = kAttentionLanes;
+  _mm256_storeu_ps(at, _mm256_permute2f128_ps(b0, b4, 0x20));
+  _mm256_storeu_ps(at + kRow, _mm256_permute2f128_ps(b1, b5, 0x20));
+  _mm256_storeu_ps(at + 2 * kRow, _mm256_permute2f128_ps(b2, b6, 0x20));
+  _mm256_storeu_ps(at + 3 * kRow, _mm256_permute2f128_ps(b3, b7, 0x20));
+  _mm256_storeu_ps(at + 4 * kRow, _mm256_permute2f128_ps(b0, b4, 0x31));
+  _mm256_storeu_ps(at + 5 * kRow, _mm256_permute2f128_ps(b1, b5, 0x31));
+  _mm256_storeu_ps(at + 6 * kRow, _mm256_permute2f128_ps(b2, b6, 0x31));
+  _mm256_storeu_ps(at + 7 * kRow, _mm256_permute2f128_ps(b3, b7, 0x31));
+}
+// The same, eight columns at a time.
 __attribute__((target("avx2"))) inline void keys_to_columns_avx2(const float* block,
                                                                  std::int32_t dim, float* k_rows,
                                                                  std::int32_t lane) {
@@ -216,27 +300,28 @@ __attribute__((target("avx2"))) inline void keys_to_columns_avx2(const float* bl
     __m256 r[8];
     for (std::size_t j = 0; j < 8; ++j)
       r[j] = _mm256_loadu_ps(block + j * stride + static_cast<std::size_t>(i));
-    // Pairs, then quads, then halves: column c of the result is row c's.
-    const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xee);
-    const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xee);
-    const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xee);
-    const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xee);
-    const __m256 columns[8] = {
-        _mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
-        _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
-        _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
-        _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
-    for (std::int32_t c = 0; c < 8; ++c) {
-      _mm256_storeu_ps(k_rows + static_cast<std::size_t>(i + c) * kAttentionLanes +
-                           static_cast<std::size_t>(lane),
-                       columns[c]);
-    }
+    store_columns_avx2(r, k_rows, i, lane);
   }
   if (i < dim) keys_to_columns_portable(block, dim, k_rows, lane, i);
+}
+// Eight fp16 key rows (rows[r]: the row of lane + r) straight into the
+// lanes' columns, each element converted as halves_to_floats converts it
+// (exact: every half is a float); no float copy of the rows in between.
+__attribute__((target("avx2,f16c"))) inline void half_keys_to_columns_avx2(
+    const std::uint16_t* const* rows, std::int32_t dim, float* k_rows, std::int32_t lane) {
+  std::int32_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    __m256 r[8];
+    for (std::size_t j = 0; j < 8; ++j)
+      r[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[j] + i)));
+    store_columns_avx2(r, k_rows, i, lane);
+  }
+  for (; i < dim; ++i) {
+    for (std::int32_t j = 0; j < 8; ++j) {
+      k_rows[static_cast<std::size_t>(i) * kAttentionLanes + static_cast<std::size_t>(lane + j)] =
+          half_bits_to_float(rows[j][i]);
+    }
+  }
 }
 #endif
 
@@ -369,6 +454,127 @@ __attribute__((target("avx2"))) inline void softmax_lanes_avx2(const float* dot,
 }
 #endif
 
+// One query's online-softmax step for one round of 32 keys: what each
+// lane's accumulator update takes (softmax_lanes' keep, weight, active).
+struct RoundWeights {
+  float keep[kAttentionLanes];
+  float weight[kAttentionLanes];
+  std::int32_t active[kAttentionLanes];
+};
+
+// One query head's softmax state: per lane its maximum, sum and accumulator.
+struct LaneState {
+  std::vector<float> acc;  // [lanes][dim]
+  float max[kAttentionLanes];
+  float sum[kAttentionLanes];
+};
+
+// Rounds of 32 keys whose value rows are applied together: a lane's
+// accumulator is read and written once for all of them (its updates still
+// one after another, in key order), and a value row once for every query.
+inline constexpr std::int32_t kRoundsPerBlock = 4;
+
+// For every query h < count and lane l, in round order r < rounds: if the
+// round's step is active, acc = acc x keep + weight x v (v: [rounds][32][dim];
+// weights: [query][kRoundsPerBlock]).
+inline void accumulate_rounds_portable(LaneState* states, const RoundWeights* weights,
+                                       std::size_t count, const float* v, std::int32_t rounds,
+                                       std::int32_t dim, bool fresh) {
+  const auto width = static_cast<std::size_t>(dim);
+  for (std::size_t h = 0; h < count; ++h) {
+    if (fresh) std::fill(states[h].acc.begin(), states[h].acc.end(), 0.0f);
+    for (std::int32_t r = 0; r < rounds; ++r) {
+      const RoundWeights& w = weights[h * kRoundsPerBlock + static_cast<std::size_t>(r)];
+      for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
+        if (w.active[l] == 0) continue;
+        accumulate_portable(
+            states[h].acc.data() + static_cast<std::size_t>(l) * width,
+            v + (static_cast<std::size_t>(r) * kAttentionLanes + static_cast<std::size_t>(l)) *
+                    width,
+            dim, w.keep[l], w.weight[l]);
+      }
+    }
+  }
+}
+#if KVCACHE_INT8_SIMD
+// Eight accumulator elements, or zeros in a pass's first block (the rows
+// are not cleared before it: the first block writes every lane's row).
+__attribute__((target("avx2"))) inline __m256 load_or_zero(const float* at, bool fresh) {
+  return fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(at);
+}
+// One lane's accumulator row of one query (acc: [dim]) over the rounds
+// (w: [rounds]; v: the lane's value row of round 0, a round's rows
+// round_stride floats apart), 64 elements at a time held in registers: the
+// row is read and written once for all the rounds.
+__attribute__((target("avx2"))) inline void accumulate_lane_avx2(float* acc, const RoundWeights* w,
+                                                                 const float* v,
+                                                                 std::size_t round_stride,
+                                                                 std::size_t l, std::int32_t rounds,
+                                                                 std::int32_t dim, bool fresh) {
+  std::int32_t i = 0;
+  for (; i + 64 <= dim; i += 64) {
+    float* a = acc + i;
+    __m256 a0 = load_or_zero(a, fresh), a1 = load_or_zero(a + 8, fresh),
+           a2 = load_or_zero(a + 16, fresh), a3 = load_or_zero(a + 24, fresh),
+           a4 = load_or_zero(a + 32, fresh), a5 = load_or_zero(a + 40, fresh),
+           a6 = load_or_zero(a + 48, fresh), a7 = load_or_zero(a + 56, fresh);
+    for (std::int32_t r = 0; r < rounds; ++r) {
+      if (w[r].active[l] == 0) continue;
+      const __m256 k = _mm256_set1_ps(w[r].keep[l]), g = _mm256_set1_ps(w[r].weight[l]);
+      const float* x = v + static_cast<std::size_t>(r) * round_stride + i;
+      a0 = _mm256_add_ps(_mm256_mul_ps(a0, k), _mm256_mul_ps(g, _mm256_loadu_ps(x)));
+      a1 = _mm256_add_ps(_mm256_mul_ps(a1, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 8)));
+      a2 = _mm256_add_ps(_mm256_mul_ps(a2, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 16)));
+      a3 = _mm256_add_ps(_mm256_mul_ps(a3, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 24)));
+      a4 = _mm256_add_ps(_mm256_mul_ps(a4, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 32)));
+      a5 = _mm256_add_ps(_mm256_mul_ps(a5, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 40)));
+      a6 = _mm256_add_ps(_mm256_mul_ps(a6, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 48)));
+      a7 = _mm256_add_ps(_mm256_mul_ps(a7, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 56)));
+    }
+    _mm256_storeu_ps(a, a0);
+    _mm256_storeu_ps(a + 8, a1);
+    _mm256_storeu_ps(a + 16, a2);
+    _mm256_storeu_ps(a + 24, a3);
+    _mm256_storeu_ps(a + 32, a4);
+    _mm256_storeu_ps(a + 40, a5);
+    _mm256_storeu_ps(a + 48, a6);
+    _mm256_storeu_ps(a + 56, a7);
+  }
+  for (; i + 8 <= dim; i += 8) {
+    __m256 a0 = load_or_zero(acc + i, fresh);
+    for (std::int32_t r = 0; r < rounds; ++r) {
+      if (w[r].active[l] == 0) continue;
+      const float* x = v + static_cast<std::size_t>(r) * round_stride + i;
+      a0 = _mm256_add_ps(_mm256_mul_ps(a0, _mm256_set1_ps(w[r].keep[l])),
+                         _mm256_mul_ps(_mm256_set1_ps(w[r].weight[l]), _mm256_loadu_ps(x)));
+    }
+    _mm256_storeu_ps(acc + i, a0);
+  }
+  for (; i < dim; ++i) {
+    if (fresh) acc[i] = 0.0f;
+    for (std::int32_t r = 0; r < rounds; ++r) {
+      if (w[r].active[l] == 0) continue;
+      acc[i] = codec::add_exact(
+          codec::mul_exact(acc[i], w[r].keep[l]),
+          codec::mul_exact(
+              w[r].weight[l],
+              v[static_cast<std::size_t>(r) * round_stride + static_cast<std::size_t>(i)]));
+    }
+  }
+}
+inline void accumulate_rounds_avx2(LaneState* states, const RoundWeights* weights,
+                                   std::size_t count, const float* v, std::int32_t rounds,
+                                   std::int32_t dim, bool fresh) {
+  const auto width = static_cast<std::size_t>(dim);
+  for (std::size_t h = 0; h < count; ++h) {
+    for (std::size_t l = 0; l < kAttentionLanes; ++l) {
+      accumulate_lane_avx2(states[h].acc.data() + l * width, weights + h * kRoundsPerBlock,
+                           v + l * width, width * kAttentionLanes, l, rounds, dim, fresh);
+    }
+  }
+}
+#endif
+
 struct VectorPath {
   bool avx2 = false;
   VectorPath() {
@@ -383,6 +589,14 @@ struct VectorPath {
     for (std::int32_t l = 0; l < kAttentionLanes; ++l)
       dot[l] = 0.0f;
     dots_portable(q, k, dim, dot);
+  }
+  void dots_pair(const float* q0, const float* q1, const float* k, std::int32_t dim, float* dot0,
+                 float* dot1) const {
+#if KVCACHE_INT8_SIMD
+    if (avx2) return dots_pair_avx2(q0, q1, k, dim, dot0, dot1);
+#endif
+    dots(q0, k, dim, dot0);
+    dots(q1, k, dim, dot1);
   }
   void softmax_lanes(const float* dot, float scale, std::int32_t mine, float* max, float* sum,
                      float* keep, float* weight, std::int32_t* active) const {
@@ -405,19 +619,13 @@ struct VectorPath {
 #endif
     keys_to_columns_portable(block, dim, k_rows, lane);
   }
-  void accumulate(float* acc, const float* v, std::int32_t dim, float keep, float weight) const {
+  void accumulate_rounds(LaneState* states, const RoundWeights* weights, std::size_t count,
+                         const float* v, std::int32_t rounds, std::int32_t dim, bool fresh) const {
 #if KVCACHE_INT8_SIMD
-    if (avx2) return accumulate_avx2(acc, v, dim, keep, weight);
+    if (avx2) return accumulate_rounds_avx2(states, weights, count, v, rounds, dim, fresh);
 #endif
-    accumulate_portable(acc, v, dim, keep, weight);
+    accumulate_rounds_portable(states, weights, count, v, rounds, dim, fresh);
   }
-};
-
-// One query head's softmax state: per lane its maximum, sum and accumulator.
-struct LaneState {
-  std::vector<float> acc;  // [lanes][dim]
-  float max[kAttentionLanes];
-  float sum[kAttentionLanes];
 };
 
 // One query (a row's query head) of a pass: dim() floats in the reader's
@@ -428,22 +636,79 @@ struct Query {
   float* merged;
 };
 
+// One round's keys [first, first + count) into k_rows ([dim][32]) and its
+// value rows into v_round ([32][dim]); lanes past count are never used.
+template <class Reader>
+void load_round(const Reader& reader, const VectorPath& path, std::int64_t first,
+                std::int32_t count, float* k_rows, float* v_round, float* block) {
+  const std::int32_t dim = reader.dim();
+  const auto width = static_cast<std::size_t>(dim);
+#if KVCACHE_INT8_SIMD
+  if constexpr (kHalfPages<Reader>) {
+    if (path.avx2) {
+      static constexpr std::uint16_t kZeros[kernels::kAttentionMaxHeadDim] = {};
+      const std::byte* rows[kAttentionLanes];
+      plain_rows(reader, 0, first, count, rows);
+      for (std::int32_t l = 0; l < count; l += 8) {
+        const std::uint16_t* eight[8];
+        for (std::int32_t r = 0; r < 8; ++r)
+          eight[r] = l + r < count ? reinterpret_cast<const std::uint16_t*>(rows[l + r]) : kZeros;
+        half_keys_to_columns_avx2(eight, dim, k_rows, l);
+      }
+      plain_rows(reader, 1, first, count, rows);
+      for (std::int32_t l = 0; l < count; ++l) {
+        simd::halves_to_floats(reinterpret_cast<const std::uint16_t*>(rows[l]), dim,
+                               v_round + static_cast<std::size_t>(l) * width);
+      }
+      return;
+    }
+  }
+#endif
+  if (!load_key_page(reader, first, count, k_rows)) {
+    // Eight rows at a time, then into the lanes' columns.
+    for (std::int32_t l = 0; l < count; l += 8) {
+      for (std::int32_t r = 0; r < 8; ++r) {
+        float* at = block + static_cast<std::size_t>(r) * width;
+        if (l + r < count) {
+          load_row(reader, 0, first + l + r, at);
+        } else {
+          std::fill(at, at + width, 0.0f);
+        }
+      }
+      path.keys_to_columns(block, dim, k_rows, l);
+    }
+  }
+  for (std::int32_t l = 0; l < count; ++l)
+    load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
+}
+
+// Scratch of one pass, kept between passes.
+struct AttendScratch {
+  std::vector<LaneState> states;
+  std::vector<float> k_rows;          // one round's keys, [dim][32]
+  std::vector<float> v_rows;          // a block's values, [rounds][32][dim]
+  std::vector<RoundWeights> weights;  // [query][kRoundsPerBlock]
+};
+
 // The queries of one pass over one sequence's KV head (its query heads, for
-// several of its rows): each round of 32 keys is read once for all of them.
+// several of its rows): each round of 32 keys is read once for all of them,
+// and the value rows of kRoundsPerBlock rounds are applied together.
 template <class Reader>
 void attend(const Reader& reader, const std::vector<Query>& queries, float scale,
-            const VectorPath& path, std::vector<LaneState>& states, std::vector<float>& k_rows,
-            std::vector<float>& v_rows) {
+            const VectorPath& path, AttendScratch& scratch) {
   const std::int32_t dim = reader.dim();
   const auto lanes = static_cast<std::size_t>(kAttentionLanes);
   const auto width = static_cast<std::size_t>(dim);
-  k_rows.assign(width * lanes, 0.0f);  // [dim][lanes]
-  v_rows.resize(width * lanes);        // [lanes][dim]
+  std::vector<LaneState>& states = scratch.states;
+  std::vector<float>& k_rows = scratch.k_rows;
+  k_rows.resize(width * lanes);
+  scratch.v_rows.resize(width * lanes * kRoundsPerBlock);
+  scratch.weights.resize(queries.size() * kRoundsPerBlock);
   if (states.size() < queries.size()) states.resize(queries.size());
   std::int64_t keys = 0;
   for (std::size_t h = 0; h < queries.size(); ++h) {
     LaneState& s = states[h];
-    s.acc.assign(lanes * width, 0.0f);
+    s.acc.resize(lanes * width);  // cleared by the first block's updates
     for (std::int32_t l = 0; l < kAttentionLanes; ++l) {
       s.max[l] = -::kvcache::detail::bits_float(0x7f800000u);
       s.sum[l] = 0.0f;
@@ -451,46 +716,49 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
     keys = std::max(keys, queries[h].keys);
   }
   float block[8 * kernels::kAttentionMaxHeadDim];
-  for (std::int64_t first = 0; first < keys; first += kAttentionLanes) {
-    const auto count =
-        static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
-    if (first + kAttentionLanes < keys) prefetch_round(reader, first + kAttentionLanes, keys);
-    if (!load_key_page(reader, first, count, k_rows.data())) {
-      // Eight rows at a time, then into the lanes' columns (rows past the
-      // last key are zeros: their lanes' dots are never used).
-      for (std::int32_t l = 0; l < count; l += 8) {
-        for (std::int32_t r = 0; r < 8; ++r) {
-          float* at = block + static_cast<std::size_t>(r) * width;
-          if (l + r < count) {
-            load_row(reader, 0, first + l + r, at);
-          } else {
-            std::fill(at, at + width, 0.0f);
-          }
+  constexpr std::int64_t kBlockKeys = std::int64_t{kRoundsPerBlock} * kAttentionLanes;
+  for (std::int64_t start = 0; start < keys; start += kBlockKeys) {
+    const auto rounds = static_cast<std::int32_t>(std::min<std::int64_t>(
+        kRoundsPerBlock, (keys - start + kAttentionLanes - 1) / kAttentionLanes));
+    for (std::int32_t r = 0; r < rounds; ++r) {
+      const std::int64_t first = start + std::int64_t{r} * kAttentionLanes;
+      const auto count =
+          static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
+      if (first + kAttentionLanes < keys) prefetch_round(reader, first + kAttentionLanes, keys);
+      float* v_round = scratch.v_rows.data() + static_cast<std::size_t>(r) * lanes * width;
+      load_round(reader, path, first, count, k_rows.data(), v_round, block);
+      // Each query's 32 dot products side by side, each summed in index
+      // order; two queries at a time share the reads of the key columns.
+      const auto live = [&](std::size_t h) {
+        return h < queries.size() && queries[h].keys > first;
+      };
+      for (std::size_t h = 0; h < queries.size();) {
+        if (!live(h)) {
+          RoundWeights& w = scratch.weights[h * kRoundsPerBlock + static_cast<std::size_t>(r)];
+          std::fill(w.active, w.active + kAttentionLanes, 0);
+          ++h;
+          continue;
         }
-        path.keys_to_columns(block, dim, k_rows.data(), l);
+        const std::size_t n = live(h + 1) ? 2 : 1;
+        float dot[2][kAttentionLanes];
+        if (n == 2) {
+          path.dots_pair(queries[h].q, queries[h + 1].q, k_rows.data(), dim, dot[0], dot[1]);
+        } else {
+          path.dots(queries[h].q, k_rows.data(), dim, dot[0]);
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+          RoundWeights& w =
+              scratch.weights[(h + i) * kRoundsPerBlock + static_cast<std::size_t>(r)];
+          LaneState& s = states[h + i];
+          const auto mine = static_cast<std::int32_t>(
+              std::min<std::int64_t>(kAttentionLanes, queries[h + i].keys - first));
+          path.softmax_lanes(dot[i], scale, mine, s.max, s.sum, w.keep, w.weight, w.active);
+        }
+        h += n;
       }
     }
-    for (std::int32_t l = 0; l < count; ++l) {
-      load_row(reader, 1, first + l, v_rows.data() + static_cast<std::size_t>(l) * width);
-    }
-    for (std::size_t h = 0; h < queries.size(); ++h) {
-      if (queries[h].keys <= first) continue;
-      const auto mine = static_cast<std::int32_t>(
-          std::min<std::int64_t>(kAttentionLanes, queries[h].keys - first));
-      LaneState& s = states[h];
-      // 32 dot products side by side, each summed in index order.
-      float dot[kAttentionLanes];
-      path.dots(queries[h].q, k_rows.data(), dim, dot);
-      float keep[kAttentionLanes], weight[kAttentionLanes];
-      std::int32_t active[kAttentionLanes];
-      path.softmax_lanes(dot, scale, mine, s.max, s.sum, keep, weight, active);
-      for (std::int32_t l = 0; l < mine; ++l) {
-        if (active[l] == 0) continue;
-        path.accumulate(s.acc.data() + static_cast<std::size_t>(l) * width,
-                        v_rows.data() + static_cast<std::size_t>(l) * width, dim, keep[l],
-                        weight[l]);
-      }
-    }
+    path.accumulate_rounds(states.data(), scratch.weights.data(), queries.size(),
+                           scratch.v_rows.data(), rounds, dim, start == 0);
   }
   for (std::size_t h = 0; h < queries.size(); ++h) {
     const LaneState& s = states[h];
@@ -522,8 +790,7 @@ void paged_attention(const kernels::AttentionParams& p) {
   const std::int32_t d = p.cache.head_dim;
   const std::int32_t group = p.num_q_heads / p.cache.num_heads;
   const attention_detail::VectorPath path;
-  std::vector<attention_detail::LaneState> states;
-  std::vector<float> k_rows, v_rows;
+  attention_detail::AttendScratch scratch;
   std::vector<attention_detail::Query> queries;
   attention_detail::for_each_pass(
       p.q_indptr, p.table, [&](std::int32_t b, std::int32_t first, std::int32_t rows) {
@@ -538,7 +805,7 @@ void paged_attention(const kernels::AttentionParams& p) {
               queries.push_back({p.q + at, keys, p.out + at});
             }
           }
-          attention_detail::attend(reader, queries, p.scale, path, states, k_rows, v_rows);
+          attention_detail::attend(reader, queries, p.scale, path, scratch);
           for (const attention_detail::Query& q : queries)
             for (std::int32_t i = 0; i < d; ++i)
               q.merged[i] = canonical_float(q.merged[i]);
@@ -554,8 +821,8 @@ void codec_attention(const kernels::CodecAttentionParams<Rows>& p) {
   const std::int32_t d = p.cache.head_dim;
   const std::int32_t group = p.num_q_heads / p.cache.num_heads;
   const attention_detail::VectorPath path;
-  std::vector<attention_detail::LaneState> states;
-  std::vector<float> k_rows, v_rows, query, merged;
+  attention_detail::AttendScratch scratch;
+  std::vector<float> query, merged;
   std::vector<attention_detail::Query> queries;
   attention_detail::for_each_pass(
       p.q_indptr, p.table, [&](std::int32_t, std::int32_t first, std::int32_t rows) {
@@ -575,7 +842,7 @@ void codec_attention(const kernels::CodecAttentionParams<Rows>& p) {
               queries.push_back({query.data() + at, r.keys, merged.data() + at});
             }
           }
-          attention_detail::attend(head.reader, queries, p.scale, path, states, k_rows, v_rows);
+          attention_detail::attend(head.reader, queries, p.scale, path, scratch);
           for (std::size_t h = 0; h < queries.size(); ++h) {
             const std::int32_t row = first + static_cast<std::int32_t>(h) / group;
             const std::int32_t q_head = kv * group + static_cast<std::int32_t>(h) % group;
