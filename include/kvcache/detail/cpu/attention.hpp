@@ -54,6 +54,13 @@ void load_row(const Reader& reader, std::int32_t kv, std::int64_t j, float* out)
       out[i] = load_element<T>(row, i);
   } else if constexpr (Reader::kProjected) {
     const std::uint8_t* codes = reader.codes_of(kv, j);
+#if KVCACHE_INT8_SIMD
+    if constexpr (Reader::RowMath::kCoefficientBytes == 2) {  // fp16, as load_scale reads them
+      if (simd::available())
+        return simd::halves_to_floats(reinterpret_cast<const std::uint16_t*>(codes), reader.dim(),
+                                      out);
+    }
+#endif
     for (std::int32_t c = 0; c < reader.dim(); ++c)
       out[c] = Reader::coefficient(codes, c);
   } else {
