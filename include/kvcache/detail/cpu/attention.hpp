@@ -330,6 +330,23 @@ __attribute__((target("avx2,f16c"))) inline void half_keys_to_columns_avx2(
     }
   }
 }
+// Eight int8 key rows (codes[r], their group scales as floats in
+// scales[r]) straight into the lanes' columns: each element code x scale,
+// as int8_decode_f32 computes it; head_dim and the group a multiple of 8.
+__attribute__((target("avx2,f16c"))) inline void int8_keys_to_columns_avx2(
+    const std::int8_t* const* codes, const float (*scales)[kernels::kAttentionMaxHeadDim / 8],
+    std::int32_t dim, std::int32_t group, float* k_rows, std::int32_t lane) {
+  for (std::int32_t i = 0; i < dim; i += 8) {
+    const std::int32_t g = i / group;
+    __m256 r[8];
+    for (std::size_t j = 0; j < 8; ++j) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes[j] + i));
+      r[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
+                           _mm256_set1_ps(scales[j][g]));
+    }
+    store_columns_avx2(r, k_rows, i, lane);
+  }
+}
 #endif
 
 // out[i] = (sum over used lanes l, in order, of acc[l][i] x weight[l]) /
@@ -643,6 +660,40 @@ struct Query {
   float* merged;
 };
 
+#if KVCACHE_INT8_SIMD
+// An int8 reader's keys [first, first + count) into k_rows, eight rows at a
+// time: their group scales read once, their codes converted in registers.
+template <class Reader>
+void int8_keys_to_columns(const Reader& reader, std::int64_t first, std::int32_t count,
+                          float* k_rows) {
+  using Rows = typename Reader::RowMath;
+  static constexpr std::int8_t kZeros[kernels::kAttentionMaxHeadDim] = {};
+  const CodecPageView& view = reader.view();
+  const std::int32_t dim = view.head_dim, layer = reader.p->layer;
+  const std::int32_t groups = dim / Rows::kGroup;
+  float scales[8][kernels::kAttentionMaxHeadDim / 8];
+  const std::int8_t* codes[8];
+  for (std::int32_t l = 0; l < count; l += 8) {
+    for (std::int32_t r = 0; r < 8; ++r) {
+      if (l + r >= count) {
+        codes[r] = kZeros;
+        std::fill(scales[r], scales[r] + groups, 0.0f);
+        continue;
+      }
+      const std::int64_t j = first + l + r;
+      const std::int64_t page = reader.page_of(j);
+      const std::int32_t token = reader.token_of(j);
+      codes[r] = reinterpret_cast<const std::int8_t*>(
+          view.row_codes(page, layer, 0, token, reader.kv_head));
+      const std::uint8_t* stored = view.row_scales(page, layer, 0, token, reader.kv_head);
+      for (std::int32_t g = 0; g < groups; ++g)
+        scales[r][g] = codec::load_scale(stored + g * Rows::kScaleBytes, Rows::kScaleBytes);
+    }
+    int8_keys_to_columns_avx2(codes, scales, dim, Rows::kGroup, k_rows, l);
+  }
+}
+#endif
+
 // One round's keys [first, first + count) into k_rows ([dim][32]) and its
 // value rows into v_round ([32][dim]); lanes past count are never used.
 template <class Reader>
@@ -668,6 +719,21 @@ void load_round(const Reader& reader, const VectorPath& path, std::int64_t first
                                v_round + static_cast<std::size_t>(l) * width);
       }
       return;
+    }
+  }
+#endif
+#if KVCACHE_INT8_SIMD
+  if constexpr (!requires { typename Reader::Element; }) {
+    if constexpr (!Reader::kProjected) {
+      using Rows = typename Reader::RowMath;
+      if constexpr (rows::VectorInt8<Rows, Half>::value) {
+        if (path.avx2) {
+          int8_keys_to_columns(reader, first, count, k_rows);
+          for (std::int32_t l = 0; l < count; ++l)
+            load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
+          return;
+        }
+      }
     }
   }
 #endif
