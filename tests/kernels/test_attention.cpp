@@ -82,6 +82,42 @@ INSTANTIATE_TEST_SUITE_P(DTypesHeadDimsLayouts, AttentionMatchesDense,
                          kvcache::testing::every_dtype_dim_layout(),
                          kvcache::testing::dtype_dim_layout_name);
 
+// The CPU loops' edges against the lanes run in turn, bit for bit: passes
+// of several blocks of 128 keys (a pass's first block and later ones), a
+// round starting mid-page (pages of 64), an odd number of query heads per KV
+// head (a query alone and pairs that span two rows), and prefill rows whose
+// keys end in different blocks (rows 121-136 of a 136-key sequence).
+TEST(PagedAttention, LongPassesOddGroupsAndMidPageRoundsAreTheLanes) {
+  for (DType dtype : {DType::kF16, DType::kF32}) {
+    const std::uint64_t seed = test_seed();
+    SCOPED_TRACE(::testing::Message() << "seed " << seed << ", dtype " << dtype_name(dtype));
+    CacheConfig c;
+    c.shape = ModelShape::gqa(1, 2, 128, dtype);
+    c.block_size = 64;
+    c.num_blocks = 32;
+    c.max_batch_tokens = 1024;
+    c.max_batch_sequences = 4;
+    KVCacheManager<CachePolicy<PagedAllocation>, HostBackend> m(c);
+    StepDriver driver(m, seed);
+    std::vector<SeqId> seqs = {m.create_sequence(), m.create_sequence(), m.create_sequence()};
+    ASSERT_TRUE(driver.step(seqs, {300, 120, 1}));
+    ASSERT_TRUE(driver.step(seqs, {1, 16, 1}));
+    const std::vector<std::int32_t> rows = {1, 16, 1};
+    constexpr std::int32_t kQHeads = 6;  // 3 a KV head
+    auto q = random_queries(18, kQHeads, 128, driver.rng());
+    const std::vector<float> out = run_attention(m, seqs, rows, kQHeads, 0, q);
+    std::vector<const std::byte*> k, v;
+    std::vector<std::int64_t> lengths;
+    for (SeqId seq : seqs) {
+      k.push_back(driver.recorded.k[{seq, 0}].data());
+      v.push_back(driver.recorded.v[{seq, 0}].data());
+      lengths.push_back(m.sequence(seq).num_tokens);
+    }
+    EXPECT_LT(worst_against_dense(k, v, lengths, dtype, 2, 128, rows, kQHeads, q, out), 2e-5);
+    EXPECT_TRUE(lanes_agree(m, seqs, rows, kQHeads, 0, q));
+  }
+}
+
 // One object prepared step after step (its table buffer reused, and grown
 // when a step needs more) gives what a fresh object gives.
 TEST(PagedAttention, OneObjectServesStepAfterStep) {

@@ -330,6 +330,19 @@ __attribute__((target("avx2,f16c"))) inline void half_keys_to_columns_avx2(
     }
   }
 }
+// Eight fp8 key rows (codes[r]) straight into the lanes' columns, each
+// element decoded and scaled as fp8_decode_f32 does; head_dim a multiple of 8.
+__attribute__((target("avx2,f16c"))) inline void fp8_keys_to_columns_avx2(
+    const std::uint8_t* const* codes, std::int32_t dim, float scale, float* k_rows,
+    std::int32_t lane) {
+  const __m256 s = _mm256_set1_ps(scale);
+  for (std::int32_t i = 0; i < dim; i += 8) {
+    __m256 r[8];
+    for (std::size_t j = 0; j < 8; ++j)
+      r[j] = simd::fp8_values(codes[j] + i, s);
+    store_columns_avx2(r, k_rows, i, lane);
+  }
+}
 // Eight int8 key rows (codes[r], their group scales as floats in
 // scales[r]) straight into the lanes' columns: each element code x scale,
 // as int8_decode_f32 computes it; head_dim and the group a multiple of 8.
@@ -729,6 +742,21 @@ void load_round(const Reader& reader, const VectorPath& path, std::int64_t first
       if constexpr (rows::VectorInt8<Rows, Half>::value) {
         if (path.avx2) {
           int8_keys_to_columns(reader, first, count, k_rows);
+          for (std::int32_t l = 0; l < count; ++l)
+            load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
+          return;
+        }
+      }
+      if constexpr (std::is_same_v<Rows, Fp8Rows>) {
+        if (path.avx2 && dim % 8 == 0) {
+          static constexpr std::uint8_t kZeros[kernels::kAttentionMaxHeadDim] = {};
+          const float scale = *reader.state(0);
+          for (std::int32_t l = 0; l < count; l += 8) {
+            const std::uint8_t* codes[8];
+            for (std::int32_t r = 0; r < 8; ++r)
+              codes[r] = l + r < count ? reader.codes_of(0, first + l + r) : kZeros;
+            fp8_keys_to_columns_avx2(codes, dim, scale, k_rows, l);
+          }
           for (std::int32_t l = 0; l < count; ++l)
             load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
           return;
