@@ -268,12 +268,17 @@ TEST(AdaptiveEviction, ItsShadowsStayWithinTheirCapacity) {
   Driver d(5000);
   for (const auto& chain : random_chains(rng, 20000))
     d.request(chain);
-  for (std::size_t i = 0; i < AdaptiveEviction::kWeights.size(); ++i) {
-    const auto& shadow = d.policy.shadow(i);
-    EXPECT_LE(shadow.resident(), shadow.capacity() + 11) << i;  // one chain's slack
-    EXPECT_LE(shadow.capacity(), d.policy.sampling().scaled(5000));
-  }
-  EXPECT_LE(d.policy.sampling().scaled(5000), AdaptiveEviction::kShadowBlocks + 1);
+  const auto& shadows = d.policy.shadows();
+  ASSERT_EQ(shadows.replicas(), AdaptiveEviction::kWeights.size());
+  for (std::size_t i = 0; i < shadows.replicas(); ++i)
+    EXPECT_LE(shadows.resident(i), shadows.capacity() + 11) << i;  // one chain's slack
+  const std::int64_t scaled = d.policy.sampling().scaled(5000);
+  EXPECT_LE(shadows.capacity(), scaled);
+  EXPECT_LE(scaled, AdaptiveEviction::kShadowBlocks + 1);
+  // Keys held: those resident in some replica and the ghosts of 8 evictions
+  // a block of the replicas' first capacity.
+  EXPECT_LE(shadows.tracked(), static_cast<std::int64_t>(shadows.replicas()) * (scaled + 11) +
+                                   ReuseLruShadows::kGhostFactor * scaled);
 }
 
 }  // namespace

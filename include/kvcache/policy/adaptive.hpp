@@ -6,26 +6,30 @@
 // bonus weight: 0 is LRU, 1 reuse-lru, more favours what came back more),
 // choosing the weight that its shadow caches say would have hit most.
 //
-// Shadows (policy/shadow_cache.hpp): one metadata-only replica per candidate
-// weight, fed the same prompt lookups as the cache (the ledger hands every
-// lookup's whole chain of keys to on_lookup), on a hashed sample of the keys
-// sized to about kShadowBlocks blocks a replica. The replicas follow the live
-// cache where their own sample would mislead them: they hold the sampled
-// share of what the cache can keep (its entries evictable when it evicts:
-// blocks in use by running requests take room the replicas do not model
-// otherwise), and use its measured reuse interval, in their clock. Every
-// window (twice a replica's capacity in sampled blocks asked for) each
-// replica's hits are added to its score, halved first; the live weight moves
-// to the best candidate only when its lead over the current weight's replica
-// is both kMargin of that score and above the counts' noise (one standard
-// deviation): no flapping between near-equal weights. A switch keeps every
-// cached entry and what the live policy knows of it: only the choice of the
-// next victims changes.
+// Shadows (policy/reuse_lru_shadows.hpp): one metadata-only replica per
+// candidate weight, fed the same prompt lookups as the cache (the ledger
+// hands every lookup's whole chain of keys to on_lookup), on a hashed sample
+// of the keys (policy/shadow_cache.hpp's ShadowSampling) sized to about
+// kShadowBlocks blocks a replica. The replicas share one key index and what
+// reuse-lru knows of a key (its use count and last release, the same in all
+// of them), so a sampled key costs one probe and one queue move, plus a few
+// compares a replica. They follow the live cache where their own sample would mislead
+// them: they hold the sampled share of what the cache can keep (its entries
+// evictable when it evicts: blocks in use by running requests take room the
+// replicas do not model otherwise), and use its measured reuse interval, in
+// their clock. Every window (twice a replica's capacity in sampled blocks
+// asked for) each replica's hits are added to its score, halved first; the
+// live weight moves to the best candidate only when its lead over the current
+// weight's replica is both kMargin of that score and above the counts' noise
+// (one standard deviation): no flapping between near-equal weights. A switch
+// keeps every cached entry and what the live policy knows of it: only the
+// choice of the next victims changes.
 //
-// Memory: the live policy's, plus per candidate a replica of about
-// kShadowBlocks resident keys with its own reuse-lru bookkeeping (its ghost
-// ring of 8 keys a block, its sample ring of up to 65536 releases, grown as
-// written): bounded by the candidates' count, not by the cache's size.
+// Memory: the live policy's, plus the shadows' slots: about (candidates +
+// 8) x kShadowBlocks keys (those resident in some replica, and the ghosts of
+// 8 evictions a block whose use counts are remembered), at most 112 bytes
+// each with their index: under 2 MB, bounded by the candidates' count, not by the
+// cache's size.
 #pragma once
 
 #include <algorithm>
@@ -40,6 +44,7 @@
 
 #include "kvcache/policy/concepts.hpp"
 #include "kvcache/policy/reuse_lru.hpp"
+#include "kvcache/policy/reuse_lru_shadows.hpp"
 #include "kvcache/policy/shadow_cache.hpp"
 
 namespace kvcache {
@@ -58,12 +63,8 @@ class AdaptiveEviction {
       : live_(capacity_blocks),
         sampling_(ShadowSampling::for_capacity(capacity_blocks, kShadowBlocks)),
         window_blocks_(std::max<std::int64_t>(1024, 2 * sampling_.scaled(capacity_blocks))),
-        full_capacity_(sampling_.scaled(capacity_blocks)) {
-    shadows_.reserve(kWeights.size());
-    for (double weight : kWeights) {
-      shadows_.emplace_back(sampling_.scaled(capacity_blocks));
-      shadows_.back().policy().set_bonus_weight(weight);
-    }
+        full_capacity_(sampling_.scaled(capacity_blocks)),
+        shadows_(kWeights, full_capacity_) {
     live_.set_bonus_weight(kWeights[kStart]);
   }
 
@@ -93,11 +94,9 @@ class AdaptiveEviction {
     // And they hold what it can keep: its blocks less those in use.
     const std::int64_t capacity =
         kept_ < 0 ? full_capacity_ : sampling_.scaled(static_cast<std::int64_t>(kept_));
-    for (auto& shadow : shadows_) {
-      if (shadow.policy().interval() != interval) shadow.policy().set_interval(interval);
-      shadow.set_capacity(capacity);
-      shadow.lookup(sampled_);
-    }
+    if (shadows_.interval() != interval) shadows_.set_interval(interval);
+    shadows_.set_capacity(capacity);
+    shadows_.lookup(sampled_);
     window_requested_ += static_cast<std::int64_t>(sampled_.size());
     if (window_requested_ >= window_blocks_) decide();
   }
@@ -109,19 +108,19 @@ class AdaptiveEviction {
   std::int64_t decisions() const { return decisions_; }
   // Decayed hits of each candidate's shadow (their ratio is what decides).
   const std::array<double, kWeights.size()>& scores() const { return scores_; }
-  const ShadowCache<ReuseLruEviction>& shadow(std::size_t i) const { return shadows_[i]; }
+  const ReuseLruShadows& shadows() const { return shadows_; }
   const ShadowSampling& sampling() const { return sampling_; }
   const ReuseLruEviction& live() const { return live_; }
 
  private:
   void decide() {
     std::size_t best = current_;
-    for (std::size_t i = 0; i < shadows_.size(); ++i) {
-      const std::int64_t hits = shadows_[i].hits();
+    for (std::size_t i = 0; i < kWeights.size(); ++i) {
+      const std::int64_t hits = shadows_.hits(i);
       scores_[i] = 0.5 * scores_[i] + static_cast<double>(hits - window_start_hits_[i]);
       window_start_hits_[i] = hits;
     }
-    for (std::size_t i = 0; i < shadows_.size(); ++i)
+    for (std::size_t i = 0; i < kWeights.size(); ++i)
       if (scores_[i] > scores_[best]) best = i;
     ++decisions_;
     window_requested_ = 0;
@@ -141,7 +140,7 @@ class AdaptiveEviction {
   std::int64_t window_blocks_;
   std::int64_t full_capacity_;  // a replica's blocks before the cache first evicts
   double kept_ = -1;            // the mean evictable entries at an eviction (-1: none yet)
-  std::vector<ShadowCache<ReuseLruEviction>> shadows_;
+  ReuseLruShadows shadows_;     // one replica per candidate weight
   std::vector<EvictionKey> sampled_;
   std::array<double, kWeights.size()> scores_{};
   std::array<std::int64_t, kWeights.size()> window_start_hits_{};
