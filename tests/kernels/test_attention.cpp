@@ -365,6 +365,31 @@ TEST(CpuAttentionLoops, VectorPathEqualsPortable) {
             << "accumulate, dim " << dim << ", query " << h << " of " << count << ", " << rounds
             << " rounds, fresh " << fresh;
       }
+      // fp16 value rows read where they lie (random bit patterns, each row
+      // somewhere of its own) against the same rows converted to floats first.
+      std::vector<std::uint16_t> halves(v.size() + 8 * 32 * static_cast<std::size_t>(rounds));
+      for (std::uint16_t& h : halves)
+        h = static_cast<std::uint16_t>(rng());
+      std::vector<const std::byte*> rows(static_cast<std::size_t>(rounds) * 32);
+      std::vector<float> decoded(v.size());
+      for (std::size_t row = 0; row < rows.size(); ++row) {
+        const std::size_t at = row * (width + 8) + rng() % 8;
+        rows[row] = reinterpret_cast<const std::byte*>(halves.data() + at);
+        for (std::size_t i = 0; i < width; ++i)
+          decoded[row * width + i] = half_bits_to_float(halves[at + i]);
+      }
+      std::vector<a::LaneState> states3(count), states4(count);
+      for (std::size_t h = 0; h < count; ++h)
+        states3[h].acc = states4[h].acc = states1[h].acc;
+      a::accumulate_rounds_avx2(states3.data(), weights.data(), count, decoded.data(), rounds, dim,
+                                fresh);
+      a::accumulate_rounds_avx2(states4.data(), weights.data(), count,
+                                a::HalfValueRows{rows.data()}, rounds, dim, fresh);
+      for (std::size_t h = 0; h < count; ++h) {
+        ASSERT_TRUE(same_bits(states3[h].acc.data(), states4[h].acc.data(), width * 32))
+            << "fp16 rows in place, dim " << dim << ", query " << h << ", " << rounds
+            << " rounds, fresh " << fresh;
+      }
     }
     // The online-softmax step of the 32 lanes: scores with -Inf, NaN, ties
     // with the running maximum and values past exp's clamps, some lanes past

@@ -18,6 +18,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -539,15 +541,47 @@ inline void accumulate_rounds_portable(LaneState* states, const RoundWeights* we
 __attribute__((target("avx2"))) inline __m256 load_or_zero(const float* at, bool fresh) {
   return fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(at);
 }
+// A block's value rows as the accumulator updates read them, row r x 32 + l
+// being lane l's row of round r: eight elements from i as floats (load), or
+// one (at).
+//   FloatValueRows: rows decoded to floats beforehand ([rounds][32][dim]).
+//   HalfValueRows: fp16 rows where they lie in the pages, converted in
+//     registers (F16C, exactly as halves_to_floats).
+// Reading fp16 pages directly spares a float copy of every value row, written
+// and read back once a block. (Compressed rows are decoded once into floats:
+// the updates read a row once for every query head of its KV head, and an
+// int8 row decoded in place, three operations each time, measured no faster.)
+struct FloatValueRows {
+  const float* v;
+  std::size_t width;
+  __attribute__((target("avx2"))) __m256 load(std::size_t row, std::int32_t i) const {
+    return _mm256_loadu_ps(v + row * width + static_cast<std::size_t>(i));
+  }
+  float at(std::size_t row, std::int32_t i) const {
+    return v[row * width + static_cast<std::size_t>(i)];
+  }
+};
+struct HalfValueRows {
+  const std::byte* const* rows;
+  __attribute__((target("avx2,f16c"))) __m256 load(std::size_t row, std::int32_t i) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint16_t*>(rows[row]) + i)));
+  }
+  float at(std::size_t row, std::int32_t i) const {
+    return half_bits_to_float(reinterpret_cast<const std::uint16_t*>(rows[row])[i]);
+  }
+};
 // One lane's accumulator row of one query (acc: [dim]) over the rounds
-// (w: [rounds]; v: the lane's value row of round 0, a round's rows
-// round_stride floats apart), 64 elements at a time held in registers: the
-// row is read and written once for all the rounds.
-__attribute__((target("avx2"))) inline void accumulate_lane_avx2(float* acc, const RoundWeights* w,
-                                                                 const float* v,
-                                                                 std::size_t round_stride,
-                                                                 std::size_t l, std::int32_t rounds,
-                                                                 std::int32_t dim, bool fresh) {
+// (w: [rounds]; v: the block's value rows, the lane's of round r being row
+// r x 32 + l), 64 elements at a time held in registers: the row is read and
+// written once for all the rounds.
+template <class Values>
+__attribute__((target("avx2,f16c"))) inline void accumulate_lane_avx2(
+    float* acc, const RoundWeights* w, const Values& v, std::size_t l, std::int32_t rounds,
+    std::int32_t dim, bool fresh) {
+  const auto row = [l](std::int32_t r) {
+    return static_cast<std::size_t>(r) * kAttentionLanes + l;
+  };
   std::int32_t i = 0;
   for (; i + 64 <= dim; i += 64) {
     float* a = acc + i;
@@ -558,15 +592,15 @@ __attribute__((target("avx2"))) inline void accumulate_lane_avx2(float* acc, con
     for (std::int32_t r = 0; r < rounds; ++r) {
       if (w[r].active[l] == 0) continue;
       const __m256 k = _mm256_set1_ps(w[r].keep[l]), g = _mm256_set1_ps(w[r].weight[l]);
-      const float* x = v + static_cast<std::size_t>(r) * round_stride + i;
-      a0 = _mm256_add_ps(_mm256_mul_ps(a0, k), _mm256_mul_ps(g, _mm256_loadu_ps(x)));
-      a1 = _mm256_add_ps(_mm256_mul_ps(a1, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 8)));
-      a2 = _mm256_add_ps(_mm256_mul_ps(a2, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 16)));
-      a3 = _mm256_add_ps(_mm256_mul_ps(a3, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 24)));
-      a4 = _mm256_add_ps(_mm256_mul_ps(a4, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 32)));
-      a5 = _mm256_add_ps(_mm256_mul_ps(a5, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 40)));
-      a6 = _mm256_add_ps(_mm256_mul_ps(a6, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 48)));
-      a7 = _mm256_add_ps(_mm256_mul_ps(a7, k), _mm256_mul_ps(g, _mm256_loadu_ps(x + 56)));
+      const std::size_t x = row(r);
+      a0 = _mm256_add_ps(_mm256_mul_ps(a0, k), _mm256_mul_ps(g, v.load(x, i)));
+      a1 = _mm256_add_ps(_mm256_mul_ps(a1, k), _mm256_mul_ps(g, v.load(x, i + 8)));
+      a2 = _mm256_add_ps(_mm256_mul_ps(a2, k), _mm256_mul_ps(g, v.load(x, i + 16)));
+      a3 = _mm256_add_ps(_mm256_mul_ps(a3, k), _mm256_mul_ps(g, v.load(x, i + 24)));
+      a4 = _mm256_add_ps(_mm256_mul_ps(a4, k), _mm256_mul_ps(g, v.load(x, i + 32)));
+      a5 = _mm256_add_ps(_mm256_mul_ps(a5, k), _mm256_mul_ps(g, v.load(x, i + 40)));
+      a6 = _mm256_add_ps(_mm256_mul_ps(a6, k), _mm256_mul_ps(g, v.load(x, i + 48)));
+      a7 = _mm256_add_ps(_mm256_mul_ps(a7, k), _mm256_mul_ps(g, v.load(x, i + 56)));
     }
     _mm256_storeu_ps(a, a0);
     _mm256_storeu_ps(a + 8, a1);
@@ -581,9 +615,8 @@ __attribute__((target("avx2"))) inline void accumulate_lane_avx2(float* acc, con
     __m256 a0 = load_or_zero(acc + i, fresh);
     for (std::int32_t r = 0; r < rounds; ++r) {
       if (w[r].active[l] == 0) continue;
-      const float* x = v + static_cast<std::size_t>(r) * round_stride + i;
       a0 = _mm256_add_ps(_mm256_mul_ps(a0, _mm256_set1_ps(w[r].keep[l])),
-                         _mm256_mul_ps(_mm256_set1_ps(w[r].weight[l]), _mm256_loadu_ps(x)));
+                         _mm256_mul_ps(_mm256_set1_ps(w[r].weight[l]), v.load(row(r), i)));
     }
     _mm256_storeu_ps(acc + i, a0);
   }
@@ -591,24 +624,31 @@ __attribute__((target("avx2"))) inline void accumulate_lane_avx2(float* acc, con
     if (fresh) acc[i] = 0.0f;
     for (std::int32_t r = 0; r < rounds; ++r) {
       if (w[r].active[l] == 0) continue;
-      acc[i] = codec::add_exact(
-          codec::mul_exact(acc[i], w[r].keep[l]),
-          codec::mul_exact(
-              w[r].weight[l],
-              v[static_cast<std::size_t>(r) * round_stride + static_cast<std::size_t>(i)]));
+      acc[i] = codec::add_exact(codec::mul_exact(acc[i], w[r].keep[l]),
+                                codec::mul_exact(w[r].weight[l], v.at(row(r), i)));
     }
   }
 }
-inline void accumulate_rounds_avx2(LaneState* states, const RoundWeights* weights,
-                                   std::size_t count, const float* v, std::int32_t rounds,
-                                   std::int32_t dim, bool fresh) {
+template <class Values>
+requires(!std::is_pointer_v<Values>) void accumulate_rounds_avx2(LaneState* states,
+                                                                 const RoundWeights* weights,
+                                                                 std::size_t count, const Values& v,
+                                                                 std::int32_t rounds,
+                                                                 std::int32_t dim, bool fresh) {
   const auto width = static_cast<std::size_t>(dim);
   for (std::size_t h = 0; h < count; ++h) {
     for (std::size_t l = 0; l < kAttentionLanes; ++l) {
-      accumulate_lane_avx2(states[h].acc.data() + l * width, weights + h * kRoundsPerBlock,
-                           v + l * width, width * kAttentionLanes, l, rounds, dim, fresh);
+      accumulate_lane_avx2(states[h].acc.data() + l * width, weights + h * kRoundsPerBlock, v, l,
+                           rounds, dim, fresh);
     }
   }
+}
+// v: [rounds][32][dim] floats.
+inline void accumulate_rounds_avx2(LaneState* states, const RoundWeights* weights,
+                                   std::size_t count, const float* v, std::int32_t rounds,
+                                   std::int32_t dim, bool fresh) {
+  accumulate_rounds_avx2(states, weights, count, FloatValueRows{v, static_cast<std::size_t>(dim)},
+                         rounds, dim, fresh);
 }
 #endif
 
@@ -707,11 +747,21 @@ void int8_keys_to_columns(const Reader& reader, std::int64_t first, std::int32_t
 }
 #endif
 
+// Where a block's value rows lie, for readers whose rows the accumulator
+// updates read in place (kHalfPages, with AVX2): row r x 32 + l is lane l's
+// of round r.
+struct ValueRefs {
+  std::array<const std::byte*, kRoundsPerBlock * kAttentionLanes> rows{};
+};
+
 // One round's keys [first, first + count) into k_rows ([dim][32]) and its
-// value rows into v_round ([32][dim]); lanes past count are never used.
+// value rows into v_round ([32][dim]), or, where the updates read them in
+// place, their addresses into refs from row `row0`; lanes past count are
+// never used.
 template <class Reader>
 void load_round(const Reader& reader, const VectorPath& path, std::int64_t first,
-                std::int32_t count, float* k_rows, float* v_round, float* block) {
+                std::int32_t count, float* k_rows, float* v_round, float* block, ValueRefs& refs,
+                std::size_t row0) {
   const std::int32_t dim = reader.dim();
   const auto width = static_cast<std::size_t>(dim);
 #if KVCACHE_INT8_SIMD
@@ -726,11 +776,7 @@ void load_round(const Reader& reader, const VectorPath& path, std::int64_t first
           eight[r] = l + r < count ? reinterpret_cast<const std::uint16_t*>(rows[l + r]) : kZeros;
         half_keys_to_columns_avx2(eight, dim, k_rows, l);
       }
-      plain_rows(reader, 1, first, count, rows);
-      for (std::int32_t l = 0; l < count; ++l) {
-        simd::halves_to_floats(reinterpret_cast<const std::uint16_t*>(rows[l]), dim,
-                               v_round + static_cast<std::size_t>(l) * width);
-      }
+      plain_rows(reader, 1, first, count, refs.rows.data() + row0);
       return;
     }
   }
@@ -789,6 +835,7 @@ struct AttendScratch {
   std::vector<float> k_rows;          // one round's keys, [dim][32]
   std::vector<float> v_rows;          // a block's values, [rounds][32][dim]
   std::vector<RoundWeights> weights;  // [query][kRoundsPerBlock]
+  ValueRefs values;                   // where the block's value rows lie
 };
 
 // The queries of one pass over one sequence's KV head (its query heads, for
@@ -827,7 +874,8 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
           static_cast<std::int32_t>(std::min<std::int64_t>(kAttentionLanes, keys - first));
       if (first + kAttentionLanes < keys) prefetch_round(reader, first + kAttentionLanes, keys);
       float* v_round = scratch.v_rows.data() + static_cast<std::size_t>(r) * lanes * width;
-      load_round(reader, path, first, count, k_rows.data(), v_round, block);
+      load_round(reader, path, first, count, k_rows.data(), v_round, block, scratch.values,
+                 static_cast<std::size_t>(r) * lanes);
       // Each query's 32 dot products side by side, each summed in index
       // order; two queries at a time share the reads of the key columns.
       const auto live = [&](std::size_t h) {
@@ -858,6 +906,15 @@ void attend(const Reader& reader, const std::vector<Query>& queries, float scale
         h += n;
       }
     }
+#if KVCACHE_INT8_SIMD
+    if constexpr (kHalfPages<Reader>) {
+      if (path.avx2) {  // the value rows read where they lie
+        accumulate_rounds_avx2(states.data(), scratch.weights.data(), queries.size(),
+                               HalfValueRows{scratch.values.rows.data()}, rounds, dim, start == 0);
+        continue;
+      }
+    }
+#endif
     path.accumulate_rounds(states.data(), scratch.weights.data(), queries.size(),
                            scratch.v_rows.data(), rounds, dim, start == 0);
   }
