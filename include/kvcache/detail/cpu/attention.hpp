@@ -154,6 +154,27 @@ void plain_rows(const Reader& reader, std::int32_t kv, std::int64_t first, std::
   }
 }
 
+// The stored rows (codes, and scales where `scales` is given) of keys
+// [first, first + count) of a codec reader's K or V (as reader.codes_of: one
+// division for the round, not two a row).
+template <class Reader>
+void codec_rows(const Reader& reader, std::int32_t kv, std::int64_t first, std::int32_t count,
+                const std::uint8_t** codes, const std::uint8_t** scales) {
+  const CodecPageView& view = reader.view();
+  const std::int32_t layer = reader.p->layer;
+  std::int64_t slot = first / view.page_size;
+  auto token = static_cast<std::int32_t>(first - slot * view.page_size);
+  for (std::int32_t l = 0; l < count; ++l) {
+    const std::int64_t page = reader.pages[slot];
+    codes[l] = view.row_codes(page, layer, kv, token, reader.kv_head);
+    if (scales != nullptr) scales[l] = view.row_scales(page, layer, kv, token, reader.kv_head);
+    if (++token == view.page_size) {
+      token = 0;
+      ++slot;
+    }
+  }
+}
+
 // Asks for the rows of keys [first, first + 32) before they are read: a
 // pass walks one KV head of a sequence, a row here and the next a token's
 // width (every head's rows) further on, a stride the hardware prefetchers
@@ -721,9 +742,11 @@ void int8_keys_to_columns(const Reader& reader, std::int64_t first, std::int32_t
                           float* k_rows) {
   using Rows = typename Reader::RowMath;
   static constexpr std::int8_t kZeros[kernels::kAttentionMaxHeadDim] = {};
-  const CodecPageView& view = reader.view();
-  const std::int32_t dim = view.head_dim, layer = reader.p->layer;
+  const std::int32_t dim = reader.view().head_dim;
   const std::int32_t groups = dim / Rows::kGroup;
+  const std::uint8_t* rows[kAttentionLanes];
+  const std::uint8_t* row_scales[kAttentionLanes];
+  codec_rows(reader, 0, first, count, rows, row_scales);
   float scales[8][kernels::kAttentionMaxHeadDim / 8];
   const std::int8_t* codes[8];
   for (std::int32_t l = 0; l < count; l += 8) {
@@ -733,12 +756,8 @@ void int8_keys_to_columns(const Reader& reader, std::int64_t first, std::int32_t
         std::fill(scales[r], scales[r] + groups, 0.0f);
         continue;
       }
-      const std::int64_t j = first + l + r;
-      const std::int64_t page = reader.page_of(j);
-      const std::int32_t token = reader.token_of(j);
-      codes[r] = reinterpret_cast<const std::int8_t*>(
-          view.row_codes(page, layer, 0, token, reader.kv_head));
-      const std::uint8_t* stored = view.row_scales(page, layer, 0, token, reader.kv_head);
+      codes[r] = reinterpret_cast<const std::int8_t*>(rows[l + r]);
+      const std::uint8_t* stored = row_scales[l + r];
       for (std::int32_t g = 0; g < groups; ++g)
         scales[r][g] = codec::load_scale(stored + g * Rows::kScaleBytes, Rows::kScaleBytes);
     }
@@ -788,23 +807,33 @@ void load_round(const Reader& reader, const VectorPath& path, std::int64_t first
       if constexpr (rows::VectorInt8<Rows, Half>::value) {
         if (path.avx2) {
           int8_keys_to_columns(reader, first, count, k_rows);
-          for (std::int32_t l = 0; l < count; ++l)
-            load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
+          const std::uint8_t* codes[kAttentionLanes];
+          const std::uint8_t* scales[kAttentionLanes];
+          codec_rows(reader, 1, first, count, codes, scales);
+          for (std::int32_t l = 0; l < count; ++l) {  // as load_row
+            simd::int8_decode_f32(reinterpret_cast<const std::int8_t*>(codes[l]), scales[l], dim,
+                                  Rows::kGroup, Rows::kScaleBytes,
+                                  v_round + static_cast<std::size_t>(l) * width);
+          }
           return;
         }
       }
       if constexpr (std::is_same_v<Rows, Fp8Rows>) {
         if (path.avx2 && dim % 8 == 0) {
           static constexpr std::uint8_t kZeros[kernels::kAttentionMaxHeadDim] = {};
-          const float scale = *reader.state(0);
+          const std::uint8_t* rows[kAttentionLanes];
+          codec_rows(reader, 0, first, count, rows, nullptr);
           for (std::int32_t l = 0; l < count; l += 8) {
             const std::uint8_t* codes[8];
             for (std::int32_t r = 0; r < 8; ++r)
-              codes[r] = l + r < count ? reader.codes_of(0, first + l + r) : kZeros;
-            fp8_keys_to_columns_avx2(codes, dim, scale, k_rows, l);
+              codes[r] = l + r < count ? rows[l + r] : kZeros;
+            fp8_keys_to_columns_avx2(codes, dim, *reader.state(0), k_rows, l);
           }
-          for (std::int32_t l = 0; l < count; ++l)
-            load_row(reader, 1, first + l, v_round + static_cast<std::size_t>(l) * width);
+          codec_rows(reader, 1, first, count, rows, nullptr);
+          for (std::int32_t l = 0; l < count; ++l) {  // as load_row
+            simd::fp8_decode_f32(rows[l], dim, *reader.state(1),
+                                 v_round + static_cast<std::size_t>(l) * width);
+          }
           return;
         }
       }
